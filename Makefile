@@ -1,0 +1,49 @@
+# contrastkit — set-up and checks. `make demo` and `make test` are all a new machine needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test lint unit install install-test fashion-mnist bench clean
+
+demo: install fashion-mnist
+	$(BIN)/contrastkit train
+
+test: install-test fashion-mnist lint unit
+
+lint:
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/python -m pytest -q
+
+install: $(BIN)/.installed
+install-test: $(BIN)/.installed-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(BIN)/.installed $@
+
+# Fashion-MNIST from Debian, where apt is available (optional: tests that need it skip without it).
+fashion-mnist:
+	@if [ ! -d $(FMNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing dataset-fashion-mnist (Debian)"; \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+		echo "could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
+	fi
+
+bench: install
+	$(BIN)/python -m pip install -q -e ".[bench]"
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Data for contrastive learning, one subpackage per modality (`contrastkit.data.image`, ...)."""

@@ -1,0 +1,86 @@
+"""Batches of augmented views straight from an in-memory uint8 tensor (no DataLoader workers).
+
+Indices come from a per-epoch permutation seeded by (seed, epoch); augmentation randomness comes
+from one generator on the training device whose state is checkpointed, so a resumed run sees
+exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from contrastkit.data.image.augment import BatchAugmentation
+
+
+class InMemoryViewLoader:
+    """Yields {'views': [V tensors (B,C,S,S)], 'index': (B,)} for contrastive training."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        *,
+        batch_size: int,
+        augmentation: BatchAugmentation,
+        views: int = 2,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        labels: Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device) if labels is not None else None
+        self.batch_size = batch_size
+        self.augmentation = augmentation
+        self.views = views
+        self.seed = seed
+        self.channels_last = channels_last
+        self.rank = rank
+        self.world_size = world_size
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed * 1_000_003 + 17 * (rank + 1))
+        if len(self) == 0:
+            from contrastkit.errors import UserError
+
+            raise UserError(
+                f"train.batch_size {batch_size} is larger than the data set "
+                f"({images.shape[0]} images); use a batch size <= {images.shape[0] // world_size}"
+            )
+
+    def __len__(self) -> int:
+        """Full batches per epoch (the last partial batch is dropped: BN and the loss want full batches)."""
+        return (self.images.shape[0] // self.world_size) // self.batch_size
+
+    def permutation(self, epoch: int) -> Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        perm = torch.randperm(self.images.shape[0], generator=gen)
+        per_rank = self.images.shape[0] // self.world_size
+        return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
+        perm = self.permutation(epoch).to(self.device)
+        for b in range(start, len(self)):
+            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images.index_select(0, idx)
+            views = []
+            for _ in range(self.views):
+                v = self.augmentation(x, self.generator)
+                if self.channels_last:
+                    v = v.contiguous(memory_format=torch.channels_last)
+                views.append(v)
+            batch: dict[str, Any] = {"views": views, "index": idx}
+            if self.labels is not None:
+                batch["labels"] = self.labels.index_select(0, idx)
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"].cpu())

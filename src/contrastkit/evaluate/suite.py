@@ -1,0 +1,264 @@
+"""The whole evaluation of a run: the same probes on the trained encoder and on two baselines.
+
+Every report shows what self-supervised training bought: each probe (kNN, linear, few-label) runs
+on the SSL encoder, on a randomly initialised copy of it, and on raw pixels; fine-tuning compares
+the pretrained encoder with the same network trained from scratch on the same labels.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.evaluate.features import extract_features, flatten_pixels
+from contrastkit.evaluate.few_label import few_label_probe
+from contrastkit.evaluate.finetune import finetune
+from contrastkit.evaluate.knn import knn_predict
+from contrastkit.evaluate.linear_probe import linear_probe
+from contrastkit.evaluate.metrics import classification_metrics
+
+SSL, RANDOM, PIXELS = "ssl", "random_init", "raw_pixels"
+
+
+def _log(message: str, verbose: bool) -> None:
+    if verbose:
+        print(message, flush=True)
+
+
+def probe_features(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    num_classes: int,
+    knn: bool = True,
+    knn_k: int = 200,
+    knn_temperature: float = 0.1,
+    linear: bool = True,
+    shots: list[int] | None = None,
+    draws: int = 5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """kNN, linear probe and few-label probes on one set of frozen features."""
+    out: dict[str, Any] = {"feature_dim": int(train_x.shape[1])}
+    if knn:
+        pred = knn_predict(
+            train_x, train_y, test_x, num_classes=num_classes, k=knn_k, temperature=knn_temperature
+        )
+        out["knn"] = classification_metrics(test_y, pred, num_classes)
+    if linear:
+        out["linear_probe"] = linear_probe(
+            train_x, train_y, test_x, test_y, num_classes=num_classes, seed=seed, device=device
+        )
+    if shots:
+        out["few_label"] = few_label_probe(
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+            num_classes=num_classes,
+            shots=tuple(shots),
+            draws=draws,
+            seed=seed,
+        )
+    return out
+
+
+def evaluate_run(
+    model: nn.Module,
+    make_random_encoder: Callable[[], nn.Module],
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    *,
+    num_classes: int,
+    class_names: list[str],
+    eval_transform: Callable[[Tensor], Tensor],
+    train_transform: Callable[[Tensor, torch.Generator | None], Tensor] | None,
+    cfg: Any,
+    device: torch.device,
+    out_dir: Path,
+    seed: int = 0,
+    channels_last: bool = False,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Probe the SSL encoder and the baselines, fine-tune, and draw the pictures; return results."""
+    results: dict[str, Any] = {"encoders": {}}
+    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    feature_dim = int(getattr(encoder, "out_dim", 0))
+    probe_kwargs: dict[str, Any] = {
+        "num_classes": num_classes,
+        "knn": cfg.knn,
+        "knn_k": cfg.knn_k,
+        "knn_temperature": cfg.knn_temperature,
+        "linear": cfg.linear_probe,
+        "shots": list(cfg.few_label_shots),
+        "draws": cfg.few_label_draws,
+        "seed": seed,
+        "device": device,
+    }
+
+    def features_of(enc: nn.Module) -> tuple[Tensor, Tensor]:
+        enc = enc.to(device)
+        kwargs = {"batch_size": cfg.batch_size, "device": device, "channels_last": channels_last}
+        return (
+            extract_features(enc, train_images, eval_transform, **kwargs),
+            extract_features(enc, test_images, eval_transform, **kwargs),
+        )
+
+    t0 = time.perf_counter()
+    ssl_train, ssl_test = features_of(encoder)
+    _log(f"  features: {tuple(ssl_train.shape)} train, {tuple(ssl_test.shape)} test", verbose)
+    candidates: list[tuple[str, Callable[[], tuple[Tensor, Tensor]]]] = [
+        (SSL, lambda: (ssl_train, ssl_test))
+    ]
+    if cfg.baselines:
+        torch.manual_seed(seed + 12345)
+        candidates.append((RANDOM, lambda: features_of(make_random_encoder())))
+        candidates.append((PIXELS, lambda: (flatten_pixels(train_images), flatten_pixels(test_images))))
+    for name, get in candidates:
+        tr, te = get()
+        t1 = time.perf_counter()
+        results["encoders"][name] = probe_features(tr, train_labels, te, test_labels, **probe_kwargs)
+        results["encoders"][name]["seconds"] = time.perf_counter() - t1
+        _log(f"  probed {name} in {time.perf_counter() - t1:.1f}s", verbose)
+
+    if cfg.finetune:
+        results["finetune"] = {}
+        for shots in cfg.finetune_shots:
+            idx = _per_class_subset(train_labels, num_classes, shots, seed)
+            label = "all" if shots == 0 else f"{shots}_per_class"
+            common: dict[str, Any] = {
+                "num_classes": num_classes,
+                "train_transform": train_transform,
+                "eval_transform": eval_transform,
+                "epochs": cfg.finetune_epochs,
+                "lr": cfg.finetune_lr,
+                "device": device,
+                "seed": seed,
+            }
+            t1 = time.perf_counter()
+            pre = finetune(
+                copy.deepcopy(encoder), feature_dim, train_images[idx], train_labels[idx],
+                test_images, test_labels, **common,
+            )
+            torch.manual_seed(seed + 12345)
+            scratch = finetune(
+                make_random_encoder(), feature_dim, train_images[idx], train_labels[idx],
+                test_images, test_labels, **common,
+            )
+            results["finetune"][label] = {"pretrained": pre, "scratch": scratch, "labels": len(idx)}
+            _log(f"  fine-tuned on {label} ({len(idx)} labels) in {time.perf_counter() - t1:.1f}s", verbose)
+
+    if cfg.plots:
+        results["plots"] = _plots(model, ssl_test, test_labels, test_images, class_names, out_dir, cfg, seed)
+    results["seconds"] = time.perf_counter() - t0
+    return results
+
+
+def _per_class_subset(labels: Tensor, num_classes: int, shots: int, seed: int) -> Tensor:
+    """Indices of `shots` random examples per class (all indices when shots == 0)."""
+    if shots == 0:
+        return torch.arange(labels.shape[0])
+    gen = torch.Generator().manual_seed(seed + 777)
+    picks = []
+    for c in range(num_classes):
+        members = torch.nonzero(labels == c).flatten()
+        picks.append(members[torch.randperm(members.numel(), generator=gen)[:shots]])
+    return torch.cat(picks)
+
+
+def _plots(
+    model: nn.Module,
+    test_feats: Tensor,
+    test_labels: Tensor,
+    test_images: Tensor,
+    class_names: list[str],
+    out_dir: Path,
+    cfg: Any,
+    seed: int,
+) -> list[str]:
+    from contrastkit.evaluate.plots import (
+        plot_embedding_map,
+        plot_neighbor_grid,
+        plot_training_curves,
+    )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    log = out_dir.parent / "train_log.csv"
+    if log.exists():
+        written.append(str(plot_training_curves(log, out_dir / "training_curves.png")))
+    written.append(
+        str(
+            plot_embedding_map(
+                test_feats, test_labels, out_dir / "embedding_tsne.png",
+                class_names=class_names, max_points=cfg.tsne_points, seed=seed,
+            )
+        )
+    )
+    written.append(
+        str(
+            plot_neighbor_grid(
+                test_images, test_feats, out_dir / "nearest_neighbors.png", seed=seed, labels=test_labels
+            )
+        )
+    )
+    return written
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A small fixed-width table of accuracies (%), one row per encoder."""
+    enc = results.get("encoders", {})
+    if not enc:
+        return "(no labelled evaluation)"
+    shots: list[int] = []
+    for r in enc.values():
+        for key in r.get("few_label", {}).get("shots", {}):
+            if int(key) not in shots:
+                shots.append(int(key))
+    headers = ["features", "kNN", "linear"] + [f"{k}/class" for k in shots]
+    rows = []
+    for name, r in enc.items():
+        row = [name]
+        row.append(_pct(r.get("knn", {}).get("accuracy")))
+        row.append(_pct(r.get("linear_probe", {}).get("accuracy")))
+        fl = r.get("few_label", {}).get("shots", {})
+        for k in shots:
+            entry = fl.get(str(k)) or fl.get(k)
+            if entry and entry.get("mean") is not None:
+                row.append(f"{100 * entry['mean']:.1f}±{100 * entry['std']:.1f}")
+            else:
+                row.append("-")
+        rows.append(row)
+    lines = [_fmt(headers, rows)]
+    ft = results.get("finetune")
+    if ft:
+        ft_rows = [
+            [label, _pct(v["pretrained"].get("accuracy")), _pct(v["scratch"].get("accuracy"))]
+            for label, v in ft.items()
+        ]
+        lines.append("")
+        lines.append(_fmt(["fine-tune labels", "pretrained", "from scratch"], ft_rows))
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _fmt(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])

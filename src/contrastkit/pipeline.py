@@ -1,0 +1,332 @@
+"""From a Config to a trained, evaluated run folder: builds data, encoder, method and trainer.
+
+Run folder layout: config.yaml, train_log.csv, tensorboard/, checkpoints/last.pt,
+encoder.safetensors, results.json, plots/*.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from contrastkit.config import Config, config_from_dict, save_config
+from contrastkit.data.image import (
+    ImageDataset,
+    build_augmentation,
+    default_augmentation,
+    eval_transform,
+    load_image_dataset,
+)
+from contrastkit.data.image.loader import InMemoryViewLoader
+from contrastkit.encoders import build_image_encoder
+from contrastkit.errors import UserError
+from contrastkit.methods import SimCLR
+from contrastkit.train import (
+    Trainer,
+    TrainerOptions,
+    TrainSummary,
+    load_checkpoint,
+    resolve_device,
+    save_safetensors,
+)
+
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def load_split(cfg: Config, split: str) -> ImageDataset:
+    """The configured data set's train or test split."""
+    return load_image_dataset(
+        cfg.data.name,
+        split=split,
+        root=cfg.data.root,
+        download=cfg.data.download,
+        image_size=cfg.data.image_size,
+    )
+
+
+def input_size(cfg: Config, data: ImageDataset) -> int:
+    return cfg.data.image_size or data.image_size
+
+
+def build_encoder(cfg: Config, channels: int, size: int) -> nn.Module:
+    return build_image_encoder(
+        cfg.model.encoder,
+        channels,
+        width=cfg.model.width,
+        cifar_stem=cfg.model.cifar_stem,
+        image_size=size,
+    )
+
+
+def build_model(cfg: Config, channels: int, size: int) -> SimCLR:
+    """The method around a fresh encoder (the only method in 0.1 is SimCLR)."""
+    encoder = build_encoder(cfg, channels, size)
+    return SimCLR(
+        encoder,
+        int(encoder.out_dim),  # type: ignore[arg-type]
+        projection_dim=cfg.model.projection_dim,
+        projection_hidden_dim=cfg.model.projection_hidden_dim,
+        projection_layers=cfg.model.projection_layers,
+        projection_batch_norm=cfg.model.projection_batch_norm,
+        temperature=cfg.method.temperature,
+        similarity=cfg.method.similarity,
+    )
+
+
+def augmentation_for(cfg: Config, data: ImageDataset) -> Any:
+    size = input_size(cfg, data)
+    spec = cfg.data.augment if cfg.data.augment is not None else default_augmentation(data.channels, size)
+    return build_augmentation(spec, size=size, channels=data.channels, mean=data.mean(), std=data.std())
+
+
+def trainer_options(cfg: Config, progress: bool = True) -> TrainerOptions:
+    lr = cfg.optim.lr
+    if cfg.optim.scale_lr_by_batch:
+        lr = lr * cfg.train.batch_size / 256
+    return TrainerOptions(
+        optimizer=cfg.optim.name,
+        lr=lr,
+        weight_decay=cfg.optim.weight_decay,
+        momentum=cfg.optim.momentum,
+        warmup_fraction=cfg.optim.warmup_fraction,
+        schedule=cfg.optim.schedule,
+        final_lr_fraction=cfg.optim.final_lr_fraction,
+        grad_clip=cfg.optim.grad_clip,
+        epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps,
+        time_budget_minutes=cfg.train.time_budget_minutes,
+        precision=cfg.train.precision,
+        compile=cfg.train.compile,
+        checkpoint_every=cfg.train.checkpoint_every,
+        log_every=cfg.train.log_every,
+        progress=progress and cfg.train.progress,
+        config=cfg.to_dict(),
+    )
+
+
+def setup_runtime(cfg: Config) -> torch.device:
+    """Seeds, threads and matmul precision; returns the training device."""
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.manual_seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device {cfg.train.device!r} asked for CUDA, but no GPU is visible")
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
+    return device
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
+    """The run folder: --out, or runs/<name>-<timestamp>; refuses to overwrite without --resume."""
+    if out is None:
+        if resume:
+            raise UserError("--resume needs --out RUN_DIR (the folder of the run to continue)")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / f"{cfg.name}-{stamp}"
+    else:
+        path = Path(out)
+    if resume:
+        if not (path / "checkpoints" / "last.pt").is_file():
+            raise UserError(f"--resume: no checkpoint in {str(path)!r} (expected checkpoints/last.pt)")
+    elif path.exists() and any(path.iterdir()):
+        raise UserError(
+            f"run folder {str(path)!r} already exists; pass --resume to continue it or choose another --out"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def read_run_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} is not a contrastkit run folder (no {CONFIG_FILE})")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
+    path = Path(run_dir) / RESULTS_FILE
+    tmp = path.with_name(f".{RESULTS_FILE}.tmp")
+    tmp.write_text(json.dumps(_jsonable(results), indent=2))
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return obj
+
+
+# ----------------------------------------------------------------------------- train / evaluate
+
+
+def train(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: list[Any] | None = None,
+    verbose: bool = True,
+) -> TrainSummary:
+    """Train the configured method; checkpoints and logs go to run_dir."""
+    device = setup_runtime(cfg)
+    data = load_split(cfg, "train")
+    size = input_size(cfg, data)
+    if not resume:
+        save_config(cfg, run_dir / CONFIG_FILE)
+    model = build_model(cfg, data.channels, size)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = InMemoryViewLoader(
+        data.images,
+        batch_size=cfg.train.batch_size,
+        augmentation=augmentation_for(cfg, data).to(device),
+        views=cfg.data.views,
+        seed=cfg.train.seed,
+        device=device,
+        channels_last=cfg.train.channels_last,
+    )
+    trainer = Trainer(model, loader, run_dir, trainer_options(cfg, progress), device=device, callbacks=callbacks)
+    if resume:
+        trainer.load_checkpoint()
+        if verbose:
+            print(f"resumed {run_dir} at step {trainer.step}/{trainer.total_steps}", flush=True)
+    if verbose:
+        print(
+            f"training {cfg.method.name} on {data.name} ({data.images.shape[0]} images, "
+            f"{tuple(data.images.shape[1:])}) with {cfg.model.encoder} on {device}: "
+            f"{trainer.total_steps} steps of batch {cfg.train.batch_size}",
+            flush=True,
+        )
+    summary = trainer.fit()
+    save_safetensors(model.encoder.state_dict(), run_dir / "encoder.safetensors")
+    return summary
+
+
+def load_trained_model(run_dir: Path, cfg: Config, channels: int, size: int, device: torch.device) -> SimCLR:
+    """Rebuild the model of a run and load its last checkpoint (code-free load)."""
+    model = build_model(cfg, channels, size)
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt", map_location="cpu")
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def evaluate(run_dir: Path, cfg: Config | None = None, *, verbose: bool = True) -> dict[str, Any]:
+    """Evaluate a finished or interrupted run (its last checkpoint) and write results.json."""
+    from contrastkit.evaluate.suite import evaluate_run
+
+    run_dir = Path(run_dir)
+    cfg = cfg or read_run_config(run_dir)
+    device = setup_runtime(cfg)
+    train_data = load_split(cfg, "train")
+    test_data = load_split(cfg, "test")
+    size = input_size(cfg, train_data)
+    model = load_trained_model(run_dir, cfg, train_data.channels, size, device)
+    if train_data.labels is None or test_data.labels is None:
+        raise UserError(f"data set {cfg.data.name!r} has no labels: nothing to evaluate (embed still works)")
+    transform = eval_transform(size=size, mean=train_data.mean(), std=train_data.std())
+    augment = augmentation_for(cfg, train_data).to(device)
+    seed = cfg.train.seed
+
+    def make_random_encoder() -> nn.Module:
+        torch.manual_seed(seed + 4242)
+        return build_encoder(cfg, train_data.channels, size)
+
+    if verbose:
+        print(f"evaluating {run_dir} on {cfg.data.name} (test split: {test_data.images.shape[0]} images)", flush=True)
+    res = evaluate_run(
+        model,
+        make_random_encoder,
+        train_data.images,
+        train_data.labels,
+        test_data.images,
+        test_data.labels,
+        num_classes=train_data.num_classes,
+        class_names=train_data.classes,
+        eval_transform=transform,
+        train_transform=augment,
+        cfg=cfg.eval,
+        device=device,
+        out_dir=run_dir / "plots",
+        seed=seed,
+        channels_last=cfg.train.channels_last,
+        verbose=verbose,
+    )
+    return res
+
+
+def run_all(
+    cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True, verbose: bool = True
+) -> dict[str, Any]:
+    """Train then evaluate; results.json holds both."""
+    t0 = time.perf_counter()
+    summary = train(cfg, run_dir, resume=resume, progress=progress, verbose=verbose)
+    results: dict[str, Any] = {"run_dir": str(run_dir), "config": cfg.to_dict(), "train": asdict(summary)}
+    write_results(run_dir, results)
+    if cfg.eval.enabled:
+        results["eval"] = evaluate(run_dir, cfg, verbose=verbose)
+    results["total_seconds"] = time.perf_counter() - t0
+    write_results(run_dir, results)
+    return results
+
+
+def embed(run_dir: Path, spec: str, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
+    """Features of the run's encoder for a data set SPEC ('name[:split]' or a folder path) → .npy."""
+    import numpy as np
+
+    from contrastkit.evaluate.features import extract_features
+
+    cfg = read_run_config(Path(run_dir))
+    device = setup_runtime(cfg)
+    name, _, split = spec.partition(":")
+    root = None
+    if Path(spec).is_dir():
+        name, split, root = "folder", "train", spec
+    elif name == "folder":
+        name, root, split = "folder", split, "train"
+    ref = load_split(cfg, "train")
+    size = input_size(cfg, ref)
+    data = load_image_dataset(
+        name, split=split or "test", root=root if root else cfg.data.root if name == cfg.data.name else None,
+        download=False, image_size=size,
+    )
+    if data.channels != ref.channels:
+        raise UserError(
+            f"data {spec!r} has {data.channels} channel(s) but the run was trained on {ref.channels}"
+        )
+    model = load_trained_model(Path(run_dir), cfg, ref.channels, size, device)
+    transform = eval_transform(size=size, mean=ref.mean(), std=ref.std())
+    feats = extract_features(model.encoder, data.images, transform, batch_size=batch_size, device=device)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, feats.numpy())
+    if data.labels is not None:
+        np.save(out.with_name(out.stem + ".labels.npy"), data.labels.numpy())
+    return int(feats.shape[0]), int(feats.shape[1])

@@ -1,0 +1,346 @@
+"""The one generic training loop: any method with `training_step(batch) -> StepOutput`.
+
+Handles the optimiser and warm-up + cosine schedule, mixed precision, channels_last, gradient
+clipping, progress (tqdm), CSV + TensorBoard logs, atomic checkpoints and exact resume, and stops
+cleanly on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from contrastkit.data.image.loader import InMemoryViewLoader
+from contrastkit.train.checkpoint import atomic_save, load_checkpoint
+from contrastkit.train.optim import build_optimizer, lr_factor
+
+CHECKPOINT_FORMAT = "contrastkit-checkpoint-v1"
+LOG_FIELDS = ["step", "epoch", "loss", "lr", "images_per_sec", "elapsed_sec"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for full precision; bf16 by default on CUDA."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+@dataclass
+class TrainerOptions:
+    """Loop settings (a flat view of the recipe's optim and train sections)."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_fraction: float = 0.05
+    schedule: str = "cosine"
+    final_lr_fraction: float = 0.0
+    grad_clip: float | None = None
+    epochs: int = 10
+    max_steps: int | None = None
+    time_budget_minutes: float | None = None
+    precision: str = "auto"
+    compile: bool = False
+    checkpoint_every: int = 500
+    log_every: int = 10
+    progress: bool = True
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainSummary:
+    """What a finished (or stopped) training run did."""
+
+    steps: int
+    epochs_done: float
+    seconds: float
+    images_per_sec: float
+    final_loss: float
+    stopped_by: str
+
+
+class Trainer:
+    """Train `model` on batches from `loader`, writing logs and checkpoints into `run_dir`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: InMemoryViewLoader,
+        run_dir: Path,
+        options: TrainerOptions,
+        *,
+        device: torch.device,
+        callbacks: list[Callable[[int, dict[str, float]], None]] | None = None,
+    ) -> None:
+        self.model = model.to(device)
+        self.loader = loader
+        self.run_dir = Path(run_dir)
+        self.opt = options
+        self.device = device
+        self.callbacks = callbacks or []
+        self.optimizer = build_optimizer(
+            model, options.optimizer, options.lr, options.weight_decay, options.momentum
+        )
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.amp_dtype = autocast_dtype(options.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.elapsed = 0.0
+        steps_per_epoch = len(loader)
+        self.total_steps = options.max_steps or options.epochs * steps_per_epoch
+        self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        self.log_path = self.run_dir / "train_log.csv"
+        self._fields: list[str] = []
+        if options.compile:
+            for module in self.model.children():
+                module.compile()
+
+    # -------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "elapsed": self.elapsed,
+            "total_steps": self.total_steps,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loader": self.loader.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.opt.config,
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save_checkpoint(self) -> None:
+        atomic_save(self.state_dict(), self.checkpoint_path)
+
+    def load_checkpoint(self, path: Path | None = None) -> None:
+        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.elapsed = float(state["elapsed"])
+        self._truncate_log(self.step)
+
+    # -------------------------------------------------------------------- logs
+
+    def _truncate_log(self, step: int) -> None:
+        """After a resume, drop log rows written after the checkpoint (they will be redone)."""
+        if not self.log_path.exists():
+            return
+        with self.log_path.open() as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            fields = list(reader.fieldnames or LOG_FIELDS)
+        with self.log_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= step)
+
+    def _log_row(self, row: dict[str, float]) -> None:
+        new = not self.log_path.exists()
+        if new:
+            self._fields = LOG_FIELDS + sorted(k for k in row if k not in LOG_FIELDS)
+        elif not self._fields:
+            with self.log_path.open() as handle:
+                self._fields = next(csv.reader(handle), LOG_FIELDS)
+        with self.log_path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    @contextlib.contextmanager
+    def _tensorboard(self) -> Iterator[Any]:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard missing: CSV logs still work
+            yield None
+            return
+        writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.step)
+        try:
+            yield writer
+        finally:
+            writer.close()
+
+    # -------------------------------------------------------------------- loop
+
+    def _progress(self) -> float:
+        frac = self.step / max(self.total_steps, 1)
+        if self.opt.time_budget_minutes:
+            frac = max(frac, self.elapsed / (60.0 * self.opt.time_budget_minutes))
+        return frac
+
+    def _set_lr(self) -> float:
+        factor = lr_factor(
+            self._progress(), self.opt.warmup_fraction, self.opt.schedule, self.opt.final_lr_fraction
+        )
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+        return self.base_lrs[0] * factor
+
+    def _budget_spent(self) -> bool:
+        budget = self.opt.time_budget_minutes
+        return bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
+
+    def fit(self) -> TrainSummary:
+        """Run until the step count (or time budget) is reached; checkpoint along the way."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.model.train()
+        method: Any = self.model
+        steps_per_epoch = len(self.loader)
+        start_step, start_elapsed = self.step, self.elapsed
+        window_images, window_time = 0, 0.0
+        images_per_sec = 0.0
+        last_loss = float("nan")
+        stopped_by = "steps"
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not self.opt.progress,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            leave=True,
+            mininterval=0.5 if sys.stderr.isatty() else 15.0,
+        )
+        with self._tensorboard() as tb:
+            while self.step < self.total_steps and stopped_by == "steps":
+                for batch in self.loader.batches(self.epoch, self.batch_in_epoch):
+                    t0 = time.perf_counter()
+                    lr = self._set_lr()
+                    with torch.autocast(
+                        self.device.type,
+                        dtype=self.amp_dtype or torch.float32,
+                        enabled=self.amp_dtype is not None,
+                    ):
+                        out = method.training_step(batch)
+                    loss = out.loss
+                    if not torch.isfinite(loss.detach()):
+                        bar.close()
+                        kept = (
+                            f"the last good checkpoint (step {self._checkpoint_step()}) is kept in "
+                            f"{self.checkpoint_path}"
+                            if self.checkpoint_path.exists()
+                            else "no checkpoint had been written yet"
+                        )
+                        raise TrainingDiverged(
+                            f"loss became {float(loss.detach())} at step {self.step + 1}; {kept}. "
+                            "Lower optim.lr, raise method.temperature or set optim.grad_clip."
+                        )
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scaler.scale(loss).backward()
+                    if self.opt.grad_clip:
+                        self.scaler.unscale_(self.optimizer)
+                        nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    method.on_step_end(self.step, self.total_steps)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    dt = time.perf_counter() - t0
+                    self.elapsed += dt
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    n_images = int(batch["views"][0].shape[0])
+                    window_images += n_images
+                    window_time += dt
+                    last_loss = out.logs.get("loss", float(loss.detach()))
+                    bar.update(1)
+                    if self.step % self.opt.log_every == 0 or self.step == self.total_steps:
+                        images_per_sec = window_images / max(window_time, 1e-9)
+                        window_images, window_time = 0, 0.0
+                        row = {
+                            "step": self.step,
+                            "epoch": self.step / steps_per_epoch,
+                            "lr": lr,
+                            "images_per_sec": images_per_sec,
+                            "elapsed_sec": self.elapsed,
+                            **out.logs,
+                        }
+                        self._log_row(row)
+                        if tb is not None:
+                            for key, value in row.items():
+                                if key != "step":
+                                    tb.add_scalar(f"train/{key}", value, self.step)
+                        bar.set_postfix(
+                            loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}"
+                        )
+                    for callback in self.callbacks:
+                        callback(self.step, out.logs)
+                    if self.step % self.opt.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    if self.step >= self.total_steps:
+                        break
+                    if self._budget_spent():
+                        stopped_by = "time_budget"
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    continue
+                if self.batch_in_epoch >= steps_per_epoch:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+        bar.close()
+        self.save_checkpoint()
+        done = self.step - start_step
+        spent = self.elapsed - start_elapsed
+        return TrainSummary(
+            steps=self.step,
+            epochs_done=self.step / steps_per_epoch,
+            seconds=self.elapsed,
+            images_per_sec=(done * self.loader.batch_size / spent) if spent > 0 else 0.0,
+            final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
+            stopped_by=stopped_by,
+        )
+
+    def _checkpoint_step(self) -> int:
+        try:
+            return int(load_checkpoint(self.checkpoint_path)["step"])
+        except Exception:
+            return -1

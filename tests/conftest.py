@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny, fast configurations on the embedded digits data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+torch.set_num_threads(2)
+
+
+def tiny_overrides(**extra: Any) -> list[str]:
+    """--set overrides that make the digits quickstart run in a few seconds."""
+    base = {
+        "model.width": 8,
+        "model.projection_hidden_dim": 32,
+        "model.projection_dim": 16,
+        "train.batch_size": 64,
+        "train.max_steps": 6,
+        "train.checkpoint_every": 3,
+        "train.log_every": 1,
+        "train.progress": False,
+        "eval.few_label_shots": "[1, 5]",
+        "eval.few_label_draws": 2,
+        "eval.knn_k": 20,
+        "eval.tsne_points": 120,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture
+def tiny_cfg() -> Any:
+    from contrastkit.config import load_config
+
+    return load_config("digits-simclr", tiny_overrides())
