@@ -330,7 +330,7 @@ def test_finetune_learns_and_leaves_encoder_untouched() -> None:
 
     kwargs: dict[str, Any] = {
         "num_classes": 10, "eval_transform": _scale, "train_transform": augment,
-        "epochs": 3, "batch_size": 64, "lr": 1e-2, "seed": 0,
+        "epochs": 3, "batch_size": 64, "lr": 1e-2, "seed": 0, "min_steps": 1,
     }
     res = finetune(enc, 32, images[tr], labels[tr], images[te], labels[te], **kwargs)
     assert res["accuracy"] > 0.6  # chance is 0.1
@@ -350,6 +350,7 @@ def test_compare_finetune_and_errors() -> None:
     res = compare_finetune(
         TinyCNN(), TinyCNN(), 32, images[tr], labels[tr], images[te], labels[te],
         num_classes=10, eval_transform=_scale, epochs=1, batch_size=64, optimizer="sgd", lr=0.05,
+        min_steps=1,
     )
     assert set(res) == {"pretrained", "fresh", "accuracy_gain"}
     assert res["accuracy_gain"] == pytest.approx(
@@ -361,3 +362,12 @@ def test_compare_finetune_and_errors() -> None:
     with pytest.raises(UserError, match="optimizer"):
         finetune(TinyCNN(), 32, images[tr], labels[tr], images[te], labels[te],
                  num_classes=10, eval_transform=_scale, optimizer="adam")
+
+
+def test_finetune_on_few_labels_runs_at_least_min_steps() -> None:
+    images, labels = _digit_images()
+    res = finetune(
+        TinyCNN(), 32, images[:40], labels[:40], images[1000:1100], labels[1000:1100],
+        num_classes=10, eval_transform=_scale, epochs=1, batch_size=64, min_steps=25,
+    )
+    assert res["steps"] == 25 and res["epochs"] == 25

@@ -82,6 +82,7 @@ def finetune(
     device: torch.device | str = "cpu",
     seed: int = 0,
     channels_last: bool = False,
+    min_steps: int = 300,
 ) -> dict[str, Any]:
     """Fine-tune a deep copy of ``encoder`` with a zero-initialised linear head; test metrics.
 
@@ -90,6 +91,7 @@ def finetune(
     on a per-step cosine schedule to 0. The caller's encoder is never modified. Deterministic
     given ``seed`` (global RNG state is restored afterwards). Returns the test metrics plus
     ``train_loss`` (mean over the last epoch) and ``train_accuracy`` (same epoch, augmented).
+    Small label sets get more epochs so that training takes at least ``min_steps`` steps.
     """
     check_num_classes(num_classes)
     check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -108,6 +110,7 @@ def finetune(
     dev = torch.device(device)
     n = train_images.shape[0]
     steps_per_epoch = max(1, n // batch_size) if n % batch_size == 1 else math.ceil(n / batch_size)
+    epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     total_steps = epochs * steps_per_epoch
     cuda_devices = [dev] if dev.type == "cuda" else []
 
@@ -169,6 +172,7 @@ def finetune(
     result["train_loss"] = epoch_loss
     result["train_accuracy"] = epoch_correct
     result["epochs"] = epochs
+    result["steps"] = total_steps
     return result
 
 
