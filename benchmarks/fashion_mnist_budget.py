@@ -39,12 +39,19 @@ def run_ours(minutes: float, out: Path) -> dict[str, Any]:
 
 
 def run_anchor(python: str, minutes: float, out: Path) -> dict[str, Any]:
+    from contrastkit.config import load_config
     from contrastkit.data.image import load_image_dataset
     from contrastkit.evaluate.suite import probe_features
 
+    cfg = load_config("fashion-mnist-simclr")  # the anchor gets the same network, crop, loss, optimiser
+    crop = next(op for op in cfg.data.augment or [] if op["op"] == "random_resized_crop")
     npz = out / "lightly_features.npz"
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [python, str(HERE / "lightly_simclr_anchor.py"), "--minutes", str(minutes), "--out", str(npz)]
+    cmd = [
+        python, str(HERE / "lightly_simclr_anchor.py"), "--minutes", str(minutes), "--out", str(npz),
+        "--width", str(cfg.model.width), "--crop-min", str(crop["scale"][0]),
+        "--temperature", str(cfg.method.temperature), "--lr", str(cfg.optim.lr),
+    ]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     data = np.load(npz)

@@ -1,8 +1,9 @@
 """Anchor for the accuracy-at-a-budget benchmark: lightly's SimCLR on Fashion-MNIST.
 
-Runs in an environment with `lightly` installed (the `bench` extra). Same 5-layer CNN, batch 256,
-projection 128→128→64, temperature and optimiser as the contrastkit recipe; lightly's own loss,
-projection head and multi-view transform on PIL images through a DataLoader, as its users run it.
+Runs in an environment with `lightly` installed (the `bench` extra). Same 5-layer CNN (width from
+the recipe), batch 256, projection →128→64, augmentations, temperature and optimiser as the
+contrastkit recipe; lightly's own loss, projection head and multi-view transform on PIL images
+through a DataLoader, as its users run it.
 Trains for a wall-clock budget, then writes train/test features of the backbone to an .npz file
 so that both runs are probed by the same evaluator.
 """
@@ -25,12 +26,13 @@ from torch import nn
 from contrastkit.data.image import read_idx
 
 
-def convnet5() -> nn.Sequential:
+def convnet5(w: int = 32) -> nn.Sequential:
     def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
     return nn.Sequential(
-        *block(1, 32, 1), *block(32, 64, 2), *block(64, 64, 1), *block(64, 128, 2), *block(128, 128, 1),
+        *block(1, w, 1), *block(w, 2 * w, 2), *block(2 * w, 2 * w, 1), *block(2 * w, 4 * w, 2),
+        *block(4 * w, 4 * w, 1),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
 
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=0.2)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--crop-min", type=float, default=0.2)
     args = ap.parse_args()
     torch.manual_seed(0)
     root = Path(args.data)
@@ -61,9 +65,10 @@ def main() -> None:
     test_x = read_idx(root / "t10k-images-idx3-ubyte.gz")
     mean, std = float(train_x.mean() / 255), float(train_x.std() / 255)
     view = T.Compose([
-        T.RandomResizedCrop(28, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(28, scale=(args.crop_min, 1.0)),
         T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(0.4, 0.4)], p=0.8),
+        T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2),
         T.ToTensor(),
         T.Normalize([mean], [std]),
     ])
@@ -71,8 +76,8 @@ def main() -> None:
         Images(train_x, MultiViewTransform([view, view])), batch_size=256, shuffle=True,
         drop_last=True, num_workers=args.workers, persistent_workers=args.workers > 0,
     )
-    backbone = convnet5()
-    head = SimCLRProjectionHead(128, 128, 64)
+    backbone = convnet5(args.width)
+    head = SimCLRProjectionHead(4 * args.width, 128, 64)
     model = nn.Sequential(backbone, head)
     crit = NTXentLoss(temperature=args.temperature)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -106,8 +111,8 @@ def main() -> None:
         return torch.cat(out).numpy()
 
     np.savez(args.out, train=feats(train_x), test=feats(test_x), seconds=seconds, steps=steps,
-             pairs_per_sec=pairs / seconds, final_loss=float(loss))
-    print(f"lightly: {steps} steps, {pairs / seconds:.0f} pairs/s, {seconds:.0f}s, loss {float(loss):.4f}")
+             pairs_per_sec=pairs / seconds, final_loss=float(loss.detach()))
+    print(f"lightly: {steps} steps, {pairs / seconds:.0f} pairs/s, {seconds:.0f}s, loss {float(loss.detach()):.4f}")
 
 
 if __name__ == "__main__":

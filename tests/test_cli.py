@@ -98,3 +98,35 @@ def test_console_entry_point_runs_as_module() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "digits-simclr" in proc.stdout.split()
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """SIGKILL in the middle of training, then --resume: identical to the uninterrupted run."""
+    import signal
+    import time
+
+    import torch
+
+    from contrastkit.train import load_checkpoint
+
+    sets = _sets(**{"train.max_steps": 150, "train.checkpoint_every": 5})
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", "--out", str(full), "--no-eval", "--quiet", *sets]) == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "contrastkit", "train", "--out", str(cut), "--no-eval", "--quiet", *sets],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ckpt = cut / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 0 < killed_at < 150
+    assert main(["train", "--out", str(cut), "--resume", "--no-eval", "--quiet"]) == 0
+    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(ckpt)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

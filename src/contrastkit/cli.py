@@ -9,7 +9,7 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from contrastkit import __version__
 from contrastkit.errors import UserError
@@ -51,25 +51,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from contrastkit.config import load_config, read_recipe
-    from contrastkit.evaluate.suite import results_table
+    from contrastkit.config import config_from_dict, load_config, merge, parse_overrides
     from contrastkit.pipeline import new_run_dir, read_run_config, run_all
 
-    if args.resume and args.out and (Path(args.out) / "config.yaml").is_file() and not args.recipe:
-        cfg = read_run_config(Path(args.out))
-    else:
+    if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
         if args.recipe:
-            read_recipe(args.recipe)
+            raise UserError("--resume continues the run's own recipe; drop the recipe argument")
+        cfg = read_run_config(Path(args.out))
+        if args.overrides:  # e.g. more epochs, other evaluation settings
+            cfg = config_from_dict(merge(cfg.to_dict(), parse_overrides(args.overrides)))
+    else:
         cfg = load_config(args.recipe, args.overrides)
     if args.no_eval:
         cfg.eval.enabled = False
     run_dir = new_run_dir(cfg, args.out, args.resume)
     results = run_all(cfg, run_dir, resume=args.resume, progress=not args.quiet)
-    _print_summary(results, run_dir, results_table)
+    _print_summary(results, run_dir)
     return 0
 
 
-def _print_summary(results: dict, run_dir: Path, table: object) -> None:
+def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
+    from contrastkit.evaluate.suite import results_table
+
     tr = results.get("train", {})
     print()
     print(
@@ -80,7 +83,7 @@ def _print_summary(results: dict, run_dir: Path, table: object) -> None:
     if "eval" in results:
         print()
         print("accuracy (%) on the test split:")
-        print(table(results["eval"]))  # type: ignore[operator]
+        print(results_table(results["eval"]))
     print()
     print(f"results: {run_dir / 'results.json'}")
     plots = results.get("eval", {}).get("plots")
@@ -130,6 +133,18 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Warnings reach the user as one line, without source locations."""
+    print(f"contrastkit: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `contrastkit` console script."""
     parser = _parser()
@@ -138,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "embed": _cmd_embed, "recipes": _cmd_recipes}
-    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+    warnings.showwarning = _one_line_warning
     try:
         return handlers[args.command](args)
     except UserError as exc:

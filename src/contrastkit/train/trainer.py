@@ -249,9 +249,10 @@ class Trainer:
             mininterval=0.5 if sys.stderr.isatty() else 15.0,
         )
         with self._tensorboard() as tb:
+            # wall-clock of the whole loop: batch assembly and augmentation, step, logs, checkpoints
+            t0 = time.perf_counter()
             while self.step < self.total_steps and stopped_by == "steps":
                 for batch in self.loader.batches(self.epoch, self.batch_in_epoch):
-                    t0 = time.perf_counter()
                     lr = self._set_lr()
                     with torch.autocast(
                         self.device.type,
@@ -282,7 +283,8 @@ class Trainer:
                     method.on_step_end(self.step, self.total_steps)
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()
-                    dt = time.perf_counter() - t0
+                    now = time.perf_counter()
+                    dt, t0 = now - t0, now
                     self.elapsed += dt
                     self.step += 1
                     self.batch_in_epoch += 1
