@@ -51,15 +51,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from contrastkit.config import config_from_dict, load_config, merge, parse_overrides
+    from contrastkit.config import apply_overrides, load_config
     from contrastkit.pipeline import new_run_dir, read_run_config, run_all
 
     if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
         if args.recipe:
             raise UserError("--resume continues the run's own recipe; drop the recipe argument")
-        cfg = read_run_config(Path(args.out))
-        if args.overrides:  # e.g. more epochs, other evaluation settings
-            cfg = config_from_dict(merge(cfg.to_dict(), parse_overrides(args.overrides)))
+        # overrides on resume: e.g. more epochs, other evaluation settings
+        cfg = apply_overrides(read_run_config(Path(args.out)), args.overrides)
     else:
         cfg = load_config(args.recipe, args.overrides)
     if args.no_eval:
@@ -92,14 +91,12 @@ def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from contrastkit.config import config_from_dict, merge, parse_overrides
+    from contrastkit.config import apply_overrides
     from contrastkit.evaluate.suite import results_table
     from contrastkit.pipeline import evaluate, read_run_config, write_results
 
     run_dir = Path(args.run_dir)
-    cfg = read_run_config(run_dir)
-    if args.overrides:
-        cfg = config_from_dict(merge(cfg.to_dict(), parse_overrides(args.overrides)))
+    cfg = apply_overrides(read_run_config(run_dir), args.overrides)
     import json
 
     path = run_dir / "results.json"

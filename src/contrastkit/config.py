@@ -358,5 +358,12 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None) -
     return config_from_dict(data)
 
 
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A validated copy of `cfg` with `--set key=value` overrides applied."""
+    if not overrides:
+        return cfg
+    return config_from_dict(merge(cfg.to_dict(), parse_overrides(overrides)))
+
+
 def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
