@@ -42,9 +42,44 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="write features of a data set computed by a run's encoder")
     p.add_argument("run_dir")
-    p.add_argument("--data", required=True, help="NAME[:SPLIT] (e.g. fashion-mnist:test) or an image folder")
+    p.add_argument("--data", default=None,
+                   help="NAME[:SPLIT] (e.g. fashion-mnist:test) or an image folder; recsys runs: "
+                        "users, items or all (default: all, into one .npz)")
     p.add_argument("--out", required=True, help="output .npy file (labels go to <stem>.labels.npy)")
     p.add_argument("--batch-size", type=int, default=512)
+
+    p = sub.add_parser("compare", help="train several recipes on the same data for the same time budget")
+    p.add_argument("recipes", nargs="+", help="shipped recipe names or YAML paths")
+    p.add_argument("--budget-minutes", type=float, required=True, help="training time per recipe")
+    p.add_argument("--out", default=None, help="output folder (default: runs/compare-<timestamp>)")
+    p.add_argument("--shots", type=int, default=10, help="labels per class of the few-label probe (default 10)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every recipe, e.g. --set data.name=fashion-mnist")
+    p.add_argument("--progress", action="store_true", help="show each run's progress bar")
+
+    p = sub.add_parser("recommend", help="top-K items for a user of a recsys run (seen items excluded)")
+    p.add_argument("run_dir")
+    p.add_argument("--user", required=True, help="the user's id as in the training data")
+    p.add_argument("--k", type=int, default=10)
+
+    p = sub.add_parser("similar", help="the K items closest to an item in a recsys run's embedding")
+    p.add_argument("run_dir")
+    p.add_argument("--item", required=True, help="the item's id as in the training data")
+    p.add_argument("--k", type=int, default=10)
+
+    p = sub.add_parser("index", help="build a nearest-neighbour index (faiss) over a run's embeddings of a data set")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True,
+                   help="texts (sick:SPLIT, a .txt file, FILE.csv#COLUMN) or images (NAME[:SPLIT], a folder)")
+    p.add_argument("--kind", default="auto", help="auto (by size), flat (exact), hnsw or ivf")
+    p.add_argument("--name", default=None, help="index name (default: from --data)")
+    p.add_argument("--batch-size", type=int, default=256)
+
+    p = sub.add_parser("search", help="top-K items of a run's index for a text or an image-file query")
+    p.add_argument("run_dir")
+    p.add_argument("--query", required=True, help="a text, or the path of an image file")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--index", default=None, help="which index of the run (needed when it has several)")
 
     sub.add_parser("recipes", help="list the shipped recipes")
     return parser
@@ -72,6 +107,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
     from contrastkit.evaluate.suite import results_table
 
+    if results.get("config", {}).get("task") == "recsys":
+        from contrastkit.recsys_pipeline import print_summary
+
+        print_summary(results, run_dir)
+        return
+    if results.get("config", {}).get("task") in ("text", "image_text"):
+        from contrastkit.text_pipeline import print_summary as print_text_summary
+
+        print_text_summary(results, run_dir)
+        return
     tr = results.get("train", {})
     print()
     print(
@@ -106,6 +151,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     results["eval"] = evaluate(run_dir, cfg)
     write_results(run_dir, results)
     print()
+    if cfg.task == "recsys":
+        from contrastkit.recsys_pipeline import results_table as ranking_table
+
+        print(f"test split ({results['eval'].get('protocol')}):")
+        print(ranking_table(results["eval"]))
+        print(f"\nresults: {path}")
+        return 0
+    if cfg.task in ("text", "image_text"):
+        from contrastkit.text_pipeline import results_table as text_table
+
+        print("evaluation (×100; R@K = share of queries with a relevant item in the top K):")
+        print(text_table(results["eval"]))
+        print(f"\nresults: {path}")
+        return 0
     print("accuracy (%) on the test split:")
     print(results_table(results["eval"]))
     print(f"\nresults: {path}")
@@ -117,8 +176,89 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    n, d = embed(Path(args.run_dir), args.data, Path(args.out), batch_size=args.batch_size)
+    if args.data is None and not _is_recsys_run(Path(args.run_dir)):
+        raise UserError("--data is required for this run: NAME[:SPLIT] (e.g. fashion-mnist:test) or an image folder")
+    n, d = embed(Path(args.run_dir), args.data or "all", Path(args.out), batch_size=args.batch_size)
     print(f"wrote {n} × {d} features to {args.out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from contrastkit.compare import compare, compare_table
+
+    if args.shots < 1:
+        raise UserError(f"--shots must be >= 1, got {args.shots}")
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
+    rows = compare(
+        args.recipes, budget_minutes=args.budget_minutes, out=out, overrides=args.overrides,
+        shots=args.shots, progress=args.progress,
+    )
+    print()
+    print(f"accuracy (%) on the test split after {args.budget_minutes:g} min of training each:")
+    print(compare_table(rows, args.shots))
+    print(f"\nresults: {out / 'compare.json'}")
+    return 0 if all(r.get("exit_code") == 0 for r in rows) else 1
+
+
+def _is_recsys_run(run_dir: Path) -> bool:
+    from contrastkit.pipeline import read_run_config
+
+    return read_run_config(run_dir).task == "recsys"
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from contrastkit.recsys_pipeline import recommend
+
+    if not _is_recsys_run(Path(args.run_dir)):
+        raise UserError(f"{args.run_dir!r} is not a recommendation run (task: recsys)")
+    rows = recommend(Path(args.run_dir), args.user, args.k)
+    print(f"top {len(rows)} for user {args.user} (seen items excluded):")
+    for rank, row in enumerate(rows, 1):
+        print(f"{rank:3d}. {row['item']:>8}  {row['score']:8.4f}  {row['title']}".rstrip())
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from contrastkit.recsys_pipeline import similar
+
+    if not _is_recsys_run(Path(args.run_dir)):
+        raise UserError(f"{args.run_dir!r} is not a recommendation run (task: recsys)")
+    rows = similar(Path(args.run_dir), args.item, args.k)
+    print(f"{len(rows)} items most similar to item {args.item} (cosine):")
+    for rank, row in enumerate(rows, 1):
+        print(f"{rank:3d}. {row['item']:>8}  {row['similarity']:8.4f}  {row['title']}".rstrip())
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from contrastkit.errors import check_choice
+    from contrastkit.index.faiss_index import INDEX_KINDS
+    from contrastkit.index.search import build_index
+
+    check_choice("--kind", args.kind, INDEX_KINDS)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    folder, meta = build_index(Path(args.run_dir), args.data, kind=args.kind, name=args.name, batch_size=args.batch_size)
+    print(f"indexed {meta.count} {meta.modality} embeddings ({meta.dim}-d, {meta.kind}, {meta.metric}) in {folder}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from contrastkit.index.search import search_run
+
+    if args.k < 1:
+        raise UserError(f"--k must be >= 1, got {args.k}")
+    meta, modality, hits = search_run(Path(args.run_dir), args.query, k=args.k, name=args.index)
+    print(f"{modality} query → {meta.modality} index {meta.source!r} ({meta.count} items, {meta.kind}):")
+    for hit in hits:
+        item = hit.item
+        shown = item.get("text") or item.get("image") if isinstance(item, dict) else item
+        extra = f"  [{item['label']}]" if isinstance(item, dict) and "label" in item else ""
+        print(f"{hit.rank:>3}  {hit.score:.4f}  {shown if isinstance(shown, str) else json.dumps(item)}{extra}")
     return 0
 
 
@@ -149,7 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    handlers = {"train": _cmd_train, "evaluate": _cmd_evaluate, "embed": _cmd_embed, "recipes": _cmd_recipes}
+    handlers = {
+        "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
+        "embed": _cmd_embed,
+        "compare": _cmd_compare,
+        "recommend": _cmd_recommend,
+        "similar": _cmd_similar,
+        "index": _cmd_index,
+        "search": _cmd_search,
+        "recipes": _cmd_recipes,
+    }
     warnings.showwarning = _one_line_warning
     try:
         return handlers[args.command](args)

@@ -29,6 +29,9 @@ class DataConfig:
     image_size: int | None = None
     augment: list[dict[str, Any]] | None = None
     views: int = 2
+    # SupCon / semi-supervised: the fraction of training images whose label is used (per class,
+    # seeded); the rest are unlabeled and fall back to instance discrimination
+    label_fraction: float = 1.0
 
 
 @dataclass
@@ -51,6 +54,25 @@ class MethodConfig:
     name: str = "simclr"
     temperature: float = 0.2
     similarity: str = "cosine"
+    # momentum (EMA) target / key encoder: MoCo v2/v3, BYOL
+    momentum: float = 0.99
+    momentum_final: float = 1.0
+    momentum_schedule: str = "cosine"
+    # MoCo: FIFO queue of negative keys (0 = none), in-batch keys as extra negatives, symmetric
+    # loss, and BatchNorm split into groups with the key batch shuffled across them (ShuffleBN)
+    queue_size: int = 0
+    in_batch_negatives: bool = False
+    symmetric: bool = True
+    bn_splits: int = 1
+    # predictor MLP (MoCo v3, BYOL, SimSiam)
+    predictor_hidden_dim: int = 512
+    # Barlow Twins off-diagonal weight; VICReg invariance / variance / covariance weights
+    barlow_lambda: float = 0.0051
+    vicreg_sim: float = 25.0
+    vicreg_var: float = 25.0
+    vicreg_cov: float = 1.0
+    # collapse diagnostics logged every step (per-dim std, effective rank, alignment, uniformity)
+    diagnostics: bool = True
 
 
 @dataclass
@@ -109,16 +131,93 @@ class EvalConfig:
 
 
 @dataclass
+class TextConfig:
+    """Text (task: text, SimCSE) and image–text (task: image_text, CLIP / SigLIP) settings."""
+
+    train_file: str | None = None  # data spec: sick:train, a .txt (one per line), .csv/.tsv/.jsonl
+    train_columns: list[str] = field(default_factory=list)  # sentences; or anchor, positive[, negative]
+    train_filter: dict[str, Any] | None = None  # keep rows whose columns equal these values
+    max_train_examples: int | None = None
+    sts_file: str | None = None  # STS evaluation: two sentences and a score
+    sts_columns: list[str] = field(
+        default_factory=lambda: ["sentence_A", "sentence_B", "relatedness_score"]
+    )
+    sts_filter: dict[str, Any] | None = None
+    retrieval_file: str | None = None  # retrieval evaluation: (query, relevant document) pairs
+    retrieval_columns: list[str] = field(default_factory=list)
+    retrieval_filter: dict[str, Any] | None = None
+    data_root: str | None = None  # where named sources (sick) are looked for first
+    encoder: str = "minilm"  # minilm | tiny | a local folder | a hub name
+    pooling: str = "mean"
+    max_length: int = 64
+    dropout: float | None = None  # override the encoder's dropout (SimCSE's noise)
+    tiny_width: int = 64
+    tiny_layers: int = 2
+    tiny_vocab_size: int = 8000
+    augment: list[dict[str, Any]] | None = None  # discrete text views, e.g. [{name: word_deletion, p: 0.1}]
+    gradcache_chunk: int | None = None  # GradCache: encode this many rows at a time
+    embed_dim: int = 128  # image_text: shared embedding width of both towers
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0
+    siglip_scale_init: float = 10.0
+    siglip_bias_init: float = -10.0
+    caption_templates: list[str] = field(
+        default_factory=lambda: ["a photo of a {label}", "a {tone} {label}", "a {size} {tone} {label}"]
+    )
+    zero_shot_templates: list[str] = field(default_factory=lambda: ["a photo of a {label}"])
+    recall_k: list[int] = field(default_factory=lambda: [1, 5, 10])
+
+
+@dataclass
+class RecsysConfig:
+    """Recommendation from implicit feedback (task: recsys): data, split, model, evaluation."""
+
+    data: str = "ml-100k"  # ml-100k | ml-1m | ml-10m | ml-20m, or a file / folder path
+    root: str | None = None  # folder holding a named MovieLens data set
+    download: bool = False  # fetch a named MovieLens data set from GroupLens if absent
+    format: str = "auto"  # auto | ml-100k | movielens-dat | movielens-csv | recbole | csv | tsv | parquet
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    rating_column: str | None = "rating"
+    time_column: str | None = "timestamp"
+    separator: str | None = None
+    rating_threshold: float | None = 4.0  # ratings >= this are positives; null keeps all
+    min_user_interactions: int = 0  # k-core filtering (0 or 1: off)
+    min_item_interactions: int = 0
+    max_users: int | None = None  # keep the N users with the smallest ids (a slice for quick runs)
+    split: str = "random"  # random | temporal | leave_one_out (always with validation)
+    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    model: str = "lightgcn"  # mf | lightgcn | sgl | simgcl | xsimgcl
+    embedding_dim: int = 64
+    layers: int = 2
+    reg: float = 1e-4  # L2 on the batch's layer-0 embeddings
+    cl_weight: float = 0.1  # λ of the InfoNCE term
+    cl_temperature: float = 0.2  # τ
+    noise_eps: float = 0.1  # ε of SimGCL / XSimGCL
+    cl_layer: int = 1  # XSimGCL: the layer contrasted with the final embeddings
+    sgl_augmentation: str = "ed"  # nd | ed | rw
+    sgl_drop_ratio: float = 0.1
+    eval_ks: list[int] = field(default_factory=lambda: [10, 20, 50])
+    valid_metric: str = "ndcg@20"  # early stopping and best checkpoint
+    eval_every: int = 1  # epochs between validation passes
+    patience: int = 10  # validation passes without improvement before stopping
+    eval_block_users: int = 1024
+
+
+@dataclass
 class Config:
     """A whole run: data, model, method, optimiser, training loop and evaluation."""
 
     name: str = "run"
+    task: str = "image"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    recsys: RecsysConfig = field(default_factory=RecsysConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,8 +225,20 @@ class Config:
 
 # ----------------------------------------------------------------------------- choices
 
+# Which pipeline runs a config: `image` is contrastkit.pipeline; the others live in the modules
+# named by TASK_PIPELINES (same functions: validate, run_all, evaluate, embed).
+TASKS: tuple[str, ...] = ("image", "text", "image_text", "recsys")
+TASK_PIPELINES: dict[str, str] = {
+    "text": "contrastkit.text_pipeline",
+    "image_text": "contrastkit.text_pipeline",
+    "recsys": "contrastkit.recsys_pipeline",
+}
+
 CHOICES: dict[str, tuple[str, ...]] = {
-    "method.name": ("simclr",),
+    "method.name": (
+        "simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon",
+    ),
+    "method.momentum_schedule": ("cosine", "constant"),
     "method.similarity": ("cosine", "dot", "neg_euclidean"),
     "optim.name": ("sgd", "adamw", "lars"),
     "optim.schedule": ("cosine", "constant"),
@@ -135,13 +246,28 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _validate(cfg: Config) -> None:
-    from contrastkit.data.image import DATASETS
-    from contrastkit.encoders import IMAGE_ENCODERS
+def task_module(task: str) -> Any:
+    """The pipeline module of a non-image task (imported lazily: optional dependencies)."""
+    import importlib
 
-    check_choice("data.name", cfg.data.name, DATASETS)
-    check_choice("model.encoder", cfg.model.encoder, IMAGE_ENCODERS)
+    check_choice("task", task, TASKS)
+    return importlib.import_module(TASK_PIPELINES[task])
+
+
+def _validate(cfg: Config) -> None:
+    check_choice("task", cfg.task, TASKS)
+    if cfg.task == "image":
+        from contrastkit.data.image import DATASETS
+        from contrastkit.encoders import IMAGE_ENCODERS
+
+        check_choice("data.name", cfg.data.name, DATASETS)
+        check_choice("model.encoder", cfg.model.encoder, IMAGE_ENCODERS)
+        check_choice("method.name", cfg.method.name, CHOICES["method.name"])
+    else:
+        task_module(cfg.task).validate(cfg)
     for key, allowed in CHOICES.items():
+        if key == "method.name":
+            continue
         section, name = key.split(".")
         check_choice(key, getattr(getattr(cfg, section), name), allowed)
     if not cfg.train.device == "auto" and cfg.train.device.split(":")[0] not in (
@@ -166,6 +292,25 @@ def _validate(cfg: Config) -> None:
         raise UserError(
             f"train.batch_size must be >= 2 (contrastive losses need negatives), got {cfg.train.batch_size}"
         )
+    if not 0 <= cfg.method.momentum <= cfg.method.momentum_final <= 1:
+        raise UserError(
+            f"method.momentum {cfg.method.momentum} and method.momentum_final "
+            f"{cfg.method.momentum_final} must satisfy 0 <= momentum <= momentum_final <= 1"
+        )
+    positive("method.queue_size", cfg.method.queue_size, strict=False)
+    positive("method.bn_splits", cfg.method.bn_splits)
+    positive("method.predictor_hidden_dim", cfg.method.predictor_hidden_dim)
+    positive("method.barlow_lambda", cfg.method.barlow_lambda, strict=False)
+    positive("method.vicreg_sim", cfg.method.vicreg_sim, strict=False)
+    positive("method.vicreg_var", cfg.method.vicreg_var, strict=False)
+    positive("method.vicreg_cov", cfg.method.vicreg_cov, strict=False)
+    if cfg.task == "image" and cfg.train.batch_size % cfg.method.bn_splits:
+        raise UserError(
+            f"train.batch_size {cfg.train.batch_size} must be divisible by method.bn_splits "
+            f"{cfg.method.bn_splits}"
+        )
+    if not 0 < cfg.data.label_fraction <= 1:
+        raise UserError(f"data.label_fraction must be in (0, 1], got {cfg.data.label_fraction}")
     if cfg.data.views < 2:
         raise UserError(f"data.views must be >= 2, got {cfg.data.views}")
     positive("optim.lr", cfg.optim.lr)

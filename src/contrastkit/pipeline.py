@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch import nn
 
-from contrastkit.config import Config, config_from_dict, save_config
+from contrastkit.config import Config, config_from_dict, save_config, task_module
 from contrastkit.data.image import (
     ImageDataset,
     build_augmentation,
@@ -27,9 +27,10 @@ from contrastkit.data.image import (
     load_image_dataset,
 )
 from contrastkit.data.image.loader import InMemoryViewLoader
+from contrastkit.diagnostics import CollapseMonitor
 from contrastkit.encoders import build_image_encoder
 from contrastkit.errors import UserError
-from contrastkit.methods import SimCLR
+from contrastkit.methods import BYOL, BarlowTwins, MoCoV2, MoCoV3, SimCLR, SimSiam, SupCon, VICReg
 from contrastkit.train import (
     Trainer,
     TrainerOptions,
@@ -71,19 +72,83 @@ def build_encoder(cfg: Config, channels: int, size: int) -> nn.Module:
     )
 
 
-def build_model(cfg: Config, channels: int, size: int) -> SimCLR:
-    """The method around a fresh encoder (the only method in 0.1 is SimCLR)."""
+def negative_sampling(cfg: Config) -> Any:
+    """The configured negative-sampling strategy (None: plain in-batch / queue negatives)."""
+    neg = getattr(cfg.method, "negatives", None)
+    if neg is None:
+        return None
+    from contrastkit.negatives.mining import negative_sampling_from_config
+
+    return negative_sampling_from_config(neg)
+
+
+def build_model(cfg: Config, channels: int, size: int) -> nn.Module:
+    """The configured method (cfg.method.name) around a fresh encoder."""
     encoder = build_encoder(cfg, channels, size)
-    return SimCLR(
-        encoder,
-        int(encoder.out_dim),  # type: ignore[arg-type]
-        projection_dim=cfg.model.projection_dim,
-        projection_hidden_dim=cfg.model.projection_hidden_dim,
-        projection_layers=cfg.model.projection_layers,
-        projection_batch_norm=cfg.model.projection_batch_norm,
-        temperature=cfg.method.temperature,
-        similarity=cfg.method.similarity,
-    )
+    feature_dim = int(encoder.out_dim)  # type: ignore[arg-type]
+    m, p = cfg.method, cfg.model
+    proj: dict[str, Any] = {
+        "projection_dim": p.projection_dim,
+        "projection_hidden_dim": p.projection_hidden_dim,
+        "projection_layers": p.projection_layers,
+    }
+    momentum: dict[str, Any] = {
+        "momentum": m.momentum,
+        "momentum_final": m.momentum_final,
+        "momentum_schedule": m.momentum_schedule,
+    }
+    contrast: dict[str, Any] = {"temperature": m.temperature, "similarity": m.similarity}
+    negatives = negative_sampling(cfg)
+    if negatives is not None:
+        contrast["negatives"] = negatives
+    diag: dict[str, Any] = {"diagnostics": m.diagnostics}
+    if m.name == "simclr":
+        simclr_kwargs = {**proj, **contrast, "projection_batch_norm": p.projection_batch_norm}
+        return SimCLR(encoder, feature_dim, **simclr_kwargs)
+    if m.name == "supcon":
+        return SupCon(encoder, feature_dim, **proj, **contrast, **diag, projection_batch_norm=p.projection_batch_norm)
+    if m.name == "moco_v2":
+        return MoCoV2(
+            encoder, feature_dim, **proj, **contrast, **momentum, **diag,
+            projection_batch_norm=p.projection_batch_norm, queue_size=m.queue_size,
+            symmetric=m.symmetric, in_batch_negatives=m.in_batch_negatives, bn_splits=m.bn_splits,
+        )
+    if m.name == "moco_v3":
+        return MoCoV3(
+            encoder, feature_dim, **proj, **contrast, **momentum, **diag,
+            predictor_hidden_dim=m.predictor_hidden_dim, bn_splits=m.bn_splits,
+        )
+    if m.name == "byol":
+        return BYOL(encoder, feature_dim, **proj, **momentum, **diag, predictor_hidden_dim=m.predictor_hidden_dim)
+    if m.name == "simsiam":
+        return SimSiam(encoder, feature_dim, **proj, **diag, predictor_hidden_dim=m.predictor_hidden_dim)
+    if m.name == "barlow_twins":
+        return BarlowTwins(encoder, feature_dim, **proj, **diag, lambda_offdiag=m.barlow_lambda)
+    if m.name == "vicreg":
+        return VICReg(
+            encoder, feature_dim, **proj, **diag,
+            sim_weight=m.vicreg_sim, var_weight=m.vicreg_var, cov_weight=m.vicreg_cov,
+        )
+    raise UserError(f"method.name {m.name!r} is not an image method")  # pragma: no cover - validated
+
+
+def uses_labels(cfg: Config) -> bool:
+    """Methods that read labels during training (SupCon and its semi-supervised mode)."""
+    return cfg.method.name == "supcon"
+
+
+def visible_labels(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Labels with all but ``fraction`` of each class hidden (-1), chosen with ``seed``;
+    every class keeps at least one label."""
+    if fraction >= 1.0:
+        return labels.clone()
+    gen = torch.Generator().manual_seed(seed * 104729 + 11)
+    out = torch.full_like(labels, -1)
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c).flatten()
+        keep = max(1, round(fraction * idx.numel()))
+        out[idx[torch.randperm(idx.numel(), generator=gen)[:keep]]] = c
+    return out
 
 
 def augmentation_for(cfg: Config, data: ImageDataset) -> Any:
@@ -204,6 +269,17 @@ def train(
     model = build_model(cfg, data.channels, size)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    labels = None
+    if uses_labels(cfg):
+        if data.labels is None:
+            raise UserError(f"method {cfg.method.name!r} needs labels but data set {data.name!r} has none")
+        labels = visible_labels(data.labels, cfg.data.label_fraction, cfg.train.seed)
+        if verbose:
+            print(
+                f"{cfg.method.name}: {int((labels >= 0).sum())} of {labels.numel()} training labels "
+                f"used (data.label_fraction={cfg.data.label_fraction}); the rest are unlabeled",
+                flush=True,
+            )
     loader = InMemoryViewLoader(
         data.images,
         batch_size=cfg.train.batch_size,
@@ -212,7 +288,10 @@ def train(
         seed=cfg.train.seed,
         device=device,
         channels_last=cfg.train.channels_last,
+        labels=labels,
     )
+    monitor = CollapseMonitor()
+    callbacks = [*(callbacks or []), monitor]
     trainer = Trainer(model, loader, run_dir, trainer_options(cfg, progress), device=device, callbacks=callbacks)
     if resume:
         trainer.load_checkpoint()
@@ -226,11 +305,13 @@ def train(
             flush=True,
         )
     summary = trainer.fit()
-    save_safetensors(model.encoder.state_dict(), run_dir / "encoder.safetensors")
+    summary.collapsed_at_step = monitor.collapsed_at
+    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    save_safetensors(encoder.state_dict(), run_dir / "encoder.safetensors")
     return summary
 
 
-def load_trained_model(run_dir: Path, cfg: Config, channels: int, size: int, device: torch.device) -> SimCLR:
+def load_trained_model(run_dir: Path, cfg: Config, channels: int, size: int, device: torch.device) -> nn.Module:
     """Rebuild the model of a run and load its last checkpoint (code-free load)."""
     model = build_model(cfg, channels, size)
     state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt", map_location="cpu")
@@ -244,6 +325,9 @@ def evaluate(run_dir: Path, cfg: Config | None = None, *, verbose: bool = True) 
 
     run_dir = Path(run_dir)
     cfg = cfg or read_run_config(run_dir)
+    if cfg.task != "image":
+        out: dict[str, Any] = task_module(cfg.task).evaluate(run_dir, cfg, verbose=verbose)
+        return out
     device = setup_runtime(cfg)
     train_data = load_split(cfg, "train")
     test_data = load_split(cfg, "test")
@@ -286,6 +370,11 @@ def run_all(
     cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True, verbose: bool = True
 ) -> dict[str, Any]:
     """Train then evaluate; results.json holds both."""
+    if cfg.task != "image":
+        out: dict[str, Any] = task_module(cfg.task).run_all(
+            cfg, run_dir, resume=resume, progress=progress, verbose=verbose
+        )
+        return out
     t0 = time.perf_counter()
     summary = train(cfg, run_dir, resume=resume, progress=progress, verbose=verbose)
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": cfg.to_dict(), "train": asdict(summary)}
@@ -304,6 +393,9 @@ def embed(run_dir: Path, spec: str, out: Path, *, batch_size: int = 512) -> tupl
     from contrastkit.evaluate.features import extract_features
 
     cfg = read_run_config(Path(run_dir))
+    if cfg.task != "image":
+        shape: tuple[int, int] = task_module(cfg.task).embed(Path(run_dir), spec, Path(out), batch_size=batch_size)
+        return shape
     device = setup_runtime(cfg)
     name, _, split = spec.partition(":")
     root = None
@@ -323,7 +415,8 @@ def embed(run_dir: Path, spec: str, out: Path, *, batch_size: int = 512) -> tupl
         )
     model = load_trained_model(Path(run_dir), cfg, ref.channels, size, device)
     transform = eval_transform(size=size, mean=ref.mean(), std=ref.std())
-    feats = extract_features(model.encoder, data.images, transform, batch_size=batch_size, device=device)
+    encoder: nn.Module = model.encoder  # type: ignore[assignment]
+    feats = extract_features(encoder, data.images, transform, batch_size=batch_size, device=device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, feats.numpy())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contrastkit.encoders.graph import LightGCNEncoder, normalized_adjacency, propagate
 from contrastkit.encoders.image import (
     IMAGE_ENCODERS,
     ConvNet5,
@@ -12,6 +13,9 @@ from contrastkit.encoders.image import (
 )
 
 __all__ = [
+    "LightGCNEncoder",
+    "normalized_adjacency",
+    "propagate",
     "IMAGE_ENCODERS",
     "ConvNet5",
     "ImageEncoder",

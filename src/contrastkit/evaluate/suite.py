@@ -118,6 +118,7 @@ def evaluate_run(
     t0 = time.perf_counter()
     ssl_train, ssl_test = features_of(encoder)
     _log(f"  features: {tuple(ssl_train.shape)} train, {tuple(ssl_test.shape)} test", verbose)
+    results["diagnostics"] = representation_diagnostics(ssl_test, seed=seed)
     candidates: list[tuple[str, Callable[[], tuple[Tensor, Tensor]]]] = [
         (SSL, lambda: (ssl_train, ssl_test))
     ]
@@ -216,6 +217,21 @@ def _plots(
     return written
 
 
+def representation_diagnostics(features: Tensor, *, max_rows: int = 4000, seed: int = 0) -> dict[str, float]:
+    """Collapse diagnostics of the frozen test features (a random subset of ``max_rows``)."""
+    from contrastkit.diagnostics import effective_rank, normalised_std, uniformity
+
+    if features.shape[0] > max_rows:
+        gen = torch.Generator().manual_seed(seed)
+        features = features[torch.randperm(features.shape[0], generator=gen)[:max_rows]]
+    return {
+        "emb_std": normalised_std(features),
+        "eff_rank": effective_rank(features),
+        "uniformity": uniformity(features),
+        "dim": float(features.shape[1]),
+    }
+
+
 def results_table(results: dict[str, Any]) -> str:
     """A small fixed-width table of accuracies (%), one row per encoder."""
     enc = results.get("encoders", {})
@@ -249,6 +265,13 @@ def results_table(results: dict[str, Any]) -> str:
         ]
         lines.append("")
         lines.append(_fmt(["fine-tune labels", "pretrained", "from scratch"], ft_rows))
+    diag = results.get("diagnostics")
+    if diag:
+        lines.append("")
+        lines.append(
+            f"representation: effective rank {diag['eff_rank']:.1f} of {int(diag['dim'])} dims, "
+            f"std {diag['emb_std']:.2f} (collapse: 0, healthy ~1), uniformity {diag['uniformity']:.2f}"
+        )
     return "\n".join(lines)
 
 

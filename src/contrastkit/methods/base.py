@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
+
+from contrastkit.diagnostics import collapse_stats
+from contrastkit.errors import UserError
 
 
 @dataclass
@@ -27,8 +29,38 @@ class Method(Protocol):
     def on_step_end(self, step: int, total_steps: int) -> None: ...
 
 
-@torch.no_grad()
-def embedding_stats(z: Tensor) -> dict[str, float]:
-    """Collapse diagnostics on a batch of embeddings: mean per-dimension std of the normalised rows."""
-    zn = torch.nn.functional.normalize(z.float(), dim=1)
-    return {"emb_std": float(zn.std(dim=0).mean()) * float(zn.shape[1]) ** 0.5}
+class TwoViewMethod(nn.Module):
+    """Shared plumbing of the image methods: the encoder, ``forward`` (the representation used
+    for evaluation and export), the training progress in [0, 1], and collapse diagnostics."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, *, diagnostics: bool = True) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.feature_dim = feature_dim
+        self.diagnostics = diagnostics
+        self.progress = 0.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.encoder(x)
+        return out
+
+    @staticmethod
+    def views_of(batch: dict[str, Any], name: str) -> tuple[Tensor, Tensor]:
+        views: list[Tensor] = batch["views"]
+        if len(views) != 2:
+            raise UserError(f"{name} trains on exactly 2 views per image; set data.views=2 (got {len(views)})")
+        return views[0], views[1]
+
+    def make_logs(self, loss: Tensor, z1: Tensor, z2: Tensor, **extra: float) -> dict[str, float]:
+        logs = {"loss": float(loss.detach()), **extra}
+        if self.diagnostics:
+            logs.update(collapse_stats(z1.detach(), z2.detach()))
+        return logs
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        self.progress = min(1.0, (step + 1) / max(total_steps, 1))
+
+
+def embedding_stats(z: Tensor, z2: Tensor | None = None) -> dict[str, float]:
+    """Collapse diagnostics of a batch of embeddings (see contrastkit.diagnostics)."""
+    return collapse_stats(z, z2)

@@ -54,6 +54,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated GPU memory on CUDA, else the peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 @dataclass
 class TrainerOptions:
     """Loop settings (a flat view of the recipe's optim and train sections)."""
@@ -87,6 +96,8 @@ class TrainSummary:
     images_per_sec: float
     final_loss: float
     stopped_by: str
+    peak_memory_mb: float = 0.0
+    collapsed_at_step: int | None = None
 
 
 class Trainer:
@@ -118,6 +129,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.elapsed = 0.0
+        self.stop_reason: str | None = None  # set by a callback (e.g. early stopping) to end fit()
         steps_per_epoch = len(loader)
         self.total_steps = options.max_steps or options.epochs * steps_per_epoch
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
@@ -223,6 +235,15 @@ class Trainer:
             group["lr"] = base * factor
         return self.base_lrs[0] * factor
 
+    def _schedule_total(self) -> int:
+        """Total steps as methods' schedules (e.g. EMA momentum) should see them: under a time
+        budget, the steps the budget is expected to allow at the speed so far."""
+        budget = self.opt.time_budget_minutes
+        if not budget or self.elapsed <= 0 or self.step == 0:
+            return self.total_steps
+        expected = int(self.step * 60.0 * budget / self.elapsed)
+        return max(self.step + 1, min(self.total_steps, expected))
+
     def _budget_spent(self) -> bool:
         budget = self.opt.time_budget_minutes
         return bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
@@ -280,7 +301,7 @@ class Trainer:
                         nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.grad_clip)
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
-                    method.on_step_end(self.step, self.total_steps)
+                    method.on_step_end(self.step, self._schedule_total())
                     if self.device.type == "cuda":
                         torch.cuda.synchronize()
                     now = time.perf_counter()
@@ -288,7 +309,7 @@ class Trainer:
                     self.elapsed += dt
                     self.step += 1
                     self.batch_in_epoch += 1
-                    n_images = int(batch["views"][0].shape[0])
+                    n_images = int(batch["views"][0].shape[0]) if "views" in batch else len(batch["users"])
                     window_images += n_images
                     window_time += dt
                     last_loss = out.logs.get("loss", float(loss.detach()))
@@ -314,6 +335,9 @@ class Trainer:
                         )
                     for callback in self.callbacks:
                         callback(self.step, out.logs)
+                    if self.stop_reason:
+                        stopped_by = self.stop_reason
+                        break
                     if self.step % self.opt.checkpoint_every == 0:
                         self.save_checkpoint()
                     if self.step >= self.total_steps:
@@ -339,6 +363,7 @@ class Trainer:
             images_per_sec=(done * self.loader.batch_size / spent) if spent > 0 else 0.0,
             final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
             stopped_by=stopped_by,
+            peak_memory_mb=peak_memory_mb(self.device),
         )
 
     def _checkpoint_step(self) -> int:

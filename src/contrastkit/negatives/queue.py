@@ -1,0 +1,64 @@
+"""A FIFO queue (memory bank) of past keys used as extra negatives (MoCo, He et al. 2020,
+arXiv:1911.05722). Its contents are buffers, so checkpoints carry them and resume is exact."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit.errors import UserError
+
+
+class KeyQueue(nn.Module):
+    """Holds up to ``size`` keys of width ``dim`` (plus an optional integer label per key).
+
+    ``keys()`` returns the filled part (fewer than ``size`` rows at the start of training, so
+    no zero rows ever act as negatives); ``enqueue(k)`` writes the newest keys over the oldest.
+    """
+
+    queue: Tensor
+    labels: Tensor
+    ptr: Tensor
+    filled: Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise UserError(f"queue size and dim must be >= 1; got size={size}, dim={dim}")
+        self.size, self.dim = size, dim
+        self.register_buffer("queue", torch.zeros(size, dim))
+        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return int(self.filled)
+
+    def keys(self) -> Tensor:
+        """The stored keys, (filled, dim), oldest first is not guaranteed (ring buffer)."""
+        return self.queue[: int(self.filled)]
+
+    def key_labels(self) -> Tensor:
+        return self.labels[: int(self.filled)]
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor, labels: Tensor | None = None) -> None:
+        """Insert ``keys`` (B, dim), detached, overwriting the oldest when full."""
+        if keys.dim() != 2 or keys.shape[1] != self.dim:
+            raise ValueError(f"KeyQueue expects keys (B, {self.dim}); got {tuple(keys.shape)}")
+        keys = keys.detach().to(self.queue.dtype)
+        b = keys.shape[0]
+        if b >= self.size:  # keep only the newest `size`
+            keys = keys[-self.size :]
+            labels = labels[-self.size :] if labels is not None else None
+            b = self.size
+        ptr = int(self.ptr)
+        idx = (torch.arange(b, device=self.queue.device) + ptr) % self.size
+        self.queue.index_copy_(0, idx, keys)
+        lab = labels.to(self.labels) if labels is not None else torch.full_like(idx, -1)
+        self.labels.index_copy_(0, idx, lab)
+        self.ptr.fill_((ptr + b) % self.size)
+        self.filled.fill_(min(int(self.filled) + b, self.size))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"
