@@ -9,6 +9,7 @@ from torch import nn
 
 from contrastkit.losses.barlow_twins import barlow_twins_loss
 from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.negatives.distributed import gather_with_grad
 from contrastkit.nn import MLPHead
 
 
@@ -35,5 +36,6 @@ class BarlowTwins(TwoViewMethod):
         # each view separately: the loss standardises each view over its own batch
         z1 = self.projector(self.encoder(x1))
         z2 = self.projector(self.encoder(x2))
-        loss = barlow_twins_loss(z1, z2, lambda_offdiag=self.lambda_offdiag)
+        # under DDP the statistics are those of the global batch (autograd-aware all-gather)
+        loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), lambda_offdiag=self.lambda_offdiag)
         return StepOutput(loss=loss, logs=self.make_logs(loss, z1, z2))

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from contrastkit.diagnostics import collapse_stats
 from contrastkit.errors import UserError
+from contrastkit.losses.info_nce import info_nce
+from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, world
 
 
 @dataclass
@@ -59,6 +62,25 @@ class TwoViewMethod(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.progress = min(1.0, (step + 1) / max(total_steps, 1))
+
+
+def contrast_across_ranks(
+    z: Tensor, sample_labels: Tensor, views: int, **kernel_kwargs: Any
+) -> Tensor:
+    """Multi-view InfoNCE of this rank's rows ``z`` (views stacked: [v1; v2; ...]) against the
+    rows of every rank (SimCLR / SupCon under DDP). ``sample_labels`` (n,) must be unique across
+    ranks for instance discrimination; each row's own key is left out of positives and denominator."""
+    rank, _ = world()
+    labels = sample_labels.repeat(views)
+    keys = gather_with_grad(z)
+    key_labels = gather_no_grad(labels)
+    rows = torch.arange(z.shape[0], device=z.device)
+    own = rows + rank * z.shape[0]
+    mask = labels[:, None] == key_labels[None, :]
+    mask[rows, own] = False
+    weights = torch.ones(mask.shape, device=z.device, dtype=torch.float32)
+    weights[rows, own] = 0.0
+    return info_nce(z, keys, positive_mask=mask, negative_weights=weights, **kernel_kwargs)
 
 
 def embedding_stats(z: Tensor, z2: Tensor | None = None) -> dict[str, float]:

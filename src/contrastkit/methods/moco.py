@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from contrastkit.losses import info_nce
 from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.negatives.distributed import gather_no_grad, rank_offset
 from contrastkit.negatives.queue import KeyQueue
 from contrastkit.nn import MLPHead
 from contrastkit.nn.batchnorm import convert_split_batchnorm
@@ -62,20 +63,22 @@ class _MomentumContrast(TwoViewMethod):
 
     def contrast(self, q: Tensor, k: Tensor, negative_keys: Tensor | None, in_batch: bool) -> Tensor:
         """InfoNCE of q_i against its key k_i; negatives: the queue, and the other keys of the
-        batch when ``in_batch`` (otherwise they get weight 0, as in the original MoCo)."""
+        (global, under DDP) batch when ``in_batch`` (otherwise weight 0, as in the original MoCo)."""
         n = q.shape[0]
+        k = gather_no_grad(k)  # keys carry no gradient; every rank sees the global batch
+        positives = torch.arange(n, device=q.device) + rank_offset(n)
         weights = None
         if not in_batch:
-            m = n + (0 if negative_keys is None else negative_keys.shape[0])
+            m = k.shape[0] + (0 if negative_keys is None else negative_keys.shape[0])
             weights = torch.ones(n, m, device=q.device, dtype=torch.float32)
-            weights[:, :n] = 0.0
+            weights[:, : k.shape[0]] = 0.0
         kwargs: dict[str, Any] = {}
         if self.negatives is not None:
             kwargs["negatives"] = self.negatives.at(self.progress)
         return info_nce(
             q,
             k,
-            positive_index=torch.arange(n, device=q.device),
+            positive_index=positives,
             negative_keys=negative_keys,
             negative_weights=weights,
             temperature=self.temperature,
@@ -146,10 +149,10 @@ class MoCoV2(_MomentumContrast):
         loss = self.contrast(q1, k2, queue, in_batch)
         if self.symmetric:
             loss = (loss + self.contrast(q2, k1, queue, in_batch)) / 2
-        if self.queue is not None:
-            self.queue.enqueue(torch.nn.functional.normalize(k2.float(), dim=1))
+        if self.queue is not None:  # the keys of every rank, so all queues stay identical
+            self.queue.enqueue(gather_no_grad(torch.nn.functional.normalize(k2.float(), dim=1)))
             if self.symmetric:
-                self.queue.enqueue(torch.nn.functional.normalize(k1.float(), dim=1))
+                self.queue.enqueue(gather_no_grad(torch.nn.functional.normalize(k1.float(), dim=1)))
         logs = self.make_logs(loss, q1, k2, momentum=float(self.key_encoder.current))
         return StepOutput(loss=loss, logs=logs)
 

@@ -10,19 +10,23 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.losses import info_nce
-from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.methods.base import StepOutput, TwoViewMethod, contrast_across_ranks
+from contrastkit.negatives.distributed import world
 from contrastkit.nn import MLPHead
 
 
-def semi_supervised_labels(labels: Tensor | None, n: int, device: torch.device) -> Tensor:
-    """Per-sample labels for the kernel: the class where known, a fresh id (unique in the batch,
-    above every class id) for unlabeled samples (label < 0) or when no labels are given."""
-    index = torch.arange(n, device=device)
+FRESH_LABELS = 1 << 40  # ids of unlabeled samples start here, far above any class id
+
+
+def semi_supervised_labels(labels: Tensor | None, n: int, device: torch.device, offset: int = 0) -> Tensor:
+    """Per-sample labels for the kernel: the class where known, a fresh id (unique in the global
+    batch: ``offset`` is the rank's first row, above every class id) for unlabeled samples (label
+    < 0) or when no labels are given."""
+    index = torch.arange(n, device=device) + offset
     if labels is None:
         return index
     labels = labels.to(device=device, dtype=torch.long)
-    fresh = labels.max().clamp_min(-1) + 1 + index
-    return torch.where(labels >= 0, labels, fresh)
+    return torch.where(labels >= 0, labels, FRESH_LABELS + index)
 
 
 class SupCon(TwoViewMethod):
@@ -57,12 +61,14 @@ class SupCon(TwoViewMethod):
         n, v = views[0].shape[0], len(views)
         z = self.projector(self.encoder(torch.cat(views, dim=0)))
         labels = batch.get("labels")
-        per_sample = semi_supervised_labels(labels, n, z.device)
-        kwargs: dict[str, Any] = {}
+        rank, world_size = world()
+        per_sample = semi_supervised_labels(labels, n, z.device, offset=rank * n)
+        kwargs: dict[str, Any] = {"temperature": self.temperature, "similarity": self.similarity}
         if self.negatives is not None:
             kwargs["negatives"] = self.negatives.at(self.progress)
-        loss = info_nce(
-            z, labels=per_sample.repeat(v), temperature=self.temperature, similarity=self.similarity, **kwargs
-        )
+        if world_size > 1:
+            loss = contrast_across_ranks(z, per_sample, v, **kwargs)
+        else:
+            loss = info_nce(z, labels=per_sample.repeat(v), **kwargs)
         labeled = float((labels >= 0).float().mean()) if labels is not None else 0.0
         return StepOutput(loss=loss, logs=self.make_logs(loss, z[:n], z[n : 2 * n], labeled=labeled))

@@ -9,6 +9,7 @@ from torch import nn
 
 from contrastkit.losses.vicreg import vicreg_loss
 from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.negatives.distributed import gather_with_grad
 from contrastkit.nn import MLPHead
 
 
@@ -37,5 +38,8 @@ class VICReg(TwoViewMethod):
         z1 = self.projector(self.encoder(x1))
         z2 = self.projector(self.encoder(x2))
         sim, var, cov = self.weights
-        loss, parts = vicreg_loss(z1, z2, sim_weight=sim, var_weight=var, cov_weight=cov)
+        # under DDP the statistics are those of the global batch (autograd-aware all-gather)
+        loss, parts = vicreg_loss(
+            gather_with_grad(z1), gather_with_grad(z2), sim_weight=sim, var_weight=var, cov_weight=cov
+        )
         return StepOutput(loss=loss, logs=self.make_logs(loss, z1, z2, **parts))

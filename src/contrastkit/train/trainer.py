@@ -12,6 +12,7 @@ import csv
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from contrastkit.data.image.loader import InMemoryViewLoader
+from contrastkit.negatives.distributed import world
 from contrastkit.train.checkpoint import atomic_save, load_checkpoint
+from contrastkit.train.distributed import barrier
 from contrastkit.train.optim import build_optimizer, lr_factor
 
 CHECKPOINT_FORMAT = "contrastkit-checkpoint-v1"
@@ -100,6 +103,17 @@ class TrainSummary:
     collapsed_at_step: int | None = None
 
 
+class _TrainingStep(nn.Module):
+    """The method's training step as a forward pass, for DistributedDataParallel's hooks."""
+
+    def __init__(self, method: nn.Module) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        return self.method.training_step(batch)  # type: ignore[operator]
+
+
 class Trainer:
     """Train `model` on batches from `loader`, writing logs and checkpoints into `run_dir`."""
 
@@ -114,6 +128,16 @@ class Trainer:
         callbacks: list[Callable[[int, dict[str, float]], None]] | None = None,
     ) -> None:
         self.model = model.to(device)
+        self.rank, self.world_size = world()
+        self.is_main = self.rank == 0
+        # under torchrun: DistributedDataParallel around the method's training step
+        self.step_module: nn.Module | None = None
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.step_module = DistributedDataParallel(
+                _TrainingStep(self.model), device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.loader = loader
         self.run_dir = Path(run_dir)
         self.opt = options
@@ -161,15 +185,39 @@ class Trainer:
         return state
 
     def save_checkpoint(self) -> None:
-        atomic_save(self.state_dict(), self.checkpoint_path)
+        """Atomic checkpoint by rank 0; under DDP every rank's loader and RNG state go into it."""
+        state = self.state_dict()
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            per_rank: list[Any] = [None] * self.world_size
+            dist.all_gather_object(per_rank, {"loader": state["loader"], "torch_rng": state["torch_rng"]})
+            state["ranks"] = per_rank
+            state["world_size"] = self.world_size
+        if self.is_main:
+            atomic_save(state, self.checkpoint_path)
+        barrier()
 
     def load_checkpoint(self, path: Path | None = None) -> None:
         state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.loader.load_state_dict(state["loader"])
-        torch.set_rng_state(state["torch_rng"].cpu())
+        saved_world = int(state.get("world_size", 1))
+        if saved_world == self.world_size:
+            own = state["ranks"][self.rank] if "ranks" in state else state
+            self.loader.load_state_dict(own["loader"])
+            torch.set_rng_state(own["torch_rng"].cpu())
+        else:  # another process count: same weights and step, fresh per-rank data streams
+            if self.is_main:
+                warnings.warn(
+                    f"resuming a {saved_world}-process run with {self.world_size} process(es): weights, "
+                    "optimiser and step continue; data order and augmentations differ from an "
+                    "uninterrupted run",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            torch.manual_seed(int(state["step"]) * 7919 + self.rank)
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.step = int(state["step"])
@@ -194,6 +242,8 @@ class Trainer:
             writer.writerows(r for r in rows if int(r["step"]) <= step)
 
     def _log_row(self, row: dict[str, float]) -> None:
+        if not self.is_main:
+            return
         new = not self.log_path.exists()
         if new:
             self._fields = LOG_FIELDS + sorted(k for k in row if k not in LOG_FIELDS)
@@ -208,6 +258,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def _tensorboard(self) -> Iterator[Any]:
+        if not self.is_main:
+            yield None
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # tensorboard missing: CSV logs still work
@@ -246,7 +299,14 @@ class Trainer:
 
     def _budget_spent(self) -> bool:
         budget = self.opt.time_budget_minutes
-        return bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
+        spent = bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
+        if budget and self.world_size > 1:  # rank 0's clock decides, so all ranks stop together
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(spent)], device=self.device)
+            dist.broadcast(flag, 0)
+            spent = bool(flag.item())
+        return spent
 
     def fit(self) -> TrainSummary:
         """Run until the step count (or time budget) is reached; checkpoint along the way."""
@@ -262,7 +322,7 @@ class Trainer:
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
-            disable=not self.opt.progress,
+            disable=not self.opt.progress or not self.is_main,
             desc="train",
             unit="step",
             dynamic_ncols=True,
@@ -280,7 +340,9 @@ class Trainer:
                         dtype=self.amp_dtype or torch.float32,
                         enabled=self.amp_dtype is not None,
                     ):
-                        out = method.training_step(batch)
+                        out = (
+                            self.step_module(batch) if self.step_module is not None else method.training_step(batch)
+                        )
                     loss = out.loss
                     if not torch.isfinite(loss.detach()):
                         bar.close()
@@ -310,7 +372,7 @@ class Trainer:
                     self.step += 1
                     self.batch_in_epoch += 1
                     n_images = int(batch["views"][0].shape[0]) if "views" in batch else len(batch["users"])
-                    window_images += n_images
+                    window_images += n_images * self.world_size
                     window_time += dt
                     last_loss = out.logs.get("loss", float(loss.detach()))
                     bar.update(1)
@@ -360,7 +422,7 @@ class Trainer:
             steps=self.step,
             epochs_done=self.step / steps_per_epoch,
             seconds=self.elapsed,
-            images_per_sec=(done * self.loader.batch_size / spent) if spent > 0 else 0.0,
+            images_per_sec=(done * self.loader.batch_size * self.world_size / spent) if spent > 0 else 0.0,
             final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
             stopped_by=stopped_by,
             peak_memory_mb=peak_memory_mb(self.device),
