@@ -1,0 +1,319 @@
+"""Text data from files: sentences one per line, and tables (CSV / TSV / JSONL) with named columns.
+
+A *data spec* names what to read: a path (``.txt`` = one sentence or passage per line unless it
+holds a tab-separated table with the asked columns; ``.csv``, ``.tsv``, ``.jsonl`` / ``.json``
+tables), or a named source ``sick:SPLIT`` (SICK, Marelli et al. 2014: train, trial, test, all),
+looked for in ``data_root``, ``$CONTRASTKIT_DATA/sick``, ``~/.cache/contrastkit/sick``,
+``./data/sick`` and ``../shared/data/sick``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contrastkit.errors import UserError, check_choice
+
+TABLE_FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl")
+SICK_SPLITS: dict[str, str | None] = {"train": "TRAIN", "trial": "TRIAL", "test": "TEST", "all": None}
+SICK_COLUMNS: tuple[str, str, str] = ("sentence_A", "sentence_B", "relatedness_score")
+SICK_FILE = "SICK.txt"
+
+csv.field_size_limit(1 << 24)
+
+
+@dataclass
+class TextTable:
+    """Rows of a table as strings, with the file it came from (for messages)."""
+
+    columns: list[str]
+    rows: list[dict[str, str]]
+    source: str
+
+    def column(self, name: str) -> list[str]:
+        """All values of one column (UserError naming the available ones if it is missing)."""
+        if name not in self.columns:
+            from contrastkit.errors import closest
+
+            raise UserError(
+                f"column {name!r} is not in {self.source}{closest(name, self.columns)}; "
+                f"columns: {', '.join(self.columns)}"
+            )
+        return [row.get(name, "") for row in self.rows]
+
+
+@dataclass
+class TextPairs:
+    """(anchor, positive[, hard negative]) training examples."""
+
+    anchors: list[str]
+    positives: list[str]
+    negatives: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+
+@dataclass
+class STSData:
+    """Sentence pairs with a human similarity score (STS-B, SICK-R, ...)."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+# ----------------------------------------------------------------------------- named sources
+
+
+def sick_search_path(data_root: str | None = None) -> list[Path]:
+    """Folders searched for SICK.txt, in order."""
+    places: list[Path] = []
+    if data_root:
+        places += [Path(data_root), Path(data_root) / "sick"]
+    env = os.environ.get("CONTRASTKIT_DATA")
+    if env:
+        places.append(Path(env) / "sick")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    places += [Path(base) / "contrastkit" / "sick", Path("data") / "sick"]
+    places += [Path("..") / "shared" / "data" / "sick"]
+    return places
+
+
+def find_sick(data_root: str | None = None) -> Path:
+    """Path of SICK.txt (UserError listing the places looked at when absent)."""
+    places = sick_search_path(data_root)
+    for folder in places:
+        if (folder / SICK_FILE).is_file():
+            return folder / SICK_FILE
+    raise UserError(
+        f"SICK data set not found: no {SICK_FILE} in {', '.join(str(p) for p in places)}; "
+        "put SICK.txt (Marelli et al. 2014) in one of them or set text.data_root"
+    )
+
+
+@dataclass
+class ResolvedSpec:
+    """A data spec resolved to a file, with the filter and default columns it implies."""
+
+    path: Path
+    filter: dict[str, Any] | None
+    default_columns: tuple[str, ...] | None
+    fmt: str | None
+
+
+def resolve_spec(spec: str, data_root: str | None = None) -> ResolvedSpec:
+    """Turn a data spec (path or ``sick:SPLIT``) into a file, row filter and default columns."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"a text data spec must be a non-empty string, got {spec!r}")
+    name, sep, split = spec.partition(":")
+    if sep and name == "sick":
+        check_choice("SICK split", split, SICK_SPLITS)
+        value = SICK_SPLITS[split]
+        return ResolvedSpec(
+            find_sick(data_root),
+            {"SemEval_set": value} if value else None,
+            SICK_COLUMNS,
+            "tsv",
+        )
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"text data {spec!r} does not exist; give a file (.txt, .csv, .tsv, .jsonl) or sick:SPLIT"
+        )
+    return ResolvedSpec(path, None, None, None)
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _fmt_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".tsv", ".tab"):
+        return "tsv"
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    return "lines"
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Non-empty, stripped lines of a UTF-8 text file (one sentence or passage per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"text file {str(path)!r} does not exist")
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        lines = [line.strip() for line in handle]
+    out = [line for line in lines if line]
+    if not out:
+        raise UserError(f"text file {str(path)!r} has no non-empty lines")
+    return out
+
+
+def read_table(path: str | Path, fmt: str | None = None) -> TextTable:
+    """A CSV, TSV (header row) or JSONL (one object per line) file as string rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"table {str(path)!r} does not exist")
+    fmt = fmt or _fmt_of(path)
+    if fmt == "lines":
+        fmt = "tsv"
+    check_choice("table format", fmt, TABLE_FORMATS)
+    rows: list[dict[str, str]] = []
+    columns: list[str] = []
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        if fmt == "jsonl":
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    raise UserError(f"{path}: line {number} is not valid JSON") from None
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}: line {number} must be a JSON object, got {type(obj).__name__}")
+                for key in obj:
+                    if key not in columns:
+                        columns.append(str(key))
+                rows.append({str(k): "" if v is None else str(v) for k, v in obj.items()})
+        else:
+            if fmt == "csv":
+                reader = csv.DictReader(handle)
+            else:  # TSV: tabs separate, quotes are text
+                reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+            columns = [c for c in (reader.fieldnames or []) if c is not None]
+            for row in reader:
+                rows.append({k: (v or "") for k, v in row.items() if k is not None})
+    if not rows:
+        raise UserError(f"table {str(path)!r} has no rows")
+    return TextTable(columns, rows, str(path))
+
+
+def filter_rows(table: TextTable, where: Mapping[str, Any] | None) -> TextTable:
+    """Rows whose columns equal the given values (a list of values means any of them)."""
+    if not where:
+        return table
+    for key in where:
+        table.column(str(key))  # raises for a missing column
+    wanted = {
+        str(k): {str(x) for x in v} if isinstance(v, list | tuple | set) else {str(v)}
+        for k, v in where.items()
+    }
+    rows = [r for r in table.rows if all(r.get(k, "") in vals for k, vals in wanted.items())]
+    if not rows:
+        raise UserError(f"no rows of {table.source} match the filter {dict(where)}")
+    return TextTable(table.columns, rows, table.source)
+
+
+def _table_for(spec: str, where: Mapping[str, Any] | None, data_root: str | None) -> tuple[TextTable, tuple[str, ...] | None]:
+    res = resolve_spec(spec, data_root)
+    table = read_table(res.path, res.fmt)
+    merged = {**(res.filter or {}), **(dict(where) if where else {})}
+    return filter_rows(table, merged or None), res.default_columns
+
+
+def _looks_tabular(path: Path, columns: Sequence[str]) -> bool:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+    return bool(columns) and all(c in header for c in columns)
+
+
+def read_sentences(
+    spec: str,
+    columns: Sequence[str] = (),
+    where: Mapping[str, Any] | None = None,
+    *,
+    data_root: str | None = None,
+    unique: bool = True,
+    limit: int | None = None,
+) -> list[str]:
+    """Sentences for unsupervised training: lines of a text file, or the given columns of a table.
+
+    With ``unique`` the sentences are de-duplicated (first occurrence order kept).
+    """
+    res = resolve_spec(spec, data_root)
+    fmt = res.fmt or _fmt_of(res.path)
+    if fmt == "lines" and not where and not (columns and _looks_tabular(res.path, columns)):
+        out = read_lines(res.path)
+    else:
+        table, default = _table_for(spec, where, data_root)
+        cols = list(columns) or list((default or ())[:2])
+        if not cols:
+            raise UserError(
+                f"{spec!r} is a table: name the sentence columns in text.train_columns "
+                f"(columns: {', '.join(table.columns)})"
+            )
+        for c in cols:
+            table.column(c)  # a missing column is an error, not an empty corpus
+        out = []
+        for row in table.rows:
+            for c in cols:
+                value = row.get(c, "").strip()
+                if value:
+                    out.append(value)
+    if unique:
+        out = list(dict.fromkeys(out))
+    if limit is not None:
+        out = out[:limit]
+    if len(out) < 2:
+        raise UserError(f"{spec!r} holds {len(out)} sentence(s); contrastive training needs at least 2")
+    return out
+
+
+def read_pairs(
+    spec: str,
+    columns: Sequence[str],
+    where: Mapping[str, Any] | None = None,
+    *,
+    data_root: str | None = None,
+    limit: int | None = None,
+) -> TextPairs:
+    """(anchor, positive[, negative]) from a table's named columns; rows with an empty cell are skipped."""
+    if len(columns) not in (2, 3):
+        raise UserError(
+            f"pairs need 2 columns (anchor, positive) or 3 (anchor, positive, negative); got {list(columns)}"
+        )
+    table, _ = _table_for(spec, where, data_root)
+    values = [table.column(c) for c in columns]
+    keep = [i for i in range(len(table.rows)) if all(v[i].strip() for v in values)]
+    if limit is not None:
+        keep = keep[:limit]
+    if len(keep) < 2:
+        raise UserError(f"{spec!r} holds {len(keep)} complete pair(s) in columns {list(columns)}; need at least 2")
+    pick = [[v[i].strip() for i in keep] for v in values]
+    return TextPairs(pick[0], pick[1], pick[2] if len(pick) == 3 else None)
+
+
+def read_sts(
+    spec: str,
+    columns: Sequence[str] = SICK_COLUMNS,
+    where: Mapping[str, Any] | None = None,
+    *,
+    data_root: str | None = None,
+) -> STSData:
+    """STS-style pairs: columns (sentence1, sentence2, score); the score must parse as a number."""
+    table, default = _table_for(spec, where, data_root)
+    cols = list(columns) if columns else list(default or ())
+    if len(cols) != 3:
+        raise UserError(f"STS data needs 3 columns (sentence1, sentence2, score); got {cols}")
+    s1, s2, raw = (table.column(c) for c in cols)
+    scores: list[float] = []
+    for i, value in enumerate(raw):
+        try:
+            scores.append(float(value))
+        except ValueError:
+            raise UserError(
+                f"{table.source}: score column {cols[2]!r} holds {value!r} in row {i + 1}, not a number"
+            ) from None
+    if len(scores) < 2:
+        raise UserError(f"{spec!r} holds {len(scores)} scored pair(s); need at least 2")
+    return STSData([s.strip() for s in s1], [s.strip() for s in s2], scores)

@@ -1,0 +1,174 @@
+"""Two-tower image–text training: CLIP (Radford et al. 2021, arXiv:2103.00020) and SigLIP
+(Zhai et al. 2023, arXiv:2303.15343).
+
+CLIP: symmetric InfoNCE (image→text and text→image) through the one InfoNCE kernel, with a
+learnable logit scale exp(s), s initialised at log(1/0.07) and clamped at log(100). SigLIP:
+the pairwise sigmoid loss of :mod:`contrastkit.losses.siglip` with learnable scale and bias.
+Both towers end in a linear projection to a shared embedding space.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit.errors import UserError, check_choice
+from contrastkit.losses import info_nce
+from contrastkit.losses.siglip import SigLIPLoss
+from contrastkit.methods.base import StepOutput
+from contrastkit.methods.gradcache import Tower, gradcache_loss, split_rows
+from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, rank_offset, world
+
+IMAGE_TEXT_LOSSES: tuple[str, ...] = ("clip", "siglip")
+
+
+def clip_loss(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    logit_scale: Tensor,
+    *,
+    max_logit_scale: float = 100.0,
+    labels: Tensor | None = None,
+) -> Tensor:
+    """Symmetric InfoNCE of matching rows (Radford et al. 2021): the mean of the image→text and
+    text→image cross-entropies of ``exp(logit_scale) * cos(image_i, text_j)``.
+
+    ``logit_scale`` is the log of the inverse temperature (a 0-dim tensor, learnable); it is
+    clamped at log(max_logit_scale). ``labels`` (N,), optional: rows with equal labels (e.g. the
+    same caption) are positives of each other instead of negatives (multi-positive InfoNCE).
+    Under torch.distributed each rank's rows are contrasted with the keys of the global batch
+    (gathered with gradient); with DDP's gradient averaging this is the global-batch loss.
+    """
+    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
+        raise UserError(
+            f"clip_loss needs image and text embeddings of equal shape (N, D); got "
+            f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
+    temperature = torch.exp(-logit_scale.clamp(max=math.log(max_logit_scale)))
+    _, size = world()
+    if size > 1:  # local rows against the global batch's keys
+        all_text, all_images = gather_with_grad(text_emb), gather_with_grad(image_emb)
+        if labels is None:
+            index = torch.arange(image_emb.shape[0], device=image_emb.device) + rank_offset(image_emb.shape[0])
+            i2t = info_nce(image_emb, all_text, positive_index=index, temperature=temperature)
+            t2i = info_nce(text_emb, all_images, positive_index=index, temperature=temperature)
+        else:
+            keys = gather_no_grad(labels)
+            i2t = info_nce(image_emb, all_text, labels=labels, key_labels=keys, temperature=temperature)
+            t2i = info_nce(text_emb, all_images, labels=labels, key_labels=keys, temperature=temperature)
+        return 0.5 * (i2t + t2i)
+    i2t = info_nce(image_emb, text_emb, labels=labels, temperature=temperature)
+    t2i = info_nce(text_emb, image_emb, labels=labels, temperature=temperature)
+    return 0.5 * (i2t + t2i)
+
+
+class CLIP(nn.Module):
+    """Image tower (``encoder``) and text tower (``text_encoder``) with linear projections to
+    ``embed_dim``; ``loss`` is ``clip`` (symmetric InfoNCE) or ``siglip`` (pairwise sigmoid).
+
+    A batch is ``{"views": [images (B, C, H, W)], "input_ids": (B, L), "attention_mask": (B, L)}``
+    and optionally ``"caption_ids"`` (B,): images whose captions are the same text are then
+    positives of each other rather than false negatives.
+    ``forward(images)`` returns the image tower's representation (before projection), like the
+    other methods; ``embed_images`` / ``embed_texts`` give the shared-space embeddings.
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        text_encoder: nn.Module,
+        *,
+        embed_dim: int = 128,
+        loss: str = "clip",
+        temperature: float = 0.07,
+        learn_temperature: bool = True,
+        max_logit_scale: float = 100.0,
+        siglip_scale_init: float = 10.0,
+        siglip_bias_init: float = -10.0,
+        gradcache_chunk: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("image-text loss", loss, IMAGE_TEXT_LOSSES)
+        if not temperature > 0:
+            raise UserError(f"CLIP temperature must be > 0, got {temperature}")
+        if not max_logit_scale > 1:
+            raise UserError(f"max_logit_scale must be > 1, got {max_logit_scale}")
+        self.encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = nn.Linear(int(image_encoder.out_dim), embed_dim, bias=False)  # type: ignore[arg-type]
+        self.text_proj = nn.Linear(int(text_encoder.out_dim), embed_dim, bias=False)  # type: ignore[arg-type]
+        self.loss_name = loss
+        self.max_logit_scale = float(max_logit_scale)
+        self.gradcache_chunk = gradcache_chunk
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature and loss == "clip"
+        )
+        self.siglip = SigLIPLoss(siglip_scale_init, siglip_bias_init, learnable=learn_temperature)
+        if loss != "siglip":
+            for p in self.siglip.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        out: Tensor = self.encoder(images)
+        return out
+
+    def embed_images(self, images: Tensor) -> Tensor:
+        """Projected image embeddings (B, embed_dim), not normalised."""
+        out: Tensor = self.image_proj(self.encoder(images))
+        return out
+
+    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Projected text embeddings (B, embed_dim), not normalised."""
+        out: Tensor = self.text_proj(self.text_encoder(input_ids, attention_mask))
+        return out
+
+    def loss_from_embeddings(self, image_emb: Tensor, text_emb: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The CLIP or SigLIP loss of matching rows; equal ``labels`` mark extra positives."""
+        if self.loss_name == "siglip":
+            out: Tensor = self.siglip(image_emb, text_emb, labels=labels)
+            return out
+        return clip_loss(
+            image_emb, text_emb, self.logit_scale, max_logit_scale=self.max_logit_scale, labels=labels
+        )
+
+    def training_step(self, batch: dict[str, Any]) -> StepOutput:
+        images: Tensor = batch["views"][0]
+        ids: Tensor = batch["input_ids"]
+        mask: Tensor = batch["attention_mask"]
+        labels: Tensor | None = batch.get("caption_ids")
+        if self.gradcache_chunk:
+            c = self.gradcache_chunk
+            towers = [
+                Tower(self.embed_images, split_rows(c, images), self.encoder),
+                Tower(self.embed_texts, split_rows(c, ids, mask), self.text_encoder),
+            ]
+            params = [p for p in self.parameters() if p.requires_grad]
+            loss, (zi, zt) = gradcache_loss(towers, lambda r: self.loss_from_embeddings(r[0], r[1], labels), params)
+        else:
+            zi = self.embed_images(images)
+            zt = self.embed_texts(ids, mask)
+            loss = self.loss_from_embeddings(zi, zt, labels)
+        with torch.no_grad():
+            a, b = F.normalize(zi.detach().float(), dim=1), F.normalize(zt.detach().float(), dim=1)
+            sims = a @ b.T
+            ref = labels if labels is not None else torch.arange(a.shape[0], device=a.device)
+            logs = {
+                "loss": float(loss.detach()),
+                "i2t_acc": float((ref[sims.argmax(1)] == ref).float().mean()),
+                "t2i_acc": float((ref[sims.argmax(0)] == ref).float().mean()),
+            }
+            if self.loss_name == "siglip":
+                logs["scale"] = float(self.siglip.log_scale.exp())
+                logs["bias"] = float(self.siglip.bias)
+            else:
+                logs["scale"] = float(self.logit_scale.exp())
+        return StepOutput(loss=loss, logs=logs)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Clamp the CLIP logit scale to [0, log(max_logit_scale)] after each update (as OpenCLIP)."""
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, math.log(self.max_logit_scale))
