@@ -96,7 +96,7 @@ class LightGCNEncoder(nn.Module):
         self.out_dim = dim
         self.user = nn.Parameter(torch.empty(n_users, dim))
         self.item = nn.Parameter(torch.empty(n_items, dim))
-        nn.init.xavier_uniform_(self.user)
+        nn.init.xavier_uniform_(self.user)  # as SELFRec
         nn.init.xavier_uniform_(self.item)
 
     def ego(self) -> Tensor:
