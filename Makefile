@@ -30,7 +30,7 @@ $(BIN)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(BIN)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,text,faiss]"
 	touch $(BIN)/.installed $@
 
 # Fashion-MNIST from Debian, where apt is available (optional: tests that need it skip without it).

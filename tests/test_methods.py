@@ -169,3 +169,20 @@ def test_bad_method_settings_are_one_line_errors() -> None:
         load_config("digits-simclr", ["method.momentum=0.999", "method.momentum_final=0.99"])
     with pytest.raises(UserError, match="label_fraction"):
         load_config("digits-simclr", ["data.label_fraction=0"])
+
+
+def test_simclr_queue_adds_past_projections_as_negatives() -> None:
+    from contrastkit.losses import info_nce
+
+    torch.manual_seed(0)
+    model = SimCLR(_tiny_encoder(), 4, projection_dim=3, projection_hidden_dim=5, temperature=0.3, queue_size=16)
+    views = [torch.randn(5, 1, 6, 6), torch.randn(5, 1, 6, 6)]
+    model.training_step({"views": views})
+    assert len(model.queue) == 10
+    bank = model.queue.keys().clone()
+    loss = model.training_step({"views": views}).loss
+    z = model.projector(model.encoder(torch.cat(views)))
+    idx = torch.arange(10)
+    expected = info_nce(z, positive_index=(idx + 5) % 10, negative_keys=bank, temperature=0.3)
+    torch.testing.assert_close(loss, expected)
+    assert len(model.queue) == 16  # full: the oldest keys were overwritten

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train in N processes on this machine (torchrun + DDP; one per GPU on GPUs)")
 
     p = sub.add_parser("evaluate", help="(re-)evaluate a finished or interrupted run")
     p.add_argument("run_dir")
@@ -85,9 +87,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _launch_nproc(args: argparse.Namespace) -> int:
+    """`contrastkit train ... --nproc N`: the same command under torchrun in N processes."""
+    import subprocess
+    from datetime import datetime
+
+    from contrastkit.train.distributed import torchrun_command
+
+    if args.out is None:
+        if args.resume:
+            raise UserError("--resume needs --out RUN_DIR (the folder of the run to continue)")
+        args.out = str(Path("runs") / f"{Path(args.recipe or 'digits-simclr').stem}-{datetime.now():%Y%m%d-%H%M%S}")
+    out = Path(args.out)
+    if not args.resume:
+        from contrastkit.config import load_config
+
+        cfg = load_config(args.recipe, args.overrides)  # one-line errors before any process starts
+        if cfg.train.batch_size % args.nproc:
+            raise UserError(
+                f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by "
+                f"--nproc {args.nproc}"
+            )
+    if not args.resume and out.exists() and any(out.iterdir()):
+        raise UserError(
+            f"run folder {str(out)!r} already exists; pass --resume to continue it or choose another --out"
+        )
+    argv = ["train", *([args.recipe] if args.recipe else []), "--out", args.out]
+    for o in args.overrides:
+        argv += ["--set", o]
+    argv += [flag for flag, on in (("--resume", args.resume), ("--no-eval", args.no_eval), ("--quiet", args.quiet)) if on]
+    return subprocess.run(torchrun_command(args.nproc, argv), check=False).returncode
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from contrastkit.config import apply_overrides, load_config
     from contrastkit.pipeline import new_run_dir, read_run_config, run_all
+    from contrastkit.train.distributed import env_world_size
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+        if args.nproc > 1 and env_world_size() == 1:
+            return _launch_nproc(args)
 
     if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
         if args.recipe:
@@ -100,7 +141,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.eval.enabled = False
     run_dir = new_run_dir(cfg, args.out, args.resume)
     results = run_all(cfg, run_dir, resume=args.resume, progress=not args.quiet)
-    _print_summary(results, run_dir)
+    if results:  # under torchrun only rank 0 has results to show
+        _print_summary(results, run_dir)
     return 0
 
 

@@ -48,6 +48,23 @@ class ModelConfig:
 
 
 @dataclass
+class NegativesConfig:
+    """How negatives are chosen / weighted in the InfoNCE loss (contrastkit.negatives.mining):
+    kind uniform | hard_topk | threshold | margin | hard_weighting | debiased | decoupled, with a
+    schedule (constant | linear | cosine) moving from uniform to the full strategy."""
+
+    kind: str = "uniform"
+    k: int = 64
+    threshold: float = 0.0
+    margin: float = 0.1
+    beta: float = 1.0
+    tau_plus: float = 0.1
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0
+    strength: float = 1.0
+
+
+@dataclass
 class MethodConfig:
     """The self-supervised objective."""
 
@@ -73,6 +90,8 @@ class MethodConfig:
     vicreg_cov: float = 1.0
     # collapse diagnostics logged every step (per-dim std, effective rank, alignment, uniformity)
     diagnostics: bool = True
+    # negative strategy of the InfoNCE methods (hard negatives, debiasing, schedule)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
 
 
 @dataclass
@@ -107,6 +126,9 @@ class TrainConfig:
     log_every: int = 10
     num_threads: int | None = None
     progress: bool = True
+    # under torchrun / --nproc: batch_size is the GLOBAL batch (split evenly over the processes)
+    sync_batchnorm: bool = True
+    dist_timeout_minutes: float = 10.0
 
 
 @dataclass
@@ -201,6 +223,7 @@ class RecsysConfig:
     valid_metric: str = "ndcg@20"  # early stopping and best checkpoint
     eval_every: int = 1  # epochs between validation passes
     patience: int = 10  # validation passes without improvement before stopping
+    min_epochs: int = 0  # never stop early before this epoch (contrastive models start slowly)
     eval_block_users: int = 1024
 
 
@@ -265,6 +288,9 @@ def _validate(cfg: Config) -> None:
         check_choice("method.name", cfg.method.name, CHOICES["method.name"])
     else:
         task_module(cfg.task).validate(cfg)
+    from contrastkit.negatives.mining import negative_sampling_from_config
+
+    negative_sampling_from_config(cfg.method.negatives)  # one-line errors naming method.negatives.*
     for key, allowed in CHOICES.items():
         if key == "method.name":
             continue
@@ -322,6 +348,7 @@ def _validate(cfg: Config) -> None:
     positive("train.checkpoint_every", cfg.train.checkpoint_every)
     positive("train.log_every", cfg.train.log_every)
     positive("train.num_threads", cfg.train.num_threads)
+    positive("train.dist_timeout_minutes", cfg.train.dist_timeout_minutes)
     positive("model.width", cfg.model.width)
     positive("model.projection_dim", cfg.model.projection_dim)
     positive("model.projection_hidden_dim", cfg.model.projection_hidden_dim)

@@ -62,6 +62,9 @@ def uniformity(z: Tensor, t: float = 2.0) -> float:
 def collapse_stats(z1: Tensor, z2: Tensor | None = None) -> dict[str, float]:
     """All diagnostics for a batch: z1 (and z2, its positive views, for alignment)."""
     z = z1 if z2 is None else torch.cat([z1, z2])
+    if not bool(torch.isfinite(z).all()):  # a diverged step: the trainer reports the NaN loss
+        nan = float("nan")
+        return {"emb_std": nan, "eff_rank": nan, "uniformity": nan, **({} if z2 is None else {"alignment": nan})}
     out = {
         "emb_std": normalised_std(z),
         "eff_rank": effective_rank(z),

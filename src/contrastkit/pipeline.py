@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from contrastkit.diagnostics import CollapseMonitor
 from contrastkit.encoders import build_image_encoder
 from contrastkit.errors import UserError
 from contrastkit.methods import BYOL, BarlowTwins, MoCoV2, MoCoV3, SimCLR, SimSiam, SupCon, VICReg
+from contrastkit.negatives.distributed import world
 from contrastkit.train import (
     Trainer,
     TrainerOptions,
@@ -39,6 +42,7 @@ from contrastkit.train import (
     resolve_device,
     save_safetensors,
 )
+from contrastkit.train.distributed import init_from_env, shutdown
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
@@ -103,7 +107,9 @@ def build_model(cfg: Config, channels: int, size: int) -> nn.Module:
         contrast["negatives"] = negatives
     diag: dict[str, Any] = {"diagnostics": m.diagnostics}
     if m.name == "simclr":
-        simclr_kwargs = {**proj, **contrast, "projection_batch_norm": p.projection_batch_norm}
+        simclr_kwargs = {
+            **proj, **contrast, **diag, "projection_batch_norm": p.projection_batch_norm, "queue_size": m.queue_size,
+        }
         return SimCLR(encoder, feature_dim, **simclr_kwargs)
     if m.name == "supcon":
         return SupCon(encoder, feature_dim, **proj, **contrast, **diag, projection_batch_norm=p.projection_batch_norm)
@@ -183,14 +189,20 @@ def trainer_options(cfg: Config, progress: bool = True) -> TrainerOptions:
 
 
 def setup_runtime(cfg: Config) -> torch.device:
-    """Seeds, threads and matmul precision; returns the training device."""
+    """Seeds, threads, matmul precision and (under torchrun) the process group; returns the
+    training device (cuda:LOCAL_RANK under torchrun on GPUs)."""
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device {cfg.train.device!r} asked for CUDA, but no GPU is visible")
+    ctx = init_from_env(device, cfg.train.dist_timeout_minutes)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    if ctx.enabled and not ctx.is_main:
+        warnings.filterwarnings("ignore")  # rank 0 speaks for the job
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"train.device {cfg.train.device!r} asked for CUDA, but no GPU is visible")
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.benchmark = True
     return device
@@ -201,6 +213,15 @@ def setup_runtime(cfg: Config) -> torch.device:
 
 def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
     """The run folder: --out, or runs/<name>-<timestamp>; refuses to overwrite without --resume."""
+    from contrastkit.train.distributed import env_world_size
+
+    if env_world_size() > 1:  # under torchrun every process must agree on the folder
+        if out is None:
+            raise UserError("under torchrun pass --out RUN_DIR (every process must write to the same folder)")
+        if os.environ.get("RANK", "0") != "0":
+            path = Path(out)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
     if out is None:
         if resume:
             raise UserError("--resume needs --out RUN_DIR (the folder of the run to continue)")
@@ -262,11 +283,24 @@ def train(
 ) -> TrainSummary:
     """Train the configured method; checkpoints and logs go to run_dir."""
     device = setup_runtime(cfg)
+    rank, world_size = world()
+    verbose = verbose and rank == 0
+    if cfg.train.batch_size % world_size:
+        raise UserError(
+            f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by the "
+            f"{world_size} processes; choose a multiple of {world_size}"
+        )
+    local_batch = cfg.train.batch_size // world_size
     data = load_split(cfg, "train")
     size = input_size(cfg, data)
-    if not resume:
+    if not resume and rank == 0:
         save_config(cfg, run_dir / CONFIG_FILE)
     model = build_model(cfg, data.channels, size)
+    if world_size > 1 and cfg.train.sync_batchnorm:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif verbose:
+            print("note: SyncBatchNorm needs GPUs; on CPU each process normalises its own batch", flush=True)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     labels = None
@@ -282,13 +316,15 @@ def train(
             )
     loader = InMemoryViewLoader(
         data.images,
-        batch_size=cfg.train.batch_size,
+        batch_size=local_batch,
         augmentation=augmentation_for(cfg, data).to(device),
         views=cfg.data.views,
         seed=cfg.train.seed,
         device=device,
         channels_last=cfg.train.channels_last,
         labels=labels,
+        rank=rank,
+        world_size=world_size,
     )
     monitor = CollapseMonitor()
     callbacks = [*(callbacks or []), monitor]
@@ -304,10 +340,13 @@ def train(
             f"{trainer.total_steps} steps of batch {cfg.train.batch_size}",
             flush=True,
         )
+    if verbose and world_size > 1:
+        print(f"distributed: {world_size} processes, {local_batch} images each per step", flush=True)
     summary = trainer.fit()
     summary.collapsed_at_step = monitor.collapsed_at
-    encoder: nn.Module = model.encoder  # type: ignore[assignment]
-    save_safetensors(encoder.state_dict(), run_dir / "encoder.safetensors")
+    if rank == 0:
+        encoder: nn.Module = model.encoder  # type: ignore[assignment]
+        save_safetensors(encoder.state_dict(), run_dir / "encoder.safetensors")
     return summary
 
 
@@ -377,6 +416,11 @@ def run_all(
         return out
     t0 = time.perf_counter()
     summary = train(cfg, run_dir, resume=resume, progress=progress, verbose=verbose)
+    rank, world_size = world()
+    if world_size > 1:  # training is over: rank 0 alone evaluates and reports
+        shutdown()
+        if rank != 0:
+            return {}
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": cfg.to_dict(), "train": asdict(summary)}
     write_results(run_dir, results)
     if cfg.eval.enabled:

@@ -13,13 +13,13 @@ from contrastkit.encoders.image import (
 )
 
 __all__ = [
-    "LightGCNEncoder",
-    "normalized_adjacency",
-    "propagate",
     "IMAGE_ENCODERS",
     "ConvNet5",
     "ImageEncoder",
+    "LightGCNEncoder",
     "SmallResNet",
     "TorchvisionResNet",
     "build_image_encoder",
+    "normalized_adjacency",
+    "propagate",
 ]

@@ -78,7 +78,9 @@ def contrast_across_ranks(
     own = rows + rank * z.shape[0]
     mask = labels[:, None] == key_labels[None, :]
     mask[rows, own] = False
-    weights = torch.ones(mask.shape, device=z.device, dtype=torch.float32)
+    extra = kernel_kwargs.get("negative_keys")
+    columns = mask.shape[1] + (0 if extra is None else extra.shape[0])
+    weights = torch.ones(mask.shape[0], columns, device=z.device, dtype=torch.float32)
     weights[rows, own] = 0.0
     return info_nce(z, keys, positive_mask=mask, negative_weights=weights, **kernel_kwargs)
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit.losses import info_nce
-from contrastkit.methods.base import StepOutput, embedding_stats
+from contrastkit.methods.base import StepOutput, TwoViewMethod, contrast_across_ranks
+from contrastkit.negatives.distributed import gather_no_grad, world
+from contrastkit.negatives.mining import NegativeSampling
+from contrastkit.negatives.queue import KeyQueue
 from contrastkit.nn import MLPHead
 
 
-class SimCLR(nn.Module):
+class SimCLR(TwoViewMethod):
     """Encoder + MLP projection head trained with NT-Xent over V augmented views of each image.
 
     `forward(x)` returns the encoder representation (used for evaluation and export); the
     projection is used only by the loss. With V > 2 views every other view of the same image is
     a positive (multi-view InfoNCE, the same kernel as SupCon with instance labels).
+    ``negatives`` (a NegativeSampling) picks / weights the negatives; its schedule follows
+    ``progress`` (step / total steps, updated in ``on_step_end``).
     """
 
     def __init__(
@@ -31,10 +37,11 @@ class SimCLR(nn.Module):
         projection_batch_norm: bool = True,
         temperature: float = 0.2,
         similarity: str = "cosine",
+        negatives: NegativeSampling | None = None,
+        queue_size: int = 0,
+        diagnostics: bool = True,
     ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.feature_dim = feature_dim
+        super().__init__(encoder, feature_dim, diagnostics=diagnostics)
         self.projector = MLPHead(
             feature_dim,
             projection_hidden_dim,
@@ -44,29 +51,32 @@ class SimCLR(nn.Module):
         )
         self.temperature = temperature
         self.similarity = similarity
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.encoder(x)
-        return out
+        self.negatives = negatives
+        # optional memory bank: projections of past batches as extra negatives (as in MoCo)
+        self.queue = KeyQueue(queue_size, projection_dim) if queue_size > 0 else None
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         views: list[Tensor] = batch["views"]
         n, v = views[0].shape[0], len(views)
         z = self.projector(self.encoder(torch.cat(views, dim=0)))
-        if v == 2:
+        rank, world_size = world()
+        kernel: dict[str, Any] = {"temperature": self.temperature, "similarity": self.similarity}
+        if self.negatives is not None:
+            kernel["negatives"] = self.negatives.at(self.progress)
+        if self.queue is not None and len(self.queue):
+            kernel["negative_keys"] = self.queue.keys().clone()
+        if world_size > 1:  # local rows against the keys of every rank
+            ids = torch.arange(n, device=z.device) + rank * n
+            loss = contrast_across_ranks(z, ids, v, **kernel)
+        elif v == 2:
             idx = torch.arange(2 * n, device=z.device)
-            loss = info_nce(
-                z,
-                positive_index=(idx + n) % (2 * n),
-                temperature=self.temperature,
-                similarity=self.similarity,
-            )
+            loss = info_nce(z, positive_index=(idx + n) % (2 * n), **kernel)
         else:
             labels = torch.arange(n, device=z.device).repeat(v)
-            loss = info_nce(z, labels=labels, temperature=self.temperature, similarity=self.similarity)
-        logs = {"loss": float(loss.detach())}
-        logs.update(embedding_stats(z.detach()))
-        return StepOutput(loss=loss, logs=logs)
-
-    def on_step_end(self, step: int, total_steps: int) -> None:
-        """SimCLR has no momentum encoder or schedule of its own."""
+            loss = info_nce(z, labels=labels, **kernel)
+        if self.queue is not None:  # every rank enqueues the global batch: identical queues
+            keys = gather_no_grad(F.normalize(z.detach().float(), dim=1))
+            # rank-major [rank][view][row] -> view-major, the order of one process on the whole batch
+            keys = keys.view(world_size, v, n, -1).transpose(0, 1).reshape(-1, keys.shape[1])
+            self.queue.enqueue(keys)
+        return StepOutput(loss=loss, logs=self.make_logs(loss, z[:n], z[n : 2 * n]))

@@ -14,7 +14,6 @@ from contrastkit.methods.base import StepOutput, TwoViewMethod, contrast_across_
 from contrastkit.negatives.distributed import world
 from contrastkit.nn import MLPHead
 
-
 FRESH_LABELS = 1 << 40  # ids of unlabeled samples start here, far above any class id
 
 

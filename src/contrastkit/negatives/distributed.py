@@ -56,7 +56,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
 @torch.no_grad()
 def gather_no_grad(x: Tensor) -> Tensor:
     """Rows of ``x`` from every rank, in rank order (no gradient: keys, labels)."""
-    rank, size = world()
+    _, size = world()
     if size == 1:
         return x
     parts = [torch.empty_like(x) for _ in range(size)]

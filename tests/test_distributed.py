@@ -1,0 +1,207 @@
+"""DDP on CPU with gloo and 2 processes: one step of every method on 2 x B samples spread over
+2 ranks equals one process on the concatenated 2B batch (loss and gradients, BatchNorm removed,
+since per-process BatchNorm statistics differ by design); a 2-process run stopped after a
+checkpoint resumes to the same weights as an uninterrupted one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from contrastkit.methods import BYOL, BarlowTwins, MoCoV2, MoCoV3, SimCLR, SimSiam, SupCon, VICReg
+
+B = 6  # samples per rank
+METHODS = ["simclr", "simclr_queue", "supcon", "moco_v2", "moco_v2_in_batch", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _strip_bn(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.Identity())
+        else:
+            _strip_bn(child)
+    return module
+
+
+def _encoder() -> nn.Module:
+    enc = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    enc.out_dim = 16  # type: ignore[assignment]
+    return enc
+
+
+def _model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    head = {"projection_dim": 5, "projection_hidden_dim": 7}
+    models: dict[str, Any] = {
+        "simclr": lambda: SimCLR(_encoder(), 16, **head, temperature=0.3),
+        "simclr_queue": lambda: SimCLR(_encoder(), 16, **head, temperature=0.3, queue_size=40),
+        "supcon": lambda: SupCon(_encoder(), 16, **head, temperature=0.3),
+        "moco_v2": lambda: MoCoV2(_encoder(), 16, **head, queue_size=40, temperature=0.3),
+        "moco_v2_in_batch": lambda: MoCoV2(_encoder(), 16, **head, queue_size=40, in_batch_negatives=True),
+        "moco_v3": lambda: MoCoV3(_encoder(), 16, **head, predictor_hidden_dim=6),
+        "byol": lambda: BYOL(_encoder(), 16, **head, predictor_hidden_dim=6),
+        "simsiam": lambda: SimSiam(_encoder(), 16, **head, predictor_hidden_dim=3),
+        "barlow_twins": lambda: BarlowTwins(_encoder(), 16, **head),
+        "vicreg": lambda: VICReg(_encoder(), 16, **head),
+    }
+    model = _strip_bn(models[name]()).double()  # float64: compare to 1e-5 without float32 noise
+    if hasattr(model, "diagnostics"):
+        model.diagnostics = False
+    queue = getattr(model, "queue", None)
+    if queue is not None:  # a queue already holding keys, the same in every process
+        queue.enqueue(torch.nn.functional.normalize(torch.randn(40, 5, generator=torch.Generator().manual_seed(1)), dim=1))
+    return model
+
+
+def _batch() -> dict[str, Any]:
+    g = torch.Generator().manual_seed(2)
+    x1 = torch.randn(2 * B, 1, 6, 6, generator=g, dtype=torch.float64)
+    x2 = torch.randn(2 * B, 1, 6, 6, generator=g, dtype=torch.float64)
+    labels = torch.tensor([0, 1, -1, 0, 2, -1, 1, 1, -1, 2, 0, -1])
+    return {"views": [x1, x2], "labels": labels}
+
+
+def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from contrastkit.train.trainer import _TrainingStep
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    full = _batch()
+    rows = slice(rank * B, (rank + 1) * B)
+    local = {"views": [v[rows] for v in full["views"]], "labels": full["labels"][rows]}
+    results = {}
+    for name in METHODS:
+        model = _model(name)
+        ddp = DistributedDataParallel(_TrainingStep(model))
+        loss = ddp(local).loss
+        loss.backward()
+        queue = getattr(model, "queue", None)
+        results[name] = {
+            "loss": loss.detach(),
+            "grads": _grads(model),
+            "queue": queue.keys().clone() if queue is not None else None,
+        }
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_two_ranks_equal_one_process_on_the_concatenated_batch(name: str, ddp_results: list[dict[str, Any]]) -> None:
+    model = _model(name)
+    loss = model.training_step(_batch()).loss
+    loss.backward()
+    ref = _grads(model)
+    r0, r1 = ddp_results[0][name], ddp_results[1][name]
+    # mean of the per-rank losses is the loss of the global batch
+    torch.testing.assert_close((r0["loss"] + r1["loss"]) / 2, loss.detach(), rtol=1e-5, atol=1e-8)
+    assert set(r0["grads"]) == set(ref) and ref
+    for key, g in ref.items():
+        for got in (r0["grads"][key], r1["grads"][key]):
+            err = float((got - g).abs().max())
+            assert torch.allclose(got, g, rtol=1e-5, atol=1e-8), f"{name} {key}: max abs diff {err:.3g}"
+    queue = getattr(model, "queue", None)
+    if queue is not None:  # both ranks enqueued the gathered keys: the same queue as one process
+        torch.testing.assert_close(r0["queue"], queue.keys())
+        torch.testing.assert_close(r1["queue"], queue.keys())
+
+
+def _train_worker(rank: int, port: int, run: str, max_steps: int, stop_at: int | None, resume: bool) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    from contrastkit.config import load_config
+    from contrastkit.pipeline import new_run_dir, train
+    from contrastkit.train.distributed import shutdown
+
+    from .conftest import tiny_overrides
+
+    torch.set_num_threads(1)
+    cfg = load_config("digits-simclr", tiny_overrides(**{
+        "method.name": "moco_v2", "method.queue_size": 128, "train.max_steps": max_steps,
+        "train.checkpoint_every": 3, "train.batch_size": 64,
+    }))
+    run_dir = new_run_dir(cfg, run, resume=resume)
+
+    def stop(step: int, logs: dict[str, float]) -> None:
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    with contextlib.suppress(KeyboardInterrupt):
+        train(cfg, run_dir, resume=resume, progress=False, verbose=False, callbacks=[stop])
+    shutdown()
+
+
+def _spawn(run: Path, stop_at: int | None = None, resume: bool = False) -> None:
+    mp.spawn(_train_worker, args=(_free_port(), str(run), 6, stop_at, resume), nprocs=2, join=True)
+
+
+def test_two_process_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    from contrastkit.train import load_checkpoint
+
+    _spawn(tmp_path / "full")
+    _spawn(tmp_path / "cut", stop_at=4)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
+    _spawn(tmp_path / "cut", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 6 and a["world_size"] == 2 and len(a["ranks"]) == 2
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+
+
+def test_cli_nproc_launches_torchrun_end_to_end(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "contrastkit", "train", "digits-simclr", "--nproc", "2", "--out", str(out),
+         "--no-eval", "--quiet", *[a for o in tiny_overrides_list() for a in ("--set", o)]],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "distributed: 2 processes, 32 images each per step" in proc.stdout
+    assert proc.stdout.count("trained 4 steps") == 1  # rank 0 alone reports
+    assert (out / "encoder.safetensors").is_file() and (out / "checkpoints" / "last.pt").is_file()
+
+
+def tiny_overrides_list() -> list[str]:
+    from .conftest import tiny_overrides
+
+    return tiny_overrides(**{"train.max_steps": 4, "train.checkpoint_every": 2})
+
+
+def test_nproc_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from contrastkit.cli import main
+
+    code = main(["train", "digits-simclr", "--nproc", "3", "--out", str(tmp_path / "x"), "--set", "train.batch_size=64"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not divisible by --nproc 3" in err
+    assert main(["train", "--nproc", "0"]) == 2
