@@ -239,3 +239,20 @@ def test_bad_chunk_size() -> None:
     for bad in (0, -2, 1.5, "big", True):
         with pytest.raises(UserError, match="chunk_size"):
             info_nce(z, labels=torch.zeros(4), chunk_size=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kept_tile_paths_equal_the_cross_entropy_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unchunked: cross_entropy on small one-positive problems, else the kept exp-logit tiles
+    (one tile, or several upper-triangle tiles when keys = queries): all give the same."""
+    import importlib
+
+    k = importlib.import_module("contrastkit.losses.info_nce")
+    fn, names = CASES[name]
+    data = _data()
+    inputs = [data[n] for n in names]
+    base = _grads(fn, inputs, None)
+    monkeypatch.setattr(k, "SMALL_ELEMENTS", 0)
+    _assert_all_close(_grads(fn, inputs, None), base)
+    monkeypatch.setattr(k, "KEEP_MIRROR_TILE", 5)
+    _assert_all_close(_grads(fn, inputs, None), base)

@@ -27,8 +27,9 @@ from contrastkit.evaluate.metrics import (
 )
 
 BACKENDS = ("auto", "torch", "faiss")
-# elements of one (test block x bank block) similarity tile in the torch backend (64 MiB)
-TILE_ELEMENTS = 1 << 24
+# elements of one (test block x bank block) similarity tile in the torch backend (256 MiB):
+# one topk over a long row beats merging many short ones, so bank blocks are as long as this allows
+TILE_ELEMENTS = 1 << 26
 
 
 def _faiss() -> Any | None:
@@ -84,7 +85,7 @@ def knn_predict(
     """Predicted class (int64, CPU) for each test row by weighted kNN vote (Wu et al. 2018).
 
     ``backend``: "torch" (blocks of ``batch_size`` test rows against bank blocks of
-    ``bank_block`` rows, default sized so a similarity tile stays at 64 MiB, with a running
+    ``bank_block`` rows, default sized so a similarity tile stays at 256 MiB, with a running
     top-k), "faiss" (exact flat inner-product index, CPU), or "auto" (faiss when installed and
     the work is on CPU, else torch). k is clipped to N_train. Runs on ``device`` (default:
     the device of ``train_feats``).

@@ -43,9 +43,13 @@ _IGNORE = -1  # positive_index value (and cross_entropy ignore_index) of an anch
 AUTO_KEEP_ELEMENTS = 1 << 27
 # elements of one tile when the chunk is chosen automatically (64 MiB in float32)
 AUTO_TILE_ELEMENTS = 1 << 24
+# up to this many logits, one-positive problems use cross_entropy on the full logits
+SMALL_ELEMENTS = 1 << 20
 # side of the square tiles of the symmetric (keys = queries) case, logits kept or recomputed
 KEEP_MIRROR_TILE = 2048
 AUTO_MIRROR_TILE = 2048
+# from this many rows on, a positive_index that is a permutation gets a gather-based backward
+_PERMUTATION_CHECK_ROWS = 2048
 # exp(logit) needs no shift while |logit| <= this (cosine logits are bounded by 1 / t)
 _EXP_BOUND = {torch.float32: 40.0, torch.float64: 300.0}
 
@@ -182,8 +186,8 @@ class _RowLogSumExp(torch.autograd.Function):
         ctx.kept_index = [(key, shift_t is not None) for key, (_, shift_t) in kept.items()]
         flat = [t for e, shift_t in kept.values() for t in (e, shift_t) if t is not None]
         ctx.save_for_backward(q, keys, extra, weights, total, shift, *flat)
-        lse = shift + torch.where(total > 0, total, 1.0).log()
-        return torch.where(total > 0, lse, float("-inf"))
+        lse = total.log()  # -inf for a row without keys
+        return lse if shift is None else lse + shift
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -227,14 +231,22 @@ def _weight_tile(
 
 def _lse_forward(
     spec: _LseSpec, q: Tensor, keys: Tensor | None, extra: Tensor | None, weights: Tensor | None
-) -> tuple[Tensor, Tensor, dict[tuple[int, ...], tuple[Tensor, Tensor | None]]]:
-    """Row sums of exp(logit - shift) (N,), the per-row shifts (N,), and the kept tiles."""
+) -> tuple[Tensor, Tensor | None, dict[tuple[int, ...], tuple[Tensor, Tensor | None]]]:
+    """Row sums of exp(logit - shift) (N,), the per-row shifts (N,; None when bounded: no
+    shift), and the kept tiles."""
     n = q.shape[0]
-    total = q.new_zeros(n)
-    shift = q.new_zeros(n)
-    kept: dict[tuple[int, ...], tuple[Tensor, Tensor | None]] = {}
     sources = _sources(spec, q, keys, extra)
+    kept: dict[tuple[int, ...], tuple[Tensor, Tensor | None]] = {}
     qt = _scaled(q, spec.inv_t)
+    if spec.mirror and n <= spec.row_block and len(sources) == 1:
+        # one tile holds everything (small batches): no accumulation buffers
+        e = (qt @ q.T).exp_()
+        e.diagonal().zero_()
+        if spec.keep:
+            kept[(0, 0, 0)] = (e, None)
+        return e.sum(1), None, kept
+    total = q.new_zeros(n)
+    shift = None if spec.bounded else q.new_zeros(n)
     if spec.mirror:
         t = spec.row_block
         parts = _blocks(n, t)
@@ -279,6 +291,7 @@ def _lse_forward(
                 if spec.keep:
                     kept[(src, r0, c0)] = (e, tile_shift)
         if run_max is not None:
+            assert shift is not None
             shift[r0:r1] = torch.where(run_max > float("-inf"), run_max, 0.0)
     return total, shift, kept
 
@@ -293,18 +306,24 @@ def _lse_backward(
     extra: Tensor | None,
     weights: Tensor | None,
     total: Tensor,
-    shift: Tensor,
+    shift: Tensor | None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients for (q, keys, extra, weights): d lse_i / d logit_ij = w_ij exp(logit_ij - lse_i)."""
     n, d = q.shape
     inv_t = spec.inv_t
-    # a_i = g_i / total_i scales exp(logit - shift) into g_i * softmax (0 for rows without keys)
-    a = torch.where(total > 0, grad.to(q.dtype) / torch.where(total > 0, total, 1.0), 0.0)
+    # a_i = g_i / total_i scales exp(logit - shift) into g_i * softmax; a row without keys has
+    # total 0 and no positive, so its incoming gradient is 0 and the clamp keeps a_i = 0
+    a = grad.to(q.dtype) / total.clamp_min(torch.finfo(q.dtype).tiny)
+    sources = _sources(spec, q, keys, extra)
+    if spec.mirror and n <= spec.row_block and len(sources) == 1:
+        e = kept[(0, 0, 0)][0] if spec.keep else (_scaled(q, inv_t) @ q.T).exp_().fill_diagonal_(0.0)
+        out = e @ torch.cat([q, a[:, None] * q], dim=1)
+        gq1 = torch.addcmul(out[:, d:], a[:, None], out[:, :d]).mul_(inv_t)
+        return gq1 if needs[1] else None, None, None, None
     gq = torch.zeros_like(q)
     gkeys = torch.zeros_like(keys) if keys is not None and needs[2] else None
     gextra = torch.zeros_like(extra) if extra is not None and needs[3] else None
     gw = torch.zeros_like(weights) if weights is not None and needs[4] else None
-    sources = _sources(spec, q, keys, extra)
     qt = _scaled(q, inv_t)
     if spec.mirror:
         both = torch.cat([q, a[:, None] * q], dim=1)  # (N, 2D): E @ q and E @ (a q) in one GEMM
@@ -334,6 +353,7 @@ def _lse_backward(
                 if spec.keep:
                     e, tile_shift = kept[(src, r0, c0)]
                     if tile_shift is not None:  # rescale from the shift of that tile to the final one
+                        assert shift is not None
                         scale = ar * torch.exp(tile_shift - shift[r0:r1])
                         aq_t = scale[:, None] * qr
                     else:
@@ -341,7 +361,7 @@ def _lse_backward(
                 else:
                     s = qt[r0:r1] @ k[c0:c1].T
                     has_diag = diag and c0 < r1 and r0 < c1
-                    if not spec.bounded:
+                    if shift is not None:
                         s.sub_(shift[r0:r1, None])
                     e = s.exp_()
                     if has_diag:
@@ -391,7 +411,7 @@ class _PairDot(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, keys: Tensor, target: Tensor, inverse: Tensor | None) -> Tensor:
         ctx.save_for_backward(q, keys, target, inverse)
-        return (q * keys[target]).sum(1)
+        return torch.linalg.vecdot(q, keys[target])
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -421,11 +441,13 @@ def _positive_term(
         target = pos.target.clamp_min(0)
         inverse = None
         n = target.shape[0]
-        if n == k_pos.shape[0] and torch.equal(
-            torch.sort(target).values, torch.arange(n, device=target.device)
-        ):
-            inverse = torch.argsort(target)
-        return inv_t * _PairDot.apply(qs, k_pos, target, inverse), valid
+        # a permutation (SimCLR, MoCo) scatters its gradient by a gather; worth the check only
+        # where the row-by-row accumulating put of the general case is slow
+        if n >= _PERMUTATION_CHECK_ROWS and n == k_pos.shape[0]:
+            order = torch.argsort(target)
+            if torch.equal(target[order], torch.arange(n, device=target.device)):
+                inverse = order
+        return _PairDot.apply(_scaled(qs, inv_t), k_pos, target, inverse), valid
     if pos.mask is not None:
         mask = pos.mask
         block = max(1, AUTO_TILE_ELEMENTS // max(1, mask.shape[0]))
@@ -706,7 +728,8 @@ def info_nce(
                 f"got {positive_index.dtype} {_shape(positive_index)}"
             )
         if positive_index.device.type == "cpu" and n:
-            lo, hi = int(positive_index.min()), int(positive_index.max())
+            lo_t, hi_t = torch.aminmax(positive_index)
+            lo, hi = int(lo_t), int(hi_t)
             if hi >= m or lo < _IGNORE:
                 raise UserError(
                     f"positive_index values must be in [-1, {m}) (number of keys {m}; "
@@ -838,9 +861,18 @@ def _denominator_path(
         qs = q
         lse_keys = None if self_keys else k_pos
         bounded = bounded_sim and inv_t <= _EXP_BOUND[q.dtype]
+    cols = m + k_extra
+    keep_all = chunk_size is None or (chunk_size == "auto" and n * cols <= AUTO_KEEP_ELEMENTS)
+    if keep_all and weights is None and positives.target is not None and n * cols <= SMALL_ELEMENTS:
+        # small problems: fixed per-op costs dominate, and cross_entropy's fused
+        # log-softmax backward needs the fewest ops
+        k_all = k_pos if k_neg is None else torch.cat([k_pos, k_neg])
+        logits = _scaled(qs, inv_t) @ k_all.T
+        if self_keys:
+            logits.fill_diagonal_(float("-inf"))
+        return F.cross_entropy(logits, positives.target, ignore_index=_IGNORE, reduction="none")
     spec_self = lse_keys is None
     mirror = spec_self and bounded and weights is None
-    cols = m + k_extra
     elements = n * m // 2 + n * k_extra if mirror else n * cols
     keep = chunk_size is None or (chunk_size == "auto" and elements <= AUTO_KEEP_ELEMENTS)
     if keep:
@@ -867,8 +899,8 @@ def _denominator_path(
     )
     lse = _RowLogSumExp.apply(spec, qs, lse_keys, k_neg, weights)
     pos_mean, has_pos = _positive_term(qs, k_pos, positives, inv_t=inv_t, self_keys=self_keys)
-    safe_lse = torch.where(has_pos, lse, 0.0)
-    return torch.where(has_pos, safe_lse - pos_mean, 0.0)
+    # rows without a positive: lse may be -inf there (no keys); where() passes them no gradient
+    return torch.where(has_pos, lse - pos_mean, 0.0)
 
 
 def _dense_path(
