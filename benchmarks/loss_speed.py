@@ -9,6 +9,12 @@ A contender whose estimated memory exceeds what the machine has free is reported
 "skipped: needs X GB". Run from an environment with the `bench` extra:
 
     python benchmarks/loss_speed.py --sizes 512 2048 8192 16384 --rounds 2 --out runs/bench-loss
+
+Small sizes take milliseconds, where a subprocess per measurement is noisy; ``--in-process``
+times ours, plain and lightly in one process instead (6 interleaved rounds of 10 repetitions,
+best of each; no memory column):
+
+    python benchmarks/loss_speed.py --in-process --sizes 256 512 1024 2048
 """
 
 from __future__ import annotations
@@ -157,6 +163,53 @@ def run_child(name: str, rows: int, dim: int, reps: int, warmup: int, threads: i
     return {"seconds": seconds, "extra_mb": max(0, peak - before) / 1024.0}
 
 
+def in_process(sizes: list[int], dim: int, threads: int, rounds: int = 6, reps: int = 10) -> None:
+    """Best forward + backward time of ours, plain and lightly, interleaved in one process."""
+    import torch
+    import torch.nn.functional as F
+
+    from contrastkit.losses import info_nce
+
+    torch.set_num_threads(threads)
+    try:
+        from lightly.loss import NTXentLoss
+    except ImportError:
+        NTXentLoss = None
+    print(f"{date.today()} · {threads} threads · torch {torch.__version__} · D={dim} · in one process, "
+          f"best of {rounds} interleaved rounds x {reps}")
+    print("\n| 2N | ours | plain | lightly | ours / plain | ours / lightly |\n|---|---|---|---|---|---|")
+    for rows in sizes:
+        n = rows // 2
+        z = torch.randn(rows, dim)
+        index = (torch.arange(rows) + n) % rows
+        crit = NTXentLoss(temperature=0.5) if NTXentLoss is not None else None
+
+        def run(name: str, x: torch.Tensor, index: torch.Tensor = index, n: int = n, crit: Any = crit) -> torch.Tensor:
+            if name == "ours":
+                return info_nce(x, positive_index=index, temperature=0.5)
+            if name == "lightly":
+                out: torch.Tensor = crit(x[:n], x[n:])
+                return out
+            zn = F.normalize(x, dim=1)
+            logits = zn @ zn.T / 0.5
+            logits.fill_diagonal_(float("-inf"))
+            return F.cross_entropy(logits, index)
+
+        fns = ["ours", "plain", *(["lightly"] if crit is not None else [])]
+        best = {name: float("inf") for name in fns}
+        for _ in range(rounds):
+            for name in fns:
+                for _ in range(reps):
+                    x = z.clone().requires_grad_()
+                    t0 = time.perf_counter()
+                    run(name, x).backward()
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        light = f"{best['lightly'] * 1e3:.2f} ms" if "lightly" in best else "–"
+        ratio_l = f"{best['ours'] / best['lightly']:.2f}×" if "lightly" in best else "–"
+        print(f"| {rows:,} | {best['ours'] * 1e3:.2f} ms | {best['plain'] * 1e3:.2f} ms | {light} | "
+              f"{best['ours'] / best['plain']:.2f}× | {ratio_l} |", flush=True)
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -204,7 +257,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--in-process", action="store_true", help="time small sizes in one process")
     args = ap.parse_args()
+    if args.in_process:
+        in_process(args.sizes, args.dim, args.threads)
+        return
     if args.child:
         print(json.dumps(run_child(args.child, args.rows, args.dim, args.reps, args.warmup, args.threads)))
         return

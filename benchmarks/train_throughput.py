@@ -18,6 +18,7 @@ the timed steps; contenders are interleaved (A B C A B C ...) because the machin
 the table quotes the median round of each and the ratios. Run with the `bench` extra installed:
 
     python benchmarks/train_throughput.py --rounds 3 --steps 30
+    python benchmarks/train_throughput.py --breakdown --steps 10   # where contrastkit's step goes
 """
 
 from __future__ import annotations
@@ -156,6 +157,51 @@ def child_floor(warmup: int, steps: int, threads: int, channels_last: bool, *, c
     return BATCH * steps / (time.perf_counter() - start)
 
 
+def breakdown(steps: int, threads: int) -> None:
+    """Mean time of each part of contrastkit's step: batch + augmentation, forward (training
+    step; and the encoder forward alone for comparison), backward, optimiser."""
+    import torch
+
+    from contrastkit.config import load_config
+    from contrastkit.data.image.loader import InMemoryViewLoader
+    from contrastkit.pipeline import augmentation_for, build_model, load_split, trainer_options
+    from contrastkit.train import Trainer
+
+    torch.set_num_threads(threads)
+    cfg = load_config("fashion-mnist-simclr", _recipe_overrides([]))
+    data = load_split(cfg, "train")
+    model: Any = build_model(cfg, data.channels, 28).to(memory_format=torch.channels_last)
+    loader = InMemoryViewLoader(
+        data.images, batch_size=BATCH, augmentation=augmentation_for(cfg, data), channels_last=True
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = Trainer(model, loader, Path(tmp), trainer_options(cfg, False), device=torch.device("cpu")).optimizer
+    batches = loader.batches(0)
+    parts = {"batch + augmentation": 0.0, "training_step forward": 0.0, "backward": 0.0,
+             "optimiser": 0.0, "(encoder forward alone)": 0.0}
+    for i in range(steps + 3):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            model.encoder(torch.cat(batch["views"]))
+        t2 = time.perf_counter()
+        out = model.training_step(batch)
+        t3 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        t4 = time.perf_counter()
+        opt.step()
+        t5 = time.perf_counter()
+        if i >= 3:
+            for key, dt in zip(parts, (t1 - t0, t3 - t2, t4 - t3, t5 - t4, t2 - t1), strict=True):
+                parts[key] += dt / steps
+    step = sum(v for k, v in parts.items() if not k.startswith("("))
+    print(f"contrastkit step, mean of {steps}: {1e3 * step:.0f} ms")
+    for key, value in parts.items():
+        print(f"  {key:26s} {1e3 * value:6.0f} ms  {100 * value / step:5.1f} %")
+
+
 def run(python: str, name: str, warmup: int, steps: int, threads: int, extra: list[str]) -> float:
     cmd = [python, __file__, "--child", name, "--warmup", str(warmup), "--steps", str(steps),
            "--threads", str(threads), *[a for e in extra for a in ("--set", e)]]
@@ -176,7 +222,11 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra recipe override for ours")
     ap.add_argument("--child", choices=CONTENDERS)
     ap.add_argument("--out", type=Path, default=None, help="write the JSON results here")
+    ap.add_argument("--breakdown", action="store_true", help="time the parts of contrastkit's step")
     args = ap.parse_args()
+    if args.breakdown:
+        breakdown(args.steps, args.threads)
+        return
     if args.child:
         if args.child in ("ours", "ours_compiled"):
             extra = [*args.set, *(["train.compile=true"] if args.child == "ours_compiled" else [])]

@@ -56,7 +56,7 @@ def reference(
             for a in range(all_keys.shape[0])
             if not (self_keys and a == i)
             and a not in pos
-            and (weights is None or float(weights[i, a]) > 0)
+            and (weights is None or float(weights[i, a].detach()) > 0)
         ]
         if not pos:
             continue

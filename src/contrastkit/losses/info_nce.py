@@ -715,6 +715,7 @@ def info_nce(
     mask: Tensor | None = None
     q_labels: Tensor | None = None
     k_labels: Tensor | None = None
+    every_row_has_positive = False  # known only for CPU positive_index / the default diagonal
     if positive_mask is not None:
         if _shape(positive_mask) != (n, m):
             raise UserError(
@@ -730,6 +731,7 @@ def info_nce(
         if positive_index.device.type == "cpu" and n:
             lo_t, hi_t = torch.aminmax(positive_index)
             lo, hi = int(lo_t), int(hi_t)
+            every_row_has_positive = lo >= 0
             if hi >= m or lo < _IGNORE:
                 raise UserError(
                     f"positive_index values must be in [-1, {m}) (number of keys {m}; "
@@ -763,6 +765,7 @@ def info_nce(
                 f"(queries {_shape(queries)}, keys {None if keys is None else _shape(keys)})"
             )
         target = torch.arange(n, device=queries.device)
+        every_row_has_positive = True
 
     if negative_weights is not None:
         if _shape(negative_weights) != (n, m + k_extra):
@@ -813,11 +816,13 @@ def info_nce(
         if sum_rows:
             per_row = per_row.sum()
     elif strategy is None and metric == "dot":
-        per_row = _denominator_path(
+        per_row, reduced = _denominator_path(
             q, k_pos, k_neg, weights, _Positives(m, target, mask, q_labels, k_labels),
             temperature=temperature, bounded_sim=similarity == "cosine", self_keys=self_keys,
-            chunk_size=chunk_size,
+            chunk_size=chunk_size, mean=reduction == "mean" and every_row_has_positive,
         )
+        if reduced:
+            return per_row
         if sum_rows:
             per_row = per_row.sum()
     else:
@@ -844,8 +849,11 @@ def _denominator_path(
     bounded_sim: bool,
     self_keys: bool,
     chunk_size: int | str | None,
-) -> Tensor:
-    """Per-row loss lse_i − mean positive logit_i (0 without a positive), uniform negatives."""
+    mean: bool = False,
+) -> tuple[Tensor, bool]:
+    """Per-row loss lse_i − mean positive logit_i (0 without a positive), uniform negatives,
+    and False; or, when ``mean`` (every row is known to have a positive) and the small
+    cross-entropy path applies, the mean loss and True."""
     n = q.shape[0]
     m = k_pos.shape[0]
     k_extra = 0 if k_neg is None else k_neg.shape[0]
@@ -870,7 +878,9 @@ def _denominator_path(
         logits = _scaled(qs, inv_t) @ k_all.T
         if self_keys:
             logits.fill_diagonal_(float("-inf"))
-        return F.cross_entropy(logits, positives.target, ignore_index=_IGNORE, reduction="none")
+        if mean:
+            return F.cross_entropy(logits, positives.target), True
+        return F.cross_entropy(logits, positives.target, ignore_index=_IGNORE, reduction="none"), False
     spec_self = lse_keys is None
     mirror = spec_self and bounded and weights is None
     elements = n * m // 2 + n * k_extra if mirror else n * cols
@@ -900,7 +910,7 @@ def _denominator_path(
     lse = _RowLogSumExp.apply(spec, qs, lse_keys, k_neg, weights)
     pos_mean, has_pos = _positive_term(qs, k_pos, positives, inv_t=inv_t, self_keys=self_keys)
     # rows without a positive: lse may be -inf there (no keys); where() passes them no gradient
-    return torch.where(has_pos, lse - pos_mean, 0.0)
+    return torch.where(has_pos, lse - pos_mean, 0.0), False
 
 
 def _dense_path(

@@ -17,6 +17,13 @@ Every strategy is a per-negative weight, a selection mask or a change of the den
 are multiplied by it, negatives left out by a selection keep weight 1 − strength, and the
 decoupled positive keeps weight 1 − strength in the denominator. ``schedule`` makes the strength
 follow training progress (easy → hard, an adaptive curriculum); ``.at(progress)`` resolves it.
+
+Details: selections never carry a gradient; ``hard_topk`` keeps every negative whose similarity
+is >= the k-th largest (exact ties at the boundary all stay); the debiasing floor N·e^{−1/t}
+assumes cosine similarity, as in the paper; with several positives (SupCon) the positive mass
+of the debiasing is their mean exp-logit and all positives stay in the denominator (one
+positive: exactly the published losses). In the kernel these strategies take its dense path,
+chunked over query rows (memory O(chunk x keys)).
 """
 
 from __future__ import annotations
