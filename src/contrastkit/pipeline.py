@@ -414,17 +414,35 @@ def run_all(
             cfg, run_dir, resume=resume, progress=progress, verbose=verbose
         )
         return out
+    return train_and_evaluate(cfg, run_dir, train, evaluate, resume=resume, progress=progress, verbose=verbose)
+
+
+def train_and_evaluate(
+    cfg: Config,
+    run_dir: Path,
+    train_fn: Any,
+    evaluate_fn: Any,
+    *,
+    resume: bool,
+    progress: bool,
+    verbose: bool,
+    announce: bool = False,
+) -> dict[str, Any]:
+    """A task's train then evaluate; results.json holds both. Under torchrun rank 0 alone
+    evaluates and reports (the other ranks return {})."""
     t0 = time.perf_counter()
-    summary = train(cfg, run_dir, resume=resume, progress=progress, verbose=verbose)
+    summary = train_fn(cfg, run_dir, resume=resume, progress=progress, verbose=verbose)
     rank, world_size = world()
-    if world_size > 1:  # training is over: rank 0 alone evaluates and reports
+    if world_size > 1:  # training is over
         shutdown()
         if rank != 0:
             return {}
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": cfg.to_dict(), "train": asdict(summary)}
     write_results(run_dir, results)
     if cfg.eval.enabled:
-        results["eval"] = evaluate(run_dir, cfg, verbose=verbose)
+        if announce and verbose:
+            print(f"evaluating {run_dir}", flush=True)
+        results["eval"] = evaluate_fn(run_dir, cfg, verbose=verbose)
     results["total_seconds"] = time.perf_counter() - t0
     write_results(run_dir, results)
     return results

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -641,26 +640,11 @@ def run_all(
     cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool = True, verbose: bool = True
 ) -> dict[str, Any]:
     """Train then evaluate; results.json holds both."""
-    from contrastkit.negatives.distributed import world
-    from contrastkit.pipeline import write_results
-    from contrastkit.train.distributed import shutdown
+    from contrastkit.pipeline import train_and_evaluate
 
-    t0 = time.perf_counter()
-    summary = train(cfg, run_dir, resume=resume, progress=progress, verbose=verbose)
-    rank, world_size = world()
-    if world_size > 1:  # training is over: rank 0 alone evaluates and reports
-        shutdown()
-        if rank != 0:
-            return {}
-    results: dict[str, Any] = {"run_dir": str(run_dir), "config": cfg.to_dict(), "train": asdict(summary)}
-    write_results(run_dir, results)
-    if cfg.eval.enabled:
-        if verbose:
-            print(f"evaluating {run_dir}", flush=True)
-        results["eval"] = evaluate(run_dir, cfg, verbose=verbose)
-    results["total_seconds"] = time.perf_counter() - t0
-    write_results(run_dir, results)
-    return results
+    return train_and_evaluate(
+        cfg, run_dir, train, evaluate, resume=resume, progress=progress, verbose=verbose, announce=True
+    )
 
 
 # ----------------------------------------------------------------------------- report
