@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import torch
@@ -13,6 +15,21 @@ from contrastkit.errors import UserError
 from contrastkit.losses import InfoNCELoss, NTXentLoss, SupConLoss, info_nce
 
 SIMS = ["cosine", "dot", "neg_euclidean"]
+
+R = TypeVar("R")
+
+
+def largest_saved(run: Callable[[], R]) -> tuple[R, int]:
+    """``run()``'s result and the numel of the largest tensor autograd saved while it ran."""
+    sizes: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = run()
+    return result, max(sizes)
 
 
 def _sim(x: list[float], y: list[float], metric: str) -> float:
@@ -358,15 +375,9 @@ def test_chunking_bounds_the_memory_kept_for_backward() -> None:
     labels = torch.arange(64) % 8  # eight positives per row: the masked path
     largest = {}
     for chunk in (None, 8):
-        sizes: list[int] = []
-
-        def pack(t: torch.Tensor, sizes: list[int] = sizes) -> torch.Tensor:
-            sizes.append(t.numel())
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            info_nce(z, labels=labels, chunk_size=chunk).backward()
-        largest[chunk] = max(sizes)
+        _, largest[chunk] = largest_saved(
+            lambda chunk=chunk: info_nce(z, labels=labels, chunk_size=chunk).backward()
+        )
     assert largest[None] >= 64 * 64  # the full logits are kept without chunking
     assert largest[8] <= 8 * 64  # only one chunk of rows (or the inputs) with it
 

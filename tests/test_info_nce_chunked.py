@@ -12,7 +12,7 @@ from contrastkit.errors import UserError
 from contrastkit.losses import info_nce
 from contrastkit.losses.info_nce import AUTO_KEEP_ELEMENTS
 
-from .test_info_nce import reference
+from .test_info_nce import largest_saved, reference
 
 Case = Callable[..., torch.Tensor]
 
@@ -110,21 +110,16 @@ def test_chunked_equals_unchunked_loss_and_grads(name: str, chunk: int | str) ->
 
 def test_tensor_temperature_chunked_gets_the_same_gradient() -> None:
     x = _data()
-    for chunk in (None, 3):
-        out = []
-        for kw in ({}, {"keys": x["k"]}):
-            t = torch.tensor(0.15, requires_grad=True)
-            z = x["z"].clone().requires_grad_()
-            loss = info_nce(z, labels=x["labels"], temperature=t, chunk_size=chunk, **kw)
-            out.append((loss, *torch.autograd.grad(loss, [z, t])))
-        ref = []
-        for kw in ({}, {"keys": x["k"]}):
-            t = torch.tensor(0.15, requires_grad=True)
-            z = x["z"].clone().requires_grad_()
-            loss = info_nce(z, labels=x["labels"], temperature=t, chunk_size=None, **kw)
-            ref.append((loss, *torch.autograd.grad(loss, [z, t])))
-        for a, b in zip(out, ref, strict=True):
-            _assert_all_close(a, b)
+    inputs = [x["z"], torch.tensor(0.15)]  # the loss and its gradients for z and t
+    for keys in (None, x["k"]):
+
+        def fn(
+            z: torch.Tensor, t: torch.Tensor, chunk_size: int | None, keys: torch.Tensor | None = keys
+        ) -> torch.Tensor:
+            return info_nce(z, keys, labels=x["labels"], temperature=t, chunk_size=chunk_size)
+
+        for chunk in (None, 3):
+            _assert_all_close(_grads(fn, inputs, chunk), _grads(fn, inputs, None))
 
 
 def test_chunked_matches_the_naive_loop() -> None:
@@ -186,15 +181,9 @@ def test_chunked_mode_keeps_only_a_block_for_backward() -> None:
     neg = torch.randn(40, 8)
     largest = {}
     for chunk in (None, 8):
-        sizes: list[int] = []
-
-        def pack(t: torch.Tensor, sizes: list[int] = sizes) -> torch.Tensor:
-            sizes.append(t.numel())
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            info_nce(z, labels=labels, negative_keys=neg, chunk_size=chunk).backward()
-        largest[chunk] = max(sizes)
+        _, largest[chunk] = largest_saved(
+            lambda chunk=chunk: info_nce(z, labels=labels, negative_keys=neg, chunk_size=chunk).backward()
+        )
     assert largest[None] >= 96 * 96 // 2  # the exp-logit tiles are kept without chunking
     assert largest[8] <= 96 * 8  # only inputs and (N,) statistics with it
 
@@ -215,22 +204,15 @@ def test_chunked_forward_never_allocates_the_full_matrix() -> None:
 def test_auto_chunking_switches_on_above_the_keep_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    k = importlib.import_module("contrastkit.losses.info_nce")
+    common = importlib.import_module("contrastkit.losses._info_nce_common")  # the budget's home
     z = torch.randn(64, 4, requires_grad=True)
     index = (torch.arange(64) + 32) % 64
     kept = info_nce(z, positive_index=index)
-    monkeypatch.setattr(k, "AUTO_KEEP_ELEMENTS", 16)
-    monkeypatch.setattr(k, "AUTO_TILE_ELEMENTS", 256)
-    sizes: list[int] = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        sizes.append(t.numel())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        chunked = info_nce(z, positive_index=index)
+    monkeypatch.setattr(common, "AUTO_KEEP_ELEMENTS", 16)
+    monkeypatch.setattr(common, "AUTO_TILE_ELEMENTS", 256)
+    chunked, largest = largest_saved(lambda: info_nce(z, positive_index=index))
     torch.testing.assert_close(chunked, kept)
-    assert max(sizes) <= 64 * 4
+    assert largest <= 64 * 4
     assert AUTO_KEEP_ELEMENTS >= 1 << 20
 
 
@@ -247,12 +229,12 @@ def test_kept_tile_paths_equal_the_cross_entropy_path(name: str, monkeypatch: py
     (one tile, or several upper-triangle tiles when keys = queries): all give the same."""
     import importlib
 
-    k = importlib.import_module("contrastkit.losses.info_nce")
+    tiled = importlib.import_module("contrastkit.losses._info_nce_tiled")  # the path's thresholds
     fn, names = CASES[name]
     data = _data()
     inputs = [data[n] for n in names]
     base = _grads(fn, inputs, None)
-    monkeypatch.setattr(k, "SMALL_ELEMENTS", 0)
+    monkeypatch.setattr(tiled, "SMALL_ELEMENTS", 0)
     _assert_all_close(_grads(fn, inputs, None), base)
-    monkeypatch.setattr(k, "KEEP_MIRROR_TILE", 5)
+    monkeypatch.setattr(tiled, "KEEP_MIRROR_TILE", 5)
     _assert_all_close(_grads(fn, inputs, None), base)

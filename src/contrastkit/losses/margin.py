@@ -19,6 +19,20 @@ def _check_margin(margin: float) -> None:
         raise UserError(f"margin must be a number >= 0; got {margin!r}")
 
 
+def _check_labelled_batch(embeddings: Tensor, labels: Tensor) -> None:
+    """Embeddings (B, D) with labels (B,), as the in-batch margin losses take them."""
+    if embeddings.dim() != 2 or labels.shape != (embeddings.shape[0],):
+        raise UserError(
+            f"need embeddings (B, D) and labels (B,); got {tuple(embeddings.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+
+
+def _hadsell_cost(d: Tensor, similar: Tensor, margin: float) -> Tensor:
+    """Per-pair cost of Hadsell et al.: d² where ``similar``, else relu(margin − d)²."""
+    return torch.where(similar, d.pow(2), torch.relu(margin - d).pow(2))
+
+
 def contrastive_margin_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -38,17 +52,13 @@ def contrastive_margin_loss(
     check_choice("reduction", reduction, MARGIN_REDUCTIONS)
     check_choice("distance", distance, DISTANCES)
     _check_margin(margin)
-    if embeddings.dim() != 2 or labels.shape != (embeddings.shape[0],):
-        raise UserError(
-            f"need embeddings (B, D) and labels (B,); got {tuple(embeddings.shape)} "
-            f"and {tuple(labels.shape)}"
-        )
+    _check_labelled_batch(embeddings, labels)
     d = distance_matrix(embeddings, None, distance)
     same = labels.unsqueeze(1) == labels.unsqueeze(0)
     off_diag = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     pos = same & off_diag
     neg = ~same
-    pair = torch.where(pos, d.pow(2), torch.relu(margin - d).pow(2)) * off_diag
+    pair = _hadsell_cost(d, pos, margin) * off_diag
     if reduction == "none":
         return pair
     if reduction == "sum":
@@ -78,7 +88,7 @@ def pair_margin_loss(
     if same.shape != (x1.shape[0],):
         raise UserError(f"same must have shape (B,) = ({x1.shape[0]},); got {tuple(same.shape)}")
     d = paired_distance(x1, x2, distance)
-    per_pair = torch.where(same.bool(), d.pow(2), torch.relu(margin - d).pow(2))
+    per_pair = _hadsell_cost(d, same.bool(), margin)
     if reduction == "none":
         return per_pair
     return per_pair.sum() if reduction == "sum" else per_pair.mean()

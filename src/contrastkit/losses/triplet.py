@@ -15,35 +15,23 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.errors import UserError, check_choice
+from contrastkit.losses.margin import _check_labelled_batch, _check_margin
 from contrastkit.similarity import DISTANCES, distance_matrix
 
 MININGS = ("batch_hard", "batch_all", "semi_hard")
 TRIPLET_REDUCTIONS = ("mean", "sum", "none")
 
 
+# for type checkers: two declarations that differ only in return_stats and the return type
 @overload
 def triplet_margin_loss(
-    embeddings: Tensor,
-    labels: Tensor,
-    margin: float = ...,
-    *,
-    mining: str = ...,
-    distance: str = ...,
-    reduction: str = ...,
-    return_stats: Literal[False] = ...,
+    embeddings: Tensor, labels: Tensor, margin: float = ..., *, mining: str = ...,
+    distance: str = ..., reduction: str = ..., return_stats: Literal[False] = ...,
 ) -> Tensor: ...
-
-
 @overload
 def triplet_margin_loss(
-    embeddings: Tensor,
-    labels: Tensor,
-    margin: float = ...,
-    *,
-    mining: str = ...,
-    distance: str = ...,
-    reduction: str = ...,
-    return_stats: Literal[True],
+    embeddings: Tensor, labels: Tensor, margin: float = ..., *, mining: str = ...,
+    distance: str = ..., reduction: str = ..., return_stats: Literal[True],
 ) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
@@ -74,13 +62,8 @@ def triplet_margin_loss(
     check_choice("mining", mining, MININGS)
     check_choice("distance", distance, DISTANCES)
     check_choice("reduction", reduction, TRIPLET_REDUCTIONS)
-    if not isinstance(margin, (int, float)) or margin < 0:
-        raise UserError(f"margin must be a number >= 0; got {margin!r}")
-    if embeddings.dim() != 2 or labels.shape != (embeddings.shape[0],):
-        raise UserError(
-            f"need embeddings (B, D) and labels (B,); got {tuple(embeddings.shape)} "
-            f"and {tuple(labels.shape)}"
-        )
+    _check_margin(margin)
+    _check_labelled_batch(embeddings, labels)
     b = embeddings.shape[0]
     d = distance_matrix(embeddings, None, distance)
     same = labels.unsqueeze(1) == labels.unsqueeze(0)
