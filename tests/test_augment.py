@@ -370,3 +370,14 @@ def test_bad_build_arguments() -> None:
         build_augmentation([], size=8, channels=1, mean=[0.5], std=[0.0])
     with pytest.raises(UserError, match="expects"):
         _aug([])(_images(c=1))
+
+
+def test_ops_are_importable_from_augment_and_validate() -> None:
+    from contrastkit.data.image import augment, ops
+
+    for name in ("BatchOp", "GeometricWarp", "ColorJitter", "RandomGrayscale", "GaussianBlur",
+                 "Solarize", "GaussianNoise", "Params", "normalize", "adjust_hue"):
+        assert getattr(augment, name) is getattr(ops, name), name
+    assert repr(ops.GaussianBlur((0.1, 2.0), 5, 0.5)) == "GaussianBlur(sigma=(0.1, 2.0), kernel_size=5, p=0.5)"
+    with pytest.raises(ValueError, match="odd and positive"):
+        ops.GaussianBlur((0.1, 2.0), 4, 1.0)

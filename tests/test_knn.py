@@ -76,3 +76,18 @@ def test_k_larger_than_bank_and_errors() -> None:
         knn_predict(x_train, y_train, x_test, num_classes=7, backend="annoy")
     with pytest.raises(UserError, match="bank_block must be a positive integer"):
         knn_predict(x_train, y_train, x_test, num_classes=7, bank_block=0)
+
+
+def test_evaluate_passes_the_search_options_through() -> None:
+    x_train, y_train, x_test, y_test = _data(n_train=120, n_test=40)
+    default = knn_evaluate(x_train, y_train, x_test, y_test, num_classes=7, backend="torch")
+    assert default["k"] == 120 and default["temperature"] == 0.1  # k=200 clipped to the bank
+    want = _previous(x_train, y_train, x_test, 7, 9, 0.5)
+    res = knn_evaluate(
+        x_train, y_train, x_test, y_test, num_classes=7, k=9, temperature=0.5, batch_size=8,
+        backend="torch", bank_block=16, device="cpu",
+    )
+    assert res["k"] == 9 and res["temperature"] == 0.5
+    assert res["accuracy"] == pytest.approx(float((want == y_test).float().mean()))
+    with pytest.raises(UserError, match="bank_block must be a positive integer"):
+        knn_evaluate(x_train, y_train, x_test, y_test, num_classes=7, bank_block=0)

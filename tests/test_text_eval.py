@@ -1,4 +1,5 @@
-"""STS correlations and retrieval metrics against hand-computed values."""
+"""STS correlations and retrieval metrics against hand-computed values; the retrieval and the
+recommendation evaluations agree on the same ranking problem."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from contrastkit.errors import UserError
-from contrastkit.evaluate.retrieval import ranking_metrics, retrieval_metrics
+from contrastkit.evaluate.ranking import METRICS, ranking_metric_sums, ranking_metrics
+from contrastkit.evaluate.retrieval import retrieval_metrics
 from contrastkit.evaluate.sts import evaluate_sts, pearson, rankdata, spearman, sts_scores
 
 
@@ -50,21 +52,32 @@ def test_sts_on_a_hand_made_file() -> None:
         sts_scores(torch.zeros(3, 2), torch.zeros(2, 2), [1.0, 2.0, 3.0])
 
 
-def test_ranking_metrics_by_hand() -> None:
+def test_ranking_metric_sums_by_hand() -> None:
     # query 0: relevant {2, 5}; ranking 7, 2, 3, 5 → hits at ranks 2 and 4
     # query 1: relevant {1};    ranking 1, ...     → hit at rank 1
     # query 2: relevant {9};    ranking without 9  → nothing
-    top = torch.tensor([[7, 2, 3, 5], [1, 0, 4, 6], [0, 1, 2, 3]])
-    rel = torch.tensor([[2, 5], [1, -1], [9, -1]])
-    m = ranking_metrics(top, rel, [1, 4])
+    hits = torch.tensor([[0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    sums = ranking_metric_sums(hits, torch.tensor([2, 1, 1]), [1, 4])
+    assert set(sums) == {f"{m}@{k}" for m in METRICS for k in (1, 4)}
+    m = {key: value / 3 for key, value in sums.items()}
     assert m["recall@1"] == pytest.approx((0 + 1 + 0) / 3)
     assert m["recall@4"] == pytest.approx((1.0 + 1.0 + 0.0) / 3)
+    assert m["precision@1"] == pytest.approx((0 + 1 + 0) / 3)
+    assert m["precision@4"] == pytest.approx((2 / 4 + 1 / 4 + 0) / 3)
     assert m["hit@4"] == pytest.approx(2 / 3)
+    assert m["mrr@1"] == pytest.approx(1 / 3)
     assert m["mrr@4"] == pytest.approx((1 / 2 + 1 + 0) / 3)
     dcg0 = 1 / math.log2(3) + 1 / math.log2(5)
     idcg0 = 1 + 1 / math.log2(3)
     assert m["ndcg@4"] == pytest.approx((dcg0 / idcg0 + 1.0 + 0.0) / 3)
     assert m["ndcg@1"] == pytest.approx(1 / 3)
+    # a list shorter than k: the missing ranks are misses, precision still divides by k
+    short = ranking_metric_sums(hits[:, :2], torch.tensor([2, 1, 1]), [4])
+    assert short["recall@4"] == pytest.approx(0.5 + 1.0)
+    assert short["precision@4"] == pytest.approx(2 / 4)
+    assert short["ndcg@4"] == pytest.approx(1 / math.log2(3) / idcg0 + 1.0)
+    with pytest.raises(ValueError, match="at least one relevant"):
+        ranking_metric_sums(hits, torch.tensor([2, 1, 0]), [1])
 
 
 def test_retrieval_from_embeddings() -> None:
@@ -78,3 +91,30 @@ def test_retrieval_from_embeddings() -> None:
     assert m10["recall@10"] == pytest.approx(1.0) and m10["ndcg@10"] == pytest.approx(1.0)
     with pytest.raises(UserError, match="relevant item ids"):
         retrieval_metrics(queries, corpus, torch.tensor([0, 7]))
+
+
+@pytest.mark.parametrize(("n_items", "ks"), [(30, [1, 5, 10]), (6, [3, 10])])
+def test_retrieval_and_recommendation_evaluations_agree(n_items: int, ks: list[int]) -> None:
+    """One ranking problem through both paths: users = queries, items = corpus, targets = relevant.
+
+    Queries are the score rows and the corpus the identity, so both rank the same exact scores
+    (distinct, no ties); some queries have no relevant item, and with 6 items k=10 is longer
+    than the catalogue.
+    """
+    g = torch.Generator().manual_seed(0)
+    n_queries = 40
+    scores = torch.stack([torch.randperm(n_items, generator=g) for _ in range(n_queries)]).float()
+    relevant = [
+        torch.randperm(n_items, generator=g)[: int(torch.randint(0, 4, (1,), generator=g))].tolist()
+        for _ in range(n_queries)
+    ]
+    assert any(not r for r in relevant) and any(len(r) > 1 for r in relevant)
+    corpus = torch.eye(n_items)
+    got = retrieval_metrics(scores, corpus, relevant, ks=ks, similarity="dot", chunk_size=5)
+    targets = np.array([(q, i) for q, items in enumerate(relevant) for i in items])
+    want = ranking_metrics(lambda u: scores[u], n_queries, n_items, targets, ks=ks, block_users=4)
+    assert got["queries"] == want["users"] == sum(1 for r in relevant if r)
+    keys = [f"{m}@{k}" for m in METRICS for k in ks]
+    assert all(want[key] > 0.0 for key in keys)
+    for key in keys:
+        assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-12), key

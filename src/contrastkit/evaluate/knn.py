@@ -12,7 +12,7 @@ exact inner-product search when it is installed ("auto"): same neighbours up to 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,19 @@ BACKENDS = ("auto", "torch", "faiss")
 # elements of one (test block x bank block) similarity tile in the torch backend (256 MiB):
 # one topk over a long row beats merging many short ones, so bank blocks are as long as this allows
 TILE_ELEMENTS = 1 << 26
+DEFAULT_K = 200
+DEFAULT_TEMPERATURE = 0.1
+
+
+class KnnOptions(TypedDict, total=False):
+    """The search options of `knn_predict`, which `knn_evaluate` passes through."""
+
+    k: int
+    temperature: float
+    batch_size: int
+    device: torch.device | str | None
+    backend: str
+    bank_block: int | None
 
 
 def _faiss() -> Any | None:
@@ -75,8 +88,8 @@ def knn_predict(
     test_feats: Tensor,
     *,
     num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
+    k: int = DEFAULT_K,
+    temperature: float = DEFAULT_TEMPERATURE,
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     backend: str = "auto",
@@ -133,28 +146,18 @@ def knn_evaluate(
     test_labels: Tensor,
     *,
     num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
-    batch_size: int = 1024,
-    device: torch.device | str | None = None,
-    backend: str = "auto",
+    **options: Unpack[KnnOptions],
 ) -> dict[str, Any]:
-    """Weighted kNN accuracy and macro metrics of test features against a labelled bank."""
+    """Weighted kNN accuracy and macro metrics of test features against a labelled bank.
+
+    ``options``: `knn_predict`'s search options (k, temperature, batch_size, device, backend,
+    bank_block) with its defaults.
+    """
     check_num_classes(num_classes)
     test_feats = check_features(test_feats, "test_feats")
     test_labels = check_labels(test_labels, test_feats.shape[0], num_classes, "test_labels")
-    pred = knn_predict(
-        train_feats,
-        train_labels,
-        test_feats,
-        num_classes=num_classes,
-        k=k,
-        temperature=temperature,
-        batch_size=batch_size,
-        device=device,
-        backend=backend,
-    )
+    pred = knn_predict(train_feats, train_labels, test_feats, num_classes=num_classes, **options)
     result = classification_metrics(test_labels.cpu(), pred, num_classes)
-    result["k"] = min(k, int(train_feats.shape[0]))
-    result["temperature"] = float(temperature)
+    result["k"] = min(options.get("k", DEFAULT_K), int(train_feats.shape[0]))
+    result["temperature"] = float(options.get("temperature", DEFAULT_TEMPERATURE))
     return result

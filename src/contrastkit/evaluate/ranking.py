@@ -1,9 +1,10 @@
-"""Full-ranking evaluation of recommendations: every item is scored for every user.
+"""Ranking metrics@K, and full-ranking evaluation of recommendations.
 
-Known items (training, plus validation at test time) are masked; Recall@K, NDCG@K,
-Precision@K, HitRate@K and MRR@K are averaged over the users with at least one target item;
-catalogue coverage and popularity bias describe the top-K lists. Vectorised in torch, in blocks
-of users, so memory stays O(block × items).
+`ranking_metric_sums` is the one implementation of Recall@K, NDCG@K, Precision@K, HitRate@K and
+MRR@K: from the hit matrix of ranked lists and the number of relevant items of each query. It
+serves `ranking_metrics` here (every item scored for every user, known items masked, in blocks of
+users so memory stays O(block × items), plus catalogue coverage and popularity bias of the top-K
+lists) and `contrastkit.evaluate.retrieval.retrieval_metrics` (embedding retrieval).
 """
 
 from __future__ import annotations
@@ -40,6 +41,46 @@ class _UserIndex:
         return rows[keep], i[keep]
 
 
+def ranking_metric_sums(hits: Tensor, n_relevant: Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """Per-query metrics@k summed over the queries, as ``{"recall@k": sum, ...}`` for METRICS × ks.
+
+    ``hits`` (Q, K) bool or float: whether the item at rank j + 1 of query q's ranked list is
+    relevant (a list shorter than k counts its missing ranks as misses); ``n_relevant`` (Q,):
+    the number of relevant items of each query, at least 1. Per query, with hits = relevant
+    items in the top k: recall@k = hits / relevant items; precision@k = hits / k; hit@k = 1 if
+    hits > 0; mrr@k = 1 / rank of the first relevant item within the top k (0 if none);
+    ndcg@k = DCG@k / ideal DCG@k (min(relevant items, k) hits at the top) with gains
+    1 / log2(rank + 1). Computed in float64; divide by Q for the means.
+    """
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    if hits.dim() != 2 or n_relevant.shape != hits.shape[:1]:
+        shapes = f"{tuple(hits.shape)} and {tuple(n_relevant.shape)}"
+        raise ValueError(f"hits must be (Q, K) and n_relevant (Q,); got {shapes}")
+    hits = hits.to(torch.float64)
+    if hits.shape[1] < ks[-1]:  # lists shorter than k: the missing ranks are misses
+        hits = torch.cat([hits, hits.new_zeros(hits.shape[0], ks[-1] - hits.shape[1])], dim=1)
+    n_rel = n_relevant.to(device=hits.device, dtype=torch.float64)
+    if bool((n_rel < 1).any()):
+        raise ValueError("every query needs at least one relevant item (n_relevant >= 1)")
+    ranks = torch.arange(1, hits.shape[1] + 1, device=hits.device, dtype=torch.float64)
+    discount = 1.0 / torch.log2(ranks + 1.0)
+    ideal = torch.cumsum(discount, 0)  # ideal[n - 1]: DCG of n hits at the top
+    per_query: dict[str, Tensor] = {}
+    for k in ks:
+        h = hits[:, :k]
+        found = h.sum(1)
+        first_hit = torch.argmax(h, dim=1).to(torch.float64)
+        per_query[f"recall@{k}"] = found / n_rel
+        best = ideal[(n_rel.clamp(max=k) - 1).long()]
+        per_query[f"ndcg@{k}"] = (h * discount[:k]).sum(1) / best
+        per_query[f"precision@{k}"] = found / k
+        per_query[f"hit@{k}"] = (found > 0).to(torch.float64)
+        mrr = torch.where(found > 0, 1.0 / (first_hit + 1.0), torch.zeros_like(found))
+        per_query[f"mrr@{k}"] = mrr
+    return {key: float(per_query[key].sum()) for key in (f"{m}@{k}" for m in METRICS for k in ks)}
+
 def ranking_metrics(
     score_fn: ScoreFn,
     n_users: int,
@@ -56,9 +97,10 @@ def ranking_metrics(
 
     `exclude` pairs (e.g. training interactions) are never recommended. Recall@K = hits / |T_u|,
     Precision@K = hits / K, NDCG@K = DCG / ideal DCG of min(|T_u|, K) hits, HitRate@K = [hits > 0],
-    MRR@K = 1 / rank of the first hit (0 if none). coverage@K: share of the catalogue in at
-    least one top-K list; popularity@K: mean training popularity (interactions) of the
-    recommended items; tail@K: share of recommended items outside the 20 % most popular.
+    MRR@K = 1 / rank of the first hit (0 if none), averaged over the users with targets (computed
+    by `ranking_metric_sums`). coverage@K: share of the catalogue in at least one top-K list;
+    popularity@K: mean training popularity (interactions) of the recommended items; tail@K:
+    share of recommended items outside the 20 % most popular.
     """
     device = torch.device(device)
     ks = sorted({int(k) for k in ks})
@@ -70,8 +112,6 @@ def ranking_metrics(
     if eval_users.size == 0:
         return out
     sums = {f"{m}@{k}": 0.0 for m in METRICS for k in ks}
-    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=device, dtype=torch.float64))
-    ideal = torch.cumsum(discount, 0)
     covered = {k: torch.zeros(n_items, dtype=torch.bool, device=device) for k in ks}
     pop_sum = dict.fromkeys(ks, 0.0)
     tail_sum = dict.fromkeys(ks, 0.0)
@@ -97,22 +137,10 @@ def ranking_metrics(
         target[r, i] = True
         row_of[users] = -1
         top = torch.topk(scores, kmax, dim=1).indices
-        hits = target.gather(1, top).to(torch.float64)
-        n_target = target.sum(1).to(torch.float64)
+        for key, value in ranking_metric_sums(target.gather(1, top), target.sum(1), ks).items():
+            sums[key] += value
         for k in ks:
-            kk = min(k, kmax)
-            h = hits[:, :kk]
-            nh = h.sum(1)
-            dcg = (h * discount[:kk]).sum(1)
-            idcg = ideal[(n_target.clamp_max(kk) - 1).long()]
-            first_hit = torch.argmax(h, dim=1).to(torch.float64)
-            mrr = torch.where(nh > 0, 1.0 / (first_hit + 1.0), torch.zeros_like(nh))
-            sums[f"recall@{k}"] += float((nh / n_target).sum())
-            sums[f"precision@{k}"] += float((nh / k).sum())
-            sums[f"ndcg@{k}"] += float((dcg / idcg).sum())
-            sums[f"hit@{k}"] += float((nh > 0).sum())
-            sums[f"mrr@{k}"] += float(mrr.sum())
-            topk = top[:, :kk]
+            topk = top[:, : min(k, kmax)]
             covered[k][topk.reshape(-1)] = True
             if pop_t is not None and tail_t is not None:
                 pop_sum[k] += float(pop_t[topk].mean(1).sum())

@@ -1,6 +1,7 @@
-"""Retrieval metrics over a corpus with binary relevance: Recall@K, hit rate@K (R@K as reported
-for image–text retrieval by Radford et al. 2021), MRR@K and nDCG@K (Järvelin & Kekäläinen
-2002), computed from embeddings in query chunks so memory stays O(chunk × corpus)."""
+"""Retrieval metrics over a corpus with binary relevance: Recall@K, Precision@K, hit rate@K (R@K
+as reported for image–text retrieval by Radford et al. 2021), MRR@K and nDCG@K (Järvelin &
+Kekäläinen 2002), ranked from embeddings in query chunks so memory stays O(chunk × corpus); the
+metrics themselves are `contrastkit.evaluate.ranking.ranking_metric_sums`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastkit.errors import UserError
+from contrastkit.evaluate.ranking import ranking_metric_sums
 
 
 def _relevance_matrix(relevant: Sequence[Sequence[int]] | Tensor, n_queries: int, n_items: int) -> Tensor:
@@ -32,35 +34,6 @@ def _relevance_matrix(relevant: Sequence[Sequence[int]] | Tensor, n_queries: int
     return rel
 
 
-def ranking_metrics(top: Tensor, rel: Tensor, ks: Sequence[int]) -> dict[str, float]:
-    """Metrics from ranked item ids ``top`` (Q, K_max) and relevant ids ``rel`` (Q, R) (-1 = pad).
-
-    Per query: recall@k = relevant items in the top k / relevant items; hit@k = 1 if any is;
-    mrr@k = 1 / rank of the first relevant item within the top k (else 0); ndcg@k = DCG@k /
-    ideal DCG@k with gains 1/log2(rank + 1). Queries without relevant items are skipped.
-    """
-    hits = (top.unsqueeze(-1) == rel.unsqueeze(1)).any(-1).double()  # (Q, K_max)
-    n_rel = (rel >= 0).sum(1).double()
-    keep = n_rel > 0
-    hits, n_rel = hits[keep], n_rel[keep]
-    out: dict[str, float] = {"queries": int(keep.sum())}
-    if hits.shape[0] == 0:
-        return out
-    ranks = torch.arange(1, top.shape[1] + 1, dtype=torch.float64)
-    discounts = 1.0 / torch.log2(ranks + 1.0)
-    for k in ks:
-        h = hits[:, :k]
-        found = h.sum(1)
-        out[f"recall@{k}"] = float((found / n_rel).mean())
-        out[f"hit@{k}"] = float((found > 0).double().mean())
-        first = torch.where(h.any(1), h.argmax(1).double() + 1.0, torch.full_like(found, float("inf")))
-        out[f"mrr@{k}"] = float((1.0 / first).mean())
-        dcg = (h * discounts[:k]).sum(1)
-        ideal = torch.cumsum(discounts[:k], 0)[(n_rel.clamp(max=k) - 1).long()]
-        out[f"ndcg@{k}"] = float((dcg / ideal).mean())
-    return out
-
-
 def retrieval_metrics(
     queries: Tensor,
     corpus: Tensor,
@@ -73,7 +46,9 @@ def retrieval_metrics(
     """Rank the corpus (N, D) for each query (Q, D) by cosine (or dot) similarity and score it.
 
     ``relevant``: for each query the ids of its relevant corpus items (a list of lists, or a (Q,)
-    long tensor when each query has exactly one).
+    long tensor when each query has exactly one). Returns ``queries`` (those with a relevant
+    item; the others are skipped) and the means over them of recall@k, ndcg@k, precision@k, hit@k
+    and mrr@k (definitions: `ranking_metric_sums`).
     """
     if queries.dim() != 2 or corpus.dim() != 2 or queries.shape[1] != corpus.shape[1]:
         raise UserError(
@@ -93,7 +68,13 @@ def retrieval_metrics(
     for start in range(0, q.shape[0], chunk_size):
         sims = q[start : start + chunk_size] @ c.T
         tops.append(torch.topk(sims, k_max, dim=1).indices)
-    top = torch.cat(tops)
-    if k_max < ks[-1]:  # corpus smaller than the largest k: pad with "no item"
-        top = torch.cat([top, torch.full((top.shape[0], ks[-1] - k_max), -2, dtype=torch.long)], 1)
-    return ranking_metrics(top, rel, ks)
+    top = torch.cat(tops)  # (Q, k_max): shorter than k when the corpus is; ranks past it are misses
+    hits = (top.unsqueeze(-1) == rel.unsqueeze(1)).any(-1)  # (Q, k_max); the -1 padding never hits
+    n_rel = (rel >= 0).sum(1)
+    keep = n_rel > 0  # queries without relevant items are skipped
+    out: dict[str, float] = {"queries": int(keep.sum())}
+    if out["queries"] == 0:
+        return out
+    sums = ranking_metric_sums(hits[keep], n_rel[keep], ks)
+    out.update({key: value / out["queries"] for key, value in sums.items()})
+    return out

@@ -7,13 +7,31 @@ exactly the batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from contrastkit.data.image.augment import BatchAugmentation
+
+Augment = Callable[[Tensor, torch.Generator | None], Tensor]
+
+
+def augmentation_generator(device: torch.device, seed: int, rank: int) -> torch.Generator:
+    """The generator of the image augmentations of `rank` on `device` (seeded the same way in
+    every loader, so a checkpointed state resumes the same stream)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + 17 * (rank + 1))
+    return generator
+
+
+def augment_view(
+    augmentation: Augment, images: Tensor, generator: torch.Generator, channels_last: bool
+) -> Tensor:
+    """One augmented view of a batch, in channels-last memory format if asked."""
+    view = augmentation(images, generator)
+    return view.contiguous(memory_format=torch.channels_last) if channels_last else view
 
 
 class InMemoryViewLoader:
@@ -43,8 +61,7 @@ class InMemoryViewLoader:
         self.channels_last = channels_last
         self.rank = rank
         self.world_size = world_size
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed * 1_000_003 + 17 * (rank + 1))
+        self.generator = augmentation_generator(self.device, seed, rank)
         if len(self) == 0:
             from contrastkit.errors import UserError
 
@@ -68,12 +85,10 @@ class InMemoryViewLoader:
         for b in range(start, len(self)):
             idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.images.index_select(0, idx)
-            views = []
-            for _ in range(self.views):
-                v = self.augmentation(x, self.generator)
-                if self.channels_last:
-                    v = v.contiguous(memory_format=torch.channels_last)
-                views.append(v)
+            views = [
+                augment_view(self.augmentation, x, self.generator, self.channels_last)
+                for _ in range(self.views)
+            ]
             batch: dict[str, Any] = {"views": views, "index": idx}
             if self.labels is not None:
                 batch["labels"] = self.labels.index_select(0, idx)

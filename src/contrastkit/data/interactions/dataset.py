@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from contrastkit.data.interactions.preprocess import clean
+from contrastkit.data.interactions.preprocess import CleanOptions, clean
 from contrastkit.data.interactions.readers import RawInteractions
 from contrastkit.data.interactions.splits import split_interactions
 from contrastkit.errors import UserError
@@ -110,22 +110,14 @@ def _lookup(ids: list[str], raw_id: str, what: str) -> int:
 def build_interaction_data(
     raw: RawInteractions,
     *,
-    rating_threshold: float | None,
-    min_user_interactions: int = 0,
-    min_item_interactions: int = 0,
-    max_users: int | None = None,
     split: str = "random",
     split_ratios: list[float] | tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
+    **cleaning: Unpack[CleanOptions],
 ) -> InteractionData:
-    """Clean, re-index (compact 0..U-1 / 0..I-1) and split raw interactions."""
-    raw, stats = clean(
-        raw,
-        rating_threshold=rating_threshold,
-        min_user_interactions=min_user_interactions,
-        min_item_interactions=min_item_interactions,
-        max_users=max_users,
-    )
+    """Clean (`cleaning`: `clean`'s filters, rating_threshold required), re-index (compact
+    0..U-1 / 0..I-1) and split raw interactions."""
+    raw, stats = clean(raw, **cleaning)
     user_codes, users = np.unique(raw.users, return_inverse=True)
     item_codes, items = np.unique(raw.items, return_inverse=True)
     users, items = users.astype(np.int64).reshape(-1), items.astype(np.int64).reshape(-1)

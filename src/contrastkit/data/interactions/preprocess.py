@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Required, TypedDict
 
 import numpy as np
 
@@ -70,6 +71,15 @@ def k_core(raw: RawInteractions, min_user: int, min_item: int) -> RawInteraction
             break
         keep &= ~bad
     return raw.select(keep)
+
+
+class CleanOptions(TypedDict, total=False):
+    """The filters of `clean`, which `build_interaction_data` passes through."""
+
+    rating_threshold: Required[float | None]
+    min_user_interactions: int
+    min_item_interactions: int
+    max_users: int | None
 
 
 def clean(

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -155,14 +157,19 @@ def _assemble(
 # ----------------------------------------------------------------------------- titles
 
 
-def _titles_pipe(path: Path) -> dict[str, str]:
-    """GroupLens `u.item`: id|title|release date|...  (latin-1)."""
+def _split_titles(text: str, sep: str) -> dict[str, str]:
+    """id → title from lines `id<sep>title<sep>...` (lines with fewer fields are skipped)."""
     out: dict[str, str] = {}
-    for line in path.read_text(encoding="latin-1").splitlines():
-        parts = line.split("|")
+    for line in text.splitlines():
+        parts = line.split(sep)
         if len(parts) >= 2:
             out[parts[0]] = parts[1]
     return out
+
+
+def _titles_pipe(path: Path) -> dict[str, str]:
+    """GroupLens `u.item`: id|title|release date|...  (latin-1)."""
+    return _split_titles(path.read_text(encoding="latin-1"), "|")
 
 
 def _titles_dat(path: Path) -> dict[str, str]:
@@ -172,12 +179,7 @@ def _titles_dat(path: Path) -> dict[str, str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split("::")
-        if len(parts) >= 2:
-            out[parts[0]] = parts[1]
-    return out
+    return _split_titles(text, "::")
 
 
 def _titles_csv(path: Path) -> dict[str, str]:
@@ -215,49 +217,66 @@ def _titles_recbole(path: Path, item_column: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------- readers
 
 
+_GROUPLENS_COLUMNS = ("user_id", "item_id", "rating", "timestamp")  # files without a header
+_TitleReader = Callable[[Path], dict[str, str]]
+
+
+def _read_movielens(
+    path: str | Path,
+    data_name: str,
+    kind: str,
+    titles: Sequence[tuple[str, _TitleReader]],
+    *,
+    sep: str = "\t",
+    field_sep: bytes | None = None,
+    header: Sequence[str] | None = None,
+) -> RawInteractions:
+    """A GroupLens ratings file (user, item, rating, timestamp), or the folder holding `data_name`.
+
+    `field_sep`: a multi-byte field separator rewritten to `sep` before parsing; `header`: the
+    four columns' names in the file's header row (None: no header row); `titles`: the title
+    files tried in order in the data file's folder (the first one present is read).
+    """
+    path = Path(path)
+    folder, data_file = (path, path / data_name) if path.is_dir() else (path.parent, path)
+    if not data_file.is_file():
+        raise UserError(f"{kind} file {str(data_file)!r} does not exist")
+    source: Path | bytes = data_file
+    if field_sep is not None:
+        source = data_file.read_bytes().replace(field_sep, sep.encode())
+    names = None if header is not None else list(_GROUPLENS_COLUMNS)
+    columns = list(header or _GROUPLENS_COLUMNS)
+    user, item, rating, time = columns
+    cols = _read_table(source, sep=sep, names=names, columns=columns, what=str(data_file))
+    raw = _assemble(cols, user, item, rating, time, str(data_file))
+    for name, read_titles in titles:
+        if (folder / name).is_file():
+            raw.item_titles = read_titles(folder / name)
+            break
+    return raw
+
+
 def read_ml100k(path: str | Path) -> RawInteractions:
     """MovieLens 100K: `u.data` (user, item, rating, timestamp; tab-separated, no header)."""
-    path = Path(path)
-    folder, data_file = (path, path / "u.data") if path.is_dir() else (path.parent, path)
-    if not data_file.is_file():
-        raise UserError(f"MovieLens 100K file {str(data_file)!r} does not exist")
-    names = ["user_id", "item_id", "rating", "timestamp"]
-    cols = _read_table(data_file, sep="\t", names=names, columns=names, what=str(data_file))
-    raw = _assemble(cols, "user_id", "item_id", "rating", "timestamp", str(data_file))
-    if (folder / "u.item").is_file():
-        raw.item_titles = _titles_pipe(folder / "u.item")
-    elif (folder / "ml-100k.item").is_file():
-        raw.item_titles = _titles_recbole(folder / "ml-100k.item", "item_id")
-    return raw
+    recbole_titles = partial(_titles_recbole, item_column="item_id")
+    titles: list[tuple[str, _TitleReader]] = [
+        ("u.item", _titles_pipe),
+        ("ml-100k.item", recbole_titles),
+    ]
+    return _read_movielens(path, "u.data", "MovieLens 100K", titles)
 
 
 def read_movielens_dat(path: str | Path) -> RawInteractions:
     """MovieLens 1M / 10M: `ratings.dat` as user::item::rating::timestamp (titles: movies.dat)."""
-    path = Path(path)
-    folder, data_file = (path, path / "ratings.dat") if path.is_dir() else (path.parent, path)
-    if not data_file.is_file():
-        raise UserError(f"MovieLens ratings file {str(data_file)!r} does not exist")
-    data = data_file.read_bytes().replace(b"::", b"\t")
-    names = ["user_id", "item_id", "rating", "timestamp"]
-    cols = _read_table(data, sep="\t", names=names, columns=names, what=str(data_file))
-    raw = _assemble(cols, "user_id", "item_id", "rating", "timestamp", str(data_file))
-    if (folder / "movies.dat").is_file():
-        raw.item_titles = _titles_dat(folder / "movies.dat")
-    return raw
+    titles = [("movies.dat", _titles_dat)]
+    return _read_movielens(path, "ratings.dat", "MovieLens ratings", titles, field_sep=b"::")
 
 
 def read_movielens_csv(path: str | Path) -> RawInteractions:
     """MovieLens 20M / 25M / latest: `ratings.csv` (userId,movieId,rating,timestamp; movies.csv)."""
-    path = Path(path)
-    folder, data_file = (path, path / "ratings.csv") if path.is_dir() else (path.parent, path)
-    if not data_file.is_file():
-        raise UserError(f"MovieLens ratings file {str(data_file)!r} does not exist")
-    names = ["userId", "movieId", "rating", "timestamp"]
-    cols = _read_table(data_file, sep=",", names=None, columns=names, what=str(data_file))
-    raw = _assemble(cols, "userId", "movieId", "rating", "timestamp", str(data_file))
-    if (folder / "movies.csv").is_file():
-        raw.item_titles = _titles_csv(folder / "movies.csv")
-    return raw
+    header = ("userId", "movieId", "rating", "timestamp")
+    titles = [("movies.csv", _titles_csv)]
+    return _read_movielens(path, "ratings.csv", "MovieLens ratings", titles, sep=",", header=header)
 
 
 def read_recbole(

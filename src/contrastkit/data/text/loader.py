@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from contrastkit.data.image.loader import Augment, augment_view, augmentation_generator
 from contrastkit.data.text.augment import TextAugmentation
 from contrastkit.errors import UserError
 
@@ -31,7 +32,13 @@ def _check_batch(batch_size: int, n: int, what: str) -> None:
 
 
 class _SeededLoader:
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    """Per-epoch seeded order of n rows (this rank's share) in full batches, and the generator of
+    the random choices."""
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, rank: int, world_size: int, what: str
+    ) -> None:
+        _check_batch(batch_size, n // world_size, what)
         self.n = n
         self.batch_size = batch_size
         self.seed = seed
@@ -48,6 +55,13 @@ class _SeededLoader:
         gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
         per_rank = self.n // self.world_size
         return torch.randperm(self.n, generator=gen)[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def _index_batches(self, epoch: int, start: int) -> Iterator[tuple[Tensor, list[int]]]:
+        """(indices (B,), the same as a list) of the epoch's batches from batch `start` on."""
+        perm = self.permutation(epoch)
+        for b in range(start, len(self)):
+            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            yield idx, idx.tolist()
 
     def _rng(self) -> np.random.Generator:
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
@@ -83,19 +97,15 @@ class TextViewLoader(_SeededLoader):
     ) -> None:
         if not columns or any(len(c) != len(columns[0]) for c in columns):
             raise UserError(f"text columns must be non-empty and aligned; got lengths {[len(c) for c in columns]}")
-        super().__init__(len(columns[0]), batch_size, seed, rank, world_size)
+        super().__init__(len(columns[0]), batch_size, seed, rank, world_size, "texts")
         self.columns = [list(c) for c in columns]
         self.tokenize = tokenize
         self.views = views if len(columns) == 1 else len(columns)
         self.augmentation = augmentation
         self.device = torch.device(device)
-        _check_batch(batch_size, self.n // world_size, "texts")
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
-        perm = self.permutation(epoch)
-        for b in range(start, len(self)):
-            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            rows = idx.tolist()
+        for idx, rows in self._index_batches(epoch, start):
             ids: list[Tensor] = []
             masks: list[Tensor] = []
             if len(self.columns) == 1:
@@ -133,35 +143,29 @@ class ImageTextLoader(_SeededLoader):
         tokenize: Tokenize,
         *,
         batch_size: int,
-        augmentation: Callable[[Tensor, torch.Generator | None], Tensor],
+        augmentation: Augment,
         seed: int = 0,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        super().__init__(int(images.shape[0]), batch_size, seed, rank, world_size)
+        super().__init__(int(images.shape[0]), batch_size, seed, rank, world_size, "images")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.captions = captions
         self.tokenize = tokenize
         self.augmentation = augmentation
         self.channels_last = channels_last
-        self.image_generator = torch.Generator(device=self.device)
-        self.image_generator.manual_seed(seed * 1_000_003 + 17 * (rank + 1))
-        _check_batch(batch_size, self.n // world_size, "images")
+        self.image_generator = augmentation_generator(self.device, seed, rank)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
-        perm = self.permutation(epoch)
-        for b in range(start, len(self)):
-            idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            rows = idx.tolist()
+        for idx, rows in self._index_batches(epoch, start):
             texts = self.captions(rows, self._rng())
             enc = self.tokenize(texts)
             caption_ids = torch.tensor([zlib.crc32(t.encode("utf-8")) for t in texts], dtype=torch.long)
-            x = self.augmentation(self.images.index_select(0, idx.to(self.device)), self.image_generator)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            images = self.images.index_select(0, idx.to(self.device))
+            x = augment_view(self.augmentation, images, self.image_generator, self.channels_last)
             yield {
                 "views": [x],
                 "input_ids": enc["input_ids"].to(self.device),
