@@ -48,6 +48,24 @@ class Images(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i], mode="L"))  # type: ignore[operator]
 
 
+def two_view_loader(train_x: torch.Tensor, *, crop_min: float, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    """lightly's way: PIL images, torchvision transforms per image, DataLoader workers; the
+    augmentations of the fashion-mnist-simclr recipe."""
+    mean, std = float(train_x.mean() / 255), float(train_x.std() / 255)
+    view = T.Compose([
+        T.RandomResizedCrop(28, scale=(crop_min, 1.0)),
+        T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(0.4, 0.4)], p=0.8),
+        T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2),
+        T.ToTensor(),
+        T.Normalize([mean], [std]),
+    ])
+    return torch.utils.data.DataLoader(
+        Images(train_x, MultiViewTransform([view, view])), batch_size=batch_size, shuffle=True,
+        drop_last=True, num_workers=workers, persistent_workers=workers > 0,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
@@ -64,18 +82,7 @@ def main() -> None:
     train_x = read_idx(root / "train-images-idx3-ubyte.gz")
     test_x = read_idx(root / "t10k-images-idx3-ubyte.gz")
     mean, std = float(train_x.mean() / 255), float(train_x.std() / 255)
-    view = T.Compose([
-        T.RandomResizedCrop(28, scale=(args.crop_min, 1.0)),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4)], p=0.8),
-        T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2),
-        T.ToTensor(),
-        T.Normalize([mean], [std]),
-    ])
-    loader = torch.utils.data.DataLoader(
-        Images(train_x, MultiViewTransform([view, view])), batch_size=256, shuffle=True,
-        drop_last=True, num_workers=args.workers, persistent_workers=args.workers > 0,
-    )
+    loader = two_view_loader(train_x, crop_min=args.crop_min, batch_size=256, workers=args.workers)
     backbone = convnet5(args.width)
     head = SimCLRProjectionHead(4 * args.width, 128, 64)
     model = nn.Sequential(backbone, head)

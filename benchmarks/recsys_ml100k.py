@@ -25,7 +25,8 @@ import torch
 
 from contrastkit.config import Config, load_config
 from contrastkit.data.interactions import InteractionData
-from contrastkit.pipeline import new_run_dir, run_all
+from contrastkit.runs import new_run_dir
+from contrastkit.tasks.runner import run_all
 
 HERE = Path(__file__).resolve().parent
 # (ours, RecBole model or None), in the order they run: each anchor right after its counterpart
@@ -72,24 +73,24 @@ def export_split(run_dir: Path, folder: Path, name: str) -> None:
 
 
 def recbole_params(cfg: Config, model: str) -> dict[str, Any]:
-    r = cfg.recsys
+    r, m = cfg.recsys, cfg.method
     params: dict[str, Any] = {
-        "embedding_size": r.embedding_dim,
+        "embedding_size": m.embedding_dim,
         "learning_rate": cfg.optim.lr,
         "train_batch_size": cfg.train.batch_size,
         "eval_batch_size": 4096,
         "epochs": cfg.train.epochs,
         "eval_step": r.eval_every,
         "stopping_step": r.patience,
-        "reg_weight": r.reg,
+        "reg_weight": m.reg,
         "require_pow": True,  # reg · Σ‖e‖² / (2B): the same L2 term as ours
         "seed": cfg.train.seed,
     }
     if model in ("LightGCN", "SGL"):
-        params["n_layers"] = r.layers
+        params["n_layers"] = m.layers
     if model == "SGL":
-        params.update(type=r.sgl_augmentation.upper(), drop_ratio=r.sgl_drop_ratio,
-                      ssl_tau=r.cl_temperature, ssl_weight=r.cl_weight)
+        params.update(type=m.augmentation.upper(), drop_ratio=m.drop_ratio,
+                      ssl_tau=m.temperature, ssl_weight=m.cl_weight)
     return params
 
 

@@ -31,7 +31,8 @@ from contrastkit.config import load_config
 from contrastkit.data.text.corpus import read_sentences, read_sts
 from contrastkit.encoders.text import build_text_encoder, minilm_path
 from contrastkit.evaluate.sts import evaluate_sts, sts_scores
-from contrastkit.text_pipeline import load_run_model, train
+from contrastkit.tasks import get_task
+from contrastkit.tasks.runner import train
 
 HERE = Path(__file__).resolve().parent
 
@@ -58,7 +59,7 @@ def run_ours(args: argparse.Namespace, work: Path, unique: list[str], sts) -> di
         ],
     )
     summary = train(cfg, run_dir, verbose=False)
-    model = load_run_model(run_dir, cfg, torch.device("cpu"))
+    model = get_task("text").trained_model(run_dir, cfg, torch.device("cpu"))  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     emb = model.encoder.encode(unique, batch_size=128).numpy()  # type: ignore[operator]
     encode_seconds = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """SimCLR training throughput on Fashion-MNIST (image pairs per second), contrastkit vs lightly vs
 the floor, in the same run.
 
-- ``ours``: ``contrastkit.pipeline.train`` on the shipped ``fashion-mnist-simclr`` recipe with the
+- ``ours``: ``contrastkit.tasks.runner.train`` on the shipped ``fashion-mnist-simclr`` recipe with the
   issue's network (5-layer CNN, width 32, projection 128→128→64) and batch 256: the whole loop
   (batch assembly, augmentation on the in-memory uint8 tensor, step, logs) as users run it.
 - ``lightly``: lightly's SimCLR (benchmarks/lightly_simclr_anchor.py: NTXentLoss,
@@ -58,7 +58,7 @@ def child_ours(warmup: int, steps: int, threads: int, extra: list[str]) -> float
     import torch
 
     from contrastkit.config import load_config
-    from contrastkit.pipeline import train
+    from contrastkit.tasks.runner import train
 
     torch.set_num_threads(threads)
     cfg = load_config(
@@ -79,13 +79,11 @@ def child_ours(warmup: int, steps: int, threads: int, extra: list[str]) -> float
 def child_lightly(warmup: int, steps: int, threads: int) -> float:
     import numpy as np
     import torch
-    import torchvision.transforms as T
     from lightly.loss import NTXentLoss
     from lightly.models.modules import SimCLRProjectionHead
-    from lightly.transforms.multi_view_transform import MultiViewTransform
 
     sys.path.insert(0, str(HERE))
-    from lightly_simclr_anchor import Images, convnet5  # the anchor's exact pieces
+    from lightly_simclr_anchor import convnet5, two_view_loader  # the anchor's exact pieces
 
     from contrastkit.config import load_config
     from contrastkit.data.image import read_idx
@@ -96,19 +94,7 @@ def child_lightly(warmup: int, steps: int, threads: int) -> float:
     crop = next(op for op in cfg.data.augment or [] if op["op"] == "random_resized_crop")
     root = Path("/usr/share/datasets/fashion-mnist")
     train_x = read_idx(root / "train-images-idx3-ubyte.gz")
-    mean, std = float(train_x.mean() / 255), float(train_x.std() / 255)
-    view = T.Compose([
-        T.RandomResizedCrop(28, scale=(crop["scale"][0], 1.0)),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4)], p=0.8),
-        T.RandomApply([T.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2),
-        T.ToTensor(),
-        T.Normalize([mean], [std]),
-    ])
-    loader = torch.utils.data.DataLoader(
-        Images(train_x, MultiViewTransform([view, view])), batch_size=BATCH, shuffle=True,
-        drop_last=True, num_workers=1, persistent_workers=True,
-    )
+    loader = two_view_loader(train_x, crop_min=crop["scale"][0], batch_size=BATCH, workers=1)
     model = torch.nn.Sequential(convnet5(WIDTH), SimCLRProjectionHead(4 * WIDTH, 128, 64))
     crit = NTXentLoss(temperature=cfg.method.temperature)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=1e-4)
@@ -133,7 +119,7 @@ def child_floor(warmup: int, steps: int, threads: int, channels_last: bool, *, c
 
     from contrastkit.config import load_config
     from contrastkit.data.image.loader import InMemoryViewLoader
-    from contrastkit.pipeline import augmentation_for, build_model, load_split
+    from contrastkit.tasks.image import augmentation_for, build_model, load_split
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -164,7 +150,8 @@ def breakdown(steps: int, threads: int) -> None:
 
     from contrastkit.config import load_config
     from contrastkit.data.image.loader import InMemoryViewLoader
-    from contrastkit.pipeline import augmentation_for, build_model, load_split, trainer_options
+    from contrastkit.tasks.image import augmentation_for, build_model, load_split
+    from contrastkit.tasks.runner import trainer_options
     from contrastkit.train import Trainer
 
     torch.set_num_threads(threads)

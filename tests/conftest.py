@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,14 @@ def tiny_cfg() -> Any:
     from contrastkit.config import load_config
 
     return load_config("digits-simclr", tiny_overrides())
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models and graphs run fastest on one thread (two threads spin on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

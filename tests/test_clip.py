@@ -14,9 +14,7 @@ from torch import Tensor, nn
 from contrastkit.errors import UserError
 from contrastkit.losses import info_nce
 from contrastkit.losses.siglip import SigLIPLoss, siglip_loss
-from contrastkit.methods.clip import CLIP, clip_loss
-
-from .text_helpers import one_thread  # noqa: F401  (fixture)
+from contrastkit.methods.clip import CLIP, CLIPOptions, SigLIPOptions, clip_loss
 
 
 def _naive_clip(x: Tensor, y: Tensor, scale: float) -> Tensor:
@@ -147,7 +145,8 @@ def _batch(n: int = 12) -> dict[str, Tensor]:
 @pytest.mark.parametrize("loss_name", ["clip", "siglip"])
 def test_clip_gradcache_gradients_equal_the_uncached_ones(loss_name: str) -> None:
     torch.manual_seed(0)
-    model = CLIP(_Img(), _Bag(), embed_dim=6, loss=loss_name).double()
+    options = CLIPOptions(embed_dim=6) if loss_name == "clip" else SigLIPOptions(embed_dim=6)
+    model = CLIP(_Img(), _Bag(), options).double()
     batch = _batch()
 
     def grads(chunk: int | None, seed: int) -> tuple[float, dict[str, Tensor]]:

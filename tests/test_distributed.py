@@ -137,7 +137,8 @@ def _train_worker(rank: int, port: int, run: str, max_steps: int, stop_at: int |
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     from contrastkit.config import load_config
-    from contrastkit.pipeline import new_run_dir, train
+    from contrastkit.runs import new_run_dir
+    from contrastkit.tasks.runner import train
     from contrastkit.train.distributed import shutdown
 
     from .conftest import tiny_overrides

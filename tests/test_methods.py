@@ -15,7 +15,9 @@ from torch import nn
 from contrastkit.config import load_config
 from contrastkit.errors import UserError
 from contrastkit.methods import MoCoV2, SimCLR, SupCon, semi_supervised_labels
-from contrastkit.pipeline import build_model, new_run_dir, train, visible_labels
+from contrastkit.runs import new_run_dir
+from contrastkit.tasks.image import build_model, visible_labels
+from contrastkit.tasks.runner import train
 from contrastkit.train import load_checkpoint
 
 from .conftest import tiny_overrides
@@ -164,9 +166,9 @@ def test_bad_method_settings_are_one_line_errors() -> None:
     with pytest.raises(UserError, match=r"method\.name 'mocov2'.*moco_v2"):
         load_config("digits-simclr", ["method.name=mocov2"])
     with pytest.raises(UserError, match=r"divisible by method\.bn_splits"):
-        load_config("digits-simclr", ["method.bn_splits=3"])
-    with pytest.raises(UserError, match="momentum"):
-        load_config("digits-simclr", ["method.momentum=0.999", "method.momentum_final=0.99"])
+        load_config("digits-moco-v2", ["method.bn_splits=3"])
+    with pytest.raises(UserError, match=r"^method.momentum 0.999 and method.momentum_final 0.99 must satisfy"):
+        load_config("digits-byol", ["method.momentum=0.999", "method.momentum_final=0.99"])
     with pytest.raises(UserError, match="label_fraction"):
         load_config("digits-simclr", ["data.label_fraction=0"])
 

@@ -28,14 +28,7 @@ ROWS = [  # user, item, rating, timestamp
     (3, 20, 5, 104),
 ]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny graphs: one thread avoids OpenMP wake-up costs on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check_rows(raw: object) -> None:

@@ -10,23 +10,10 @@ from contrastkit.data.interactions import BPRLoader
 from contrastkit.encoders.graph import LightGCNEncoder, normalized_adjacency, propagate
 from contrastkit.errors import UserError
 from contrastkit.losses import bpr_loss, info_nce
-from contrastkit.methods.recsys import (
-    RECOMMENDERS,
-    SGL,
-    LightGCN,
-    SimGCL,
-    XSimGCL,
-    uniform_noise_hook,
-)
+from contrastkit.methods.recsys import SGL, LightGCN, SimGCL, XSimGCL, uniform_noise_hook
+from contrastkit.methods.registry import get_method, methods_of_task
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny graphs: one thread avoids OpenMP wake-up costs on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pairs(n_users: int = 30, n_items: int = 24, per_user: int = 6, seed: int = 0) -> np.ndarray:
@@ -95,7 +82,7 @@ def _batch(pairs: np.ndarray, n_items: int, epoch: int = 0) -> dict[str, object]
 def test_contrastive_term_is_the_infonce_kernel() -> None:
     pairs = _pairs()
     batch = _batch(pairs, 24)
-    model = SimGCL(30, 24, pairs, dim=16, layers=2, cl_weight=0.3, temperature=0.15, eps=0.1)
+    model = SimGCL(30, 24, pairs, embedding_dim=16, layers=2, cl_weight=0.3, temperature=0.15, noise_eps=0.1)
     torch.manual_seed(3)
     _users, _items, term = model.rec_and_contrast(batch)
     assert term is not None
@@ -121,7 +108,7 @@ def test_contrastive_term_is_the_infonce_kernel() -> None:
 def test_xsimgcl_contrasts_final_with_layer_l() -> None:
     pairs = _pairs()
     batch = _batch(pairs, 24)
-    model = XSimGCL(30, 24, pairs, dim=16, layers=3, cl_weight=0.2, temperature=0.2, eps=0.2, cl_layer=1)
+    model = XSimGCL(30, 24, pairs, embedding_dim=16, layers=3, cl_weight=0.2, temperature=0.2, noise_eps=0.2, cl_layer=1)
     torch.manual_seed(5)
     users, items, term = model.rec_and_contrast(batch)
     torch.manual_seed(5)
@@ -141,7 +128,7 @@ def test_xsimgcl_contrasts_final_with_layer_l() -> None:
 @pytest.mark.parametrize("aug", ["nd", "ed", "rw"])
 def test_sgl_views_are_subgraphs_redrawn_each_epoch(aug: str) -> None:
     pairs = _pairs()
-    model = SGL(30, 24, pairs, dim=8, layers=2, augmentation=aug, drop_ratio=0.3, seed=0)
+    model = SGL(30, 24, pairs, embedding_dim=8, layers=2, augmentation=aug, drop_ratio=0.3, seed=0)
     full = model.adj.to_dense()  # type: ignore[union-attr]
     v0 = model.build_views(0)
     again = model.build_views(0)
@@ -165,13 +152,16 @@ def test_sgl_views_are_subgraphs_redrawn_each_epoch(aug: str) -> None:
     assert model.views is not first and model.views_epoch == 1
 
 
-@pytest.mark.parametrize("name", sorted(RECOMMENDERS))
+@pytest.mark.parametrize("name", sorted(methods_of_task("recsys")))
 def test_each_model_learns_the_two_groups(name: str) -> None:
     """Loss falls and held-out same-group items outrank other-group items; no collapse."""
     torch.manual_seed(0)
     pairs = _pairs(per_user=6)
+    spec = get_method(name, "recsys")
     kwargs = {} if name in ("mf", "lightgcn") else {"cl_weight": 0.05}
-    model = RECOMMENDERS[name](30, 24, pairs, dim=16, layers=0 if name == "mf" else 2, **kwargs)
+    options = spec.make_options({"embedding_dim": 16, **kwargs})
+    model = spec.build(options, n_users=30, n_items=24, train_pairs=pairs)
+    assert isinstance(model, torch.nn.Module)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     loader = BPRLoader(pairs, 24, batch_size=60, seed=0)
     losses = []
@@ -192,7 +182,7 @@ def test_each_model_learns_the_two_groups(name: str) -> None:
 
 def test_lightgcn_eval_embeddings_have_no_noise() -> None:
     pairs = _pairs()
-    for model in (LightGCN(30, 24, pairs, dim=8), XSimGCL(30, 24, pairs, dim=8)):
+    for model in (LightGCN(30, 24, pairs, embedding_dim=8), XSimGCL(30, 24, pairs, embedding_dim=8)):
         a = model.embeddings()
         b = model.embeddings()
         torch.testing.assert_close(a[0], b[0])
@@ -202,8 +192,10 @@ def test_bad_model_settings() -> None:
     pairs = _pairs()
     with pytest.raises(UserError, match=r"cl_layer must be in \[1, 2\]"):
         XSimGCL(30, 24, pairs, layers=2, cl_layer=3)
-    with pytest.raises(UserError, match="sgl_augmentation"):
+    with pytest.raises(UserError, match=r"unknown SGL.augmentation 'xx'"):
         SGL(30, 24, pairs, augmentation="xx")
+    with pytest.raises(UserError, match=r"LightGCN has no option noise_eps; its options are: embedding_dim, reg, layers"):
+        LightGCN(30, 24, pairs, noise_eps=0.1)
     enc = LightGCNEncoder(3, 4, 8, layers=0)
     u, i = enc(None)
     assert u.shape == (3, 8) and i.shape == (4, 8)

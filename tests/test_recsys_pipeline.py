@@ -8,25 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from contrastkit.cli import main
 from contrastkit.config import load_config
 from contrastkit.errors import UserError
-from contrastkit.pipeline import new_run_dir, run_all
+from contrastkit.runs import new_run_dir
+from contrastkit.tasks.runner import run_all
 
 from .conftest import SHARED_DATA
 
 ML100K = SHARED_DATA / "ml-100k"
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Small graphs: one thread avoids OpenMP wake-up costs on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_tiny_movielens(folder: Path, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Path:
@@ -49,7 +42,7 @@ def write_tiny_movielens(folder: Path, n_users: int = 40, n_items: int = 30, see
 def tiny_sets(root: Path, **extra: object) -> list[str]:
     base: dict[str, object] = {
         "recsys.root": str(root),
-        "recsys.embedding_dim": 16,
+        "method.embedding_dim": 16,
         "recsys.eval_ks": "[5, 10, 20]",
         "recsys.valid_metric": "ndcg@10",
         "recsys.patience": 50,
@@ -149,8 +142,12 @@ def test_resume_continues_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_config_and_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(UserError, match=r"unknown recsys.model 'simgc' \(did you mean 'simgcl'\?\)"):
-        load_config("ml100k-lightgcn", ["recsys.model=simgc"])
+    with pytest.raises(UserError, match=r"unknown method.name 'simgc' \(did you mean 'simgcl'\?\)"):
+        load_config("ml100k-lightgcn", ["method.name=simgc"])
+    with pytest.raises(UserError, match=r"^recsys.model has moved: use method.name"):
+        load_config("ml100k-lightgcn", ["recsys.model=simgcl"])
+    with pytest.raises(UserError, match=r"^method.noise_eps is not an option of lightgcn; its options are: embedding_dim, reg, layers$"):
+        load_config("ml100k-lightgcn", ["method.noise_eps=0.1"])
     with pytest.raises(UserError, match=r"K=20 is not in recsys.eval_ks"):
         load_config("ml100k-lightgcn", ["recsys.eval_ks=[10]"])
     with pytest.raises(UserError, match="split_ratios must be 3 numbers"):
@@ -173,10 +170,11 @@ def test_config_and_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize("model", ["lightgcn", "simgcl"])
 def test_ml100k_slice_beats_popularity(tmp_path: Path, model: str) -> None:
     """200 users of MovieLens 100K, random 80/10/10 split, full ranking: NDCG@20 above popularity."""
+    contrast = ["method.cl_weight=0.05", "method.noise_eps=0.05"] if model == "simgcl" else []
     cfg = load_config(f"ml100k-{model}", [
         f"recsys.root={ML100K}", "recsys.max_users=200", "train.epochs=15", "recsys.eval_every=5",
         "recsys.patience=2", "recsys.min_epochs=0", "train.batch_size=256", "optim.lr=0.01",
-        "recsys.cl_weight=0.05", "recsys.noise_eps=0.05", "train.progress=false",
+        "train.progress=false", *contrast,
     ])
     run = new_run_dir(cfg, str(tmp_path / model), resume=False)
     results = run_all(cfg, run, progress=False, verbose=False)

@@ -11,7 +11,8 @@ import torch
 from contrastkit.config import load_config
 from contrastkit.losses import info_nce
 from contrastkit.methods import SimCLR
-from contrastkit.pipeline import evaluate, new_run_dir, train
+from contrastkit.runs import new_run_dir
+from contrastkit.tasks.runner import evaluate, train
 
 from .conftest import tiny_overrides
 

@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 from contrastkit.cli import main
 
 from .conftest import tiny_overrides
-from .text_helpers import make_corpus, one_thread, tiny_text_sets, write_text_data  # noqa: F401
+from .text_helpers import make_corpus, tiny_text_sets, write_text_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +68,7 @@ def test_supervised_triplets_with_gradcache(tmp_path: Path) -> None:
             "method.name": "simcse_supervised",
             "text.train_file": str(tmp_path / "triplets.csv"),
             "text.train_columns": "[anchor, positive, negative]",
-            "text.gradcache_chunk": 16,
+            "method.gradcache_chunk": 16,
             "text.retrieval_file": str(tmp_path / "triplets.csv"),
             "text.retrieval_columns": "[anchor, positive]",
             "train.max_steps": 20,
@@ -92,7 +92,7 @@ def test_clip_run_on_digits_zero_shot_and_cross_modal_search(
         "task": "image_text", "method.name": "clip", "data.name": "digits",
         "model.encoder": "convnet5", "model.width": 8,
         "text.encoder": "tiny", "text.tiny_width": 32, "text.tiny_layers": 1, "text.max_length": 12,
-        "text.embed_dim": 16, "text.caption_templates": "['a photo of a {label}', 'a {tone} {label}']",
+        "method.embed_dim": 16, "text.caption_templates": "['a photo of a {label}', 'a {tone} {label}']",
         "train.batch_size": 64, "train.max_steps": 40, "train.progress": False,
         "train.checkpoint_every": 20, "optim.lr": 0.003,
     }
@@ -144,4 +144,4 @@ def test_search_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "unknown --kind 'annoy'" in capsys.readouterr().err
     bad = ["train", "--set", "task=text", "--set", "method.name=simclr", "--out", str(tmp_path / "r")]
     assert main(bad) == 2
-    assert "unknown method.name (task text) 'simclr'" in capsys.readouterr().err
+    assert "method.name 'simclr' is a method of task image, not of task text" in capsys.readouterr().err

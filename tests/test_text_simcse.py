@@ -22,7 +22,7 @@ from contrastkit.errors import UserError
 from contrastkit.losses import info_nce
 from contrastkit.methods.simcse import SimCSE, pad_and_stack
 
-from .text_helpers import make_corpus, one_thread  # noqa: F401  (fixture)
+from .text_helpers import make_corpus
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

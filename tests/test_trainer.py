@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from contrastkit.config import load_config
-from contrastkit.pipeline import new_run_dir, train
+from contrastkit.runs import new_run_dir
+from contrastkit.tasks.runner import train
 from contrastkit.train import LARS, TrainingDiverged, load_checkpoint, lr_factor
 
 from .conftest import tiny_overrides

@@ -8,12 +8,8 @@ so a sentence encoder does well by attending to the slot words, not the fillers.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
-import torch
 
 SUBJECTS = ["man", "woman", "child", "dog", "cat", "chef", "pilot", "doctor", "farmer", "singer",
             "student", "teacher", "boy", "girl", "horse", "bird"]
@@ -85,13 +81,3 @@ def tiny_text_sets(paths: dict[str, Path], **extra: Any) -> list[str]:
         out += ["--set", f"{key}={value}"]
     return out
 
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and a busy machine makes two threads spin)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

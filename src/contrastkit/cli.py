@@ -1,4 +1,5 @@
-"""Command line: contrastkit train | evaluate | embed | recipes.
+"""Command line: contrastkit train | evaluate | embed | compare | index | search | recommend |
+similar | recipes | methods.
 
 User mistakes print one line `contrastkit: error: ...` and exit with code 2, never a traceback.
 """
@@ -59,15 +60,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="override applied to every recipe, e.g. --set data.name=fashion-mnist")
     p.add_argument("--progress", action="store_true", help="show each run's progress bar")
 
-    p = sub.add_parser("recommend", help="top-K items for a user of a recsys run (seen items excluded)")
-    p.add_argument("run_dir")
-    p.add_argument("--user", required=True, help="the user's id as in the training data")
-    p.add_argument("--k", type=int, default=10)
-
-    p = sub.add_parser("similar", help="the K items closest to an item in a recsys run's embedding")
-    p.add_argument("run_dir")
-    p.add_argument("--item", required=True, help="the item's id as in the training data")
-    p.add_argument("--k", type=int, default=10)
+    for name, key, what in (
+        ("recommend", "--user", "top-K items for a user of a recsys run (seen items excluded)"),
+        ("similar", "--item", "the K items closest to an item in a recsys run's embedding"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("run_dir")
+        p.add_argument(key, required=True, help=f"the {key[2:]}'s id as in the training data")
+        p.add_argument("--k", type=int, default=10)
 
     p = sub.add_parser("index", help="build a nearest-neighbour index (faiss) over a run's embeddings of a data set")
     p.add_argument("run_dir")
@@ -84,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=None, help="which index of the run (needed when it has several)")
 
     sub.add_parser("recipes", help="list the shipped recipes")
+
+    p = sub.add_parser("methods", help="every method with its task, paper and options (defaults, help)")
+    p.add_argument("name", nargs="?", default=None, help="show one method only")
+    p.add_argument("--task", default=None, help="only the methods of this task")
     return parser
 
 
@@ -121,7 +125,8 @@ def _launch_nproc(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from contrastkit.config import apply_overrides, load_config
-    from contrastkit.pipeline import new_run_dir, read_run_config, run_all
+    from contrastkit.runs import CONFIG_FILE, new_run_dir, read_run_config
+    from contrastkit.tasks.runner import run_all
     from contrastkit.train.distributed import env_world_size
 
     if args.nproc is not None:
@@ -130,7 +135,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.nproc > 1 and env_world_size() == 1:
             return _launch_nproc(args)
 
-    if args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
+    if args.resume and args.out and (Path(args.out) / CONFIG_FILE).is_file():
         if args.recipe:
             raise UserError("--resume continues the run's own recipe; drop the recipe argument")
         # overrides on resume: e.g. more epochs, other evaluation settings
@@ -142,85 +147,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = new_run_dir(cfg, args.out, args.resume)
     results = run_all(cfg, run_dir, resume=args.resume, progress=not args.quiet)
     if results:  # under torchrun only rank 0 has results to show
-        _print_summary(results, run_dir)
+        _print_results(results, run_dir, cfg.task)
     return 0
 
 
-def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
-    from contrastkit.evaluate.suite import results_table
+def _print_results(results: dict[str, Any], run_dir: Path, task_name: str, *, headline: bool = True) -> None:
+    from contrastkit.tasks import get_task
 
-    if results.get("config", {}).get("task") == "recsys":
-        from contrastkit.recsys_pipeline import print_summary
-
-        print_summary(results, run_dir)
-        return
-    if results.get("config", {}).get("task") in ("text", "image_text"):
-        from contrastkit.text_pipeline import print_summary as print_text_summary
-
-        print_text_summary(results, run_dir)
-        return
-    tr = results.get("train", {})
-    print()
-    print(
-        f"trained {tr.get('steps')} steps ({tr.get('epochs_done', 0):.1f} epochs) in "
-        f"{tr.get('seconds', 0):.0f}s, {tr.get('images_per_sec', 0):.0f} images/s, final loss "
-        f"{tr.get('final_loss', float('nan')):.4f}"
-    )
+    task = get_task(task_name)
+    if headline:
+        print()
+        print(task.headline(results))
     if "eval" in results:
         print()
-        print("accuracy (%) on the test split:")
-        print(results_table(results["eval"]))
+        print(task.results_table(results["eval"]))
     print()
-    print(f"results: {run_dir / 'results.json'}")
-    plots = results.get("eval", {}).get("plots")
-    if plots:
-        print(f"plots:   {run_dir / 'plots'}")
+    print(f"results: {Path(run_dir) / 'results.json'}")
+    if (Path(run_dir) / "plots").is_dir() and results.get("eval", {}).get("plots"):
+        print(f"plots:   {Path(run_dir) / 'plots'}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from contrastkit.config import apply_overrides
-    from contrastkit.evaluate.suite import results_table
-    from contrastkit.pipeline import evaluate, read_run_config, write_results
+    from contrastkit.runs import read_results, read_run_config, write_results
+    from contrastkit.tasks.runner import evaluate
 
     run_dir = Path(args.run_dir)
     cfg = apply_overrides(read_run_config(run_dir), args.overrides)
-    import json
-
-    path = run_dir / "results.json"
-    results: dict[str, Any] = (
-        json.loads(path.read_text()) if path.is_file() else {"run_dir": str(run_dir)}
-    )
+    results = read_results(run_dir)
     results["eval"] = evaluate(run_dir, cfg)
     write_results(run_dir, results)
-    print()
-    if cfg.task == "recsys":
-        from contrastkit.recsys_pipeline import results_table as ranking_table
-
-        print(f"test split ({results['eval'].get('protocol')}):")
-        print(ranking_table(results["eval"]))
-        print(f"\nresults: {path}")
-        return 0
-    if cfg.task in ("text", "image_text"):
-        from contrastkit.text_pipeline import results_table as text_table
-
-        print("evaluation (×100; R@K = share of queries with a relevant item in the top K):")
-        print(text_table(results["eval"]))
-        print(f"\nresults: {path}")
-        return 0
-    print("accuracy (%) on the test split:")
-    print(results_table(results["eval"]))
-    print(f"\nresults: {path}")
+    _print_results(results, run_dir, cfg.task, headline=False)
     return 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from contrastkit.pipeline import embed
+    from contrastkit.tasks.runner import embed
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.data is None and not _is_recsys_run(Path(args.run_dir)):
-        raise UserError("--data is required for this run: NAME[:SPLIT] (e.g. fashion-mnist:test) or an image folder")
-    n, d = embed(Path(args.run_dir), args.data or "all", Path(args.out), batch_size=args.batch_size)
+    n, d = embed(Path(args.run_dir), args.data, Path(args.out), batch_size=args.batch_size)
     print(f"wrote {n} × {d} features to {args.out}")
     return 0
 
@@ -244,34 +208,28 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0 if all(r.get("exit_code") == 0 for r in rows) else 1
 
 
-def _is_recsys_run(run_dir: Path) -> bool:
-    from contrastkit.pipeline import read_run_config
+def _neighbours(args: argparse.Namespace, capability: str, key: str, title: str) -> int:
+    """`recommend` / `similar`: the run's task answers with rows of item, title and score."""
+    from contrastkit.runs import read_run_config
+    from contrastkit.tasks import capable
 
-    return read_run_config(run_dir).task == "recsys"
-
-
-def _cmd_recommend(args: argparse.Namespace) -> int:
-    from contrastkit.recsys_pipeline import recommend
-
-    if not _is_recsys_run(Path(args.run_dir)):
-        raise UserError(f"{args.run_dir!r} is not a recommendation run (task: recsys)")
-    rows = recommend(Path(args.run_dir), args.user, args.k)
-    print(f"top {len(rows)} for user {args.user} (seen items excluded):")
+    if args.k < 1:
+        raise UserError(f"--k must be >= 1, got {args.k}")
+    run_dir = Path(args.run_dir)
+    cfg = read_run_config(run_dir)
+    rows = getattr(capable(cfg, capability, capability), capability)(run_dir, getattr(args, key), args.k)
+    print(title.format(n=len(rows), id=getattr(args, key)))
     for rank, row in enumerate(rows, 1):
         print(f"{rank:3d}. {row['item']:>8}  {row['score']:8.4f}  {row['title']}".rstrip())
     return 0
 
 
-def _cmd_similar(args: argparse.Namespace) -> int:
-    from contrastkit.recsys_pipeline import similar
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    return _neighbours(args, "recommend", "user", "top {n} for user {id} (seen items excluded):")
 
-    if not _is_recsys_run(Path(args.run_dir)):
-        raise UserError(f"{args.run_dir!r} is not a recommendation run (task: recsys)")
-    rows = similar(Path(args.run_dir), args.item, args.k)
-    print(f"{len(rows)} items most similar to item {args.item} (cosine):")
-    for rank, row in enumerate(rows, 1):
-        print(f"{rank:3d}. {row['item']:>8}  {row['similarity']:8.4f}  {row['title']}".rstrip())
-    return 0
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    return _neighbours(args, "similar", "item", "{n} items most similar to item {id} (cosine):")
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -312,6 +270,31 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from contrastkit.errors import check_choice
+    from contrastkit.methods.registry import all_methods
+    from contrastkit.options import describe
+    from contrastkit.tasks import task_names
+
+    specs = all_methods()
+    if args.task is not None:
+        check_choice("--task", args.task, task_names())
+        specs = [m for m in specs if args.task in m.tasks]
+    if args.name is not None:
+        check_choice("method", args.name, [m.name for m in specs])
+        specs = [m for m in specs if m.name == args.name]
+    for i, spec in enumerate(sorted(specs, key=lambda m: (m.tasks, m.name))):
+        if i:
+            print()
+        print(f"{spec.name}  (task {' / '.join(spec.tasks)}; {spec.paper})")
+        print(f"  {spec.summary}")
+        rows = [r for r in describe(spec.options) if r[0] != "name"]
+        width = max((len(f"{n} = {d}") for n, _, d, _ in rows), default=0)
+        for name, _tp, default, help_text in rows:
+            print(f"    method.{f'{name} = {default}'.ljust(width)}  {help_text}")
+    return 0
+
+
 def _one_line_warning(
     message: Warning | str,
     category: type[Warning],
@@ -341,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         "index": _cmd_index,
         "search": _cmd_search,
         "recipes": _cmd_recipes,
+        "methods": _cmd_methods,
     }
     warnings.showwarning = _one_line_warning
     try:

@@ -36,6 +36,9 @@ def compare(
         raise UserError(f"--budget-minutes must be > 0, got {budget_minutes}")
     overrides = list(overrides or [])
     cfgs = [load_config(r, overrides) for r in recipes]  # validates every recipe first
+    other = sorted({c.task for c in cfgs} - {"image"})
+    if other:
+        raise UserError(f"compare works on image recipes; got task {', '.join(other)}")
     data = {(c.data.name, c.data.root) for c in cfgs}
     if len(data) > 1:
         listed = ", ".join(f"{r}: {c.data.name}" for r, c in zip(recipes, cfgs, strict=True))

@@ -22,6 +22,7 @@ from contrastkit.evaluate.finetune import finetune
 from contrastkit.evaluate.knn import knn_predict
 from contrastkit.evaluate.linear_probe import linear_probe
 from contrastkit.evaluate.metrics import classification_metrics
+from contrastkit.evaluate.tables import format_table, pct
 
 SSL, RANDOM, PIXELS = "ssl", "random_init", "raw_pixels"
 
@@ -246,8 +247,8 @@ def results_table(results: dict[str, Any]) -> str:
     rows = []
     for name, r in enc.items():
         row = [name]
-        row.append(_pct(r.get("knn", {}).get("accuracy")))
-        row.append(_pct(r.get("linear_probe", {}).get("accuracy")))
+        row.append(pct(r.get("knn", {}).get("accuracy")))
+        row.append(pct(r.get("linear_probe", {}).get("accuracy")))
         fl = r.get("few_label", {}).get("shots", {})
         for k in shots:
             entry = fl.get(str(k)) or fl.get(k)
@@ -256,15 +257,15 @@ def results_table(results: dict[str, Any]) -> str:
             else:
                 row.append("-")
         rows.append(row)
-    lines = [_fmt(headers, rows)]
+    lines = [format_table(headers, rows)]
     ft = results.get("finetune")
     if ft:
         ft_rows = [
-            [label, _pct(v["pretrained"].get("accuracy")), _pct(v["scratch"].get("accuracy"))]
+            [label, pct(v["pretrained"].get("accuracy")), pct(v["scratch"].get("accuracy"))]
             for label, v in ft.items()
         ]
         lines.append("")
-        lines.append(_fmt(["fine-tune labels", "pretrained", "from scratch"], ft_rows))
+        lines.append(format_table(["fine-tune labels", "pretrained", "from scratch"], ft_rows))
     diag = results.get("diagnostics")
     if diag:
         lines.append("")
@@ -273,15 +274,3 @@ def results_table(results: dict[str, Any]) -> str:
             f"std {diag['emb_std']:.2f} (collapse: 0, healthy ~1), uniformity {diag['uniformity']:.2f}"
         )
     return "\n".join(lines)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _fmt(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    def line(cells: list[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)])

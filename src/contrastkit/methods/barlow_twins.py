@@ -3,33 +3,35 @@ two views' projections close to the identity. No negatives, no momentum encoder.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from contrastkit.losses.barlow_twins import barlow_twins_loss
-from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.methods.base import HeadOptions, ImageMethodOptions, StepOutput, TwoViewMethod
+from contrastkit.methods.registry import register_method
 from contrastkit.negatives.distributed import gather_with_grad
-from contrastkit.nn import MLPHead
+from contrastkit.options import option
 
 
+@dataclass
+class BarlowTwinsOptions(ImageMethodOptions):
+    """Barlow Twins' options."""
+
+    barlow_lambda: float = option(0.0051, "weight λ of the off-diagonal (redundancy) terms", ge=0)
+
+
+@register_method(
+    "barlow_twins", options=BarlowTwinsOptions, tasks=("image",), paper="Zbontar et al. 2021, arXiv:2103.03230"
+)
 class BarlowTwins(TwoViewMethod):
-    """Encoder + projector (BatchNorm and ReLU between layers) trained with the Barlow Twins loss."""
+    """Barlow Twins: an encoder + projector whose two views' cross-correlation → identity."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        *,
-        projection_dim: int = 512,
-        projection_hidden_dim: int = 512,
-        projection_layers: int = 3,
-        lambda_offdiag: float = 0.0051,
-        diagnostics: bool = True,
-    ) -> None:
-        super().__init__(encoder, feature_dim, diagnostics=diagnostics)
-        self.projector = MLPHead(feature_dim, projection_hidden_dim, projection_dim, num_layers=projection_layers)
-        self.lambda_offdiag = lambda_offdiag
+    Options = BarlowTwinsOptions
+    opts: BarlowTwinsOptions
+    default_head = HeadOptions(projection_dim=512, projection_hidden_dim=512, projection_layers=3)
+
+    def build(self) -> None:
+        self.projector = self.projection_head()
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         x1, x2 = self.views_of(batch, "Barlow Twins")
@@ -37,5 +39,5 @@ class BarlowTwins(TwoViewMethod):
         z1 = self.projector(self.encoder(x1))
         z2 = self.projector(self.encoder(x2))
         # under DDP the statistics are those of the global batch (autograd-aware all-gather)
-        loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), lambda_offdiag=self.lambda_offdiag)
+        loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), lambda_offdiag=self.opts.barlow_lambda)
         return StepOutput(loss=loss, logs=self.make_logs(loss, z1, z2))

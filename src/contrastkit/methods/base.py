@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,13 @@ from torch import Tensor, nn
 from contrastkit.diagnostics import collapse_stats
 from contrastkit.errors import UserError
 from contrastkit.losses.info_nce import info_nce
+from contrastkit.methods.registry import MethodOptions, resolve_options
 from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, world
+from contrastkit.negatives.mining import NegativeSampling, negative_sampling_from_config
+from contrastkit.nn import MLPHead
+from contrastkit.nn.momentum import MOMENTUM_SCHEDULES
+from contrastkit.options import names_of, option
+from contrastkit.similarity import SIMILARITIES
 
 
 @dataclass
@@ -32,16 +38,100 @@ class Method(Protocol):
     def on_step_end(self, step: int, total_steps: int) -> None: ...
 
 
-class TwoViewMethod(nn.Module):
-    """Shared plumbing of the image methods: the encoder, ``forward`` (the representation used
-    for evaluation and export), the training progress in [0, 1], and collapse diagnostics."""
+@dataclass
+class HeadOptions:
+    """The projection head of an image method (the recipe's ``model.projection_*`` keys)."""
 
-    def __init__(self, encoder: nn.Module, feature_dim: int, *, diagnostics: bool = True) -> None:
+    projection_dim: int = option(128, "width of the projection (the loss's embedding)", ge=1)
+    projection_hidden_dim: int = option(512, "hidden width of the projection MLP", ge=1)
+    projection_layers: int = option(2, "linear layers of the projection MLP", ge=1)
+    projection_batch_norm: bool = option(True, "BatchNorm in the projection MLP's hidden layers")
+
+
+@dataclass
+class ImageMethodOptions(MethodOptions):
+    """Options of every image method."""
+
+    diagnostics: bool = option(
+        True, "log collapse diagnostics (per-dim std, effective rank, alignment, uniformity)"
+    )
+
+
+@dataclass
+class ContrastOptions(ImageMethodOptions):
+    """Options of the InfoNCE methods: temperature, similarity and the negative strategy."""
+
+    temperature: float = option(0.2, "InfoNCE temperature τ", gt=0)
+    similarity: str = option("cosine", "similarity of embeddings", choices=SIMILARITIES)
+    negatives: NegativeSampling = option(
+        help="which negatives count and how much (hard negatives, debiasing)", factory=NegativeSampling
+    )
+
+
+@dataclass
+class MomentumOptions(ImageMethodOptions):
+    """Options of the methods with an EMA (momentum) target or key encoder."""
+
+    momentum: float = option(0.99, "EMA momentum of the target at the start", ge=0, le=1)
+    momentum_final: float = option(1.0, "EMA momentum at the end of training", ge=0, le=1)
+    momentum_schedule: str = option("cosine", "momentum → momentum_final", choices=MOMENTUM_SCHEDULES)
+
+    def check_values(self, prefix: str) -> None:
+        if self.momentum > self.momentum_final:
+            raise UserError(
+                f"{prefix}.momentum {self.momentum} and {prefix}.momentum_final "
+                f"{self.momentum_final} must satisfy momentum <= momentum_final"
+            )
+
+
+class TwoViewMethod(nn.Module):
+    """Shared plumbing of the image methods: options, the encoder, ``forward`` (the
+    representation used for evaluation and export), the training progress in [0, 1], and
+    collapse diagnostics.
+
+    Construct with an options object, keyword overrides, or both:
+    ``SimCLR(encoder, 512, temperature=0.5, projection_dim=64)``; keywords naming a field of
+    :class:`HeadOptions` set the projection head (default: the method's ``default_head``).
+    """
+
+    Options: ClassVar[type[ImageMethodOptions]] = ImageMethodOptions
+    default_head: ClassVar[HeadOptions] = HeadOptions()
+    opts: ImageMethodOptions
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        options: ImageMethodOptions | None = None,
+        *,
+        head: HeadOptions | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__()
+        owner = type(self).__name__
+        head_names = set(names_of(HeadOptions))
+        head_kw = {k: v for k, v in overrides.items() if k in head_names}
+        self.head = resolve_options(HeadOptions, head or self.default_head, head_kw, owner)
+        self.opts = resolve_options(
+            self.Options, options, {k: v for k, v in overrides.items() if k not in head_names}, owner
+        )
         self.encoder = encoder
         self.feature_dim = feature_dim
-        self.diagnostics = diagnostics
+        self.diagnostics = self.opts.diagnostics
         self.progress = 0.0
+        self.build()
+
+    def build(self) -> None:
+        """Create the method's own modules (heads, momentum copies, queues) from ``self.opts``
+        and ``self.head``; called at the end of ``__init__``."""
+
+    def projection_head(self, **kwargs: Any) -> MLPHead:
+        """The configured projection MLP from the encoder's features (``kwargs``: MLPHead's)."""
+        h = self.head
+        kwargs.setdefault("batch_norm", h.projection_batch_norm)
+        return MLPHead(
+            self.feature_dim, h.projection_hidden_dim, h.projection_dim, num_layers=h.projection_layers, **kwargs
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.encoder(x)
@@ -62,6 +152,17 @@ class TwoViewMethod(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.progress = min(1.0, (step + 1) / max(total_steps, 1))
+
+    def kernel_options(self) -> dict[str, Any]:
+        """temperature, similarity and the negative strategy at the current progress, for
+        :func:`info_nce` (InfoNCE methods only)."""
+        o = self.opts
+        assert isinstance(o, ContrastOptions)
+        kwargs: dict[str, Any] = {"temperature": o.temperature, "similarity": o.similarity}
+        strategy = negative_sampling_from_config(o.negatives)
+        if strategy is not None:
+            kwargs["negatives"] = strategy.at(self.progress)
+        return kwargs
 
 
 def contrast_across_ranks(

@@ -7,39 +7,40 @@ from ``momentum`` (0.99 by default) to ``momentum_final`` (1). No negatives.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from contrastkit.losses.byol import normalized_mse_loss
-from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.methods.base import MomentumOptions, StepOutput, TwoViewMethod
+from contrastkit.methods.registry import register_method
 from contrastkit.nn import MLPHead
 from contrastkit.nn.momentum import MomentumEncoder
+from contrastkit.options import option
 
 
+@dataclass
+class BYOLOptions(MomentumOptions):
+    """BYOL's options."""
+
+    predictor_hidden_dim: int = option(512, "hidden width of the predictor MLP", ge=1)
+
+
+@register_method("byol", options=BYOLOptions, tasks=("image",), paper="Grill et al. 2020, arXiv:2006.07733")
 class BYOL(TwoViewMethod):
-    """Online network (encoder, projector, predictor) and its momentum target."""
+    """BYOL: an online network (encoder, projector, predictor) regresses its momentum target."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        *,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        projection_layers: int = 2,
-        predictor_hidden_dim: int = 512,
-        momentum: float = 0.99,
-        momentum_final: float = 1.0,
-        momentum_schedule: str = "cosine",
-        diagnostics: bool = True,
-    ) -> None:
-        super().__init__(encoder, feature_dim, diagnostics=diagnostics)
-        self.projector = MLPHead(feature_dim, projection_hidden_dim, projection_dim, num_layers=projection_layers)
-        self.predictor = MLPHead(projection_dim, predictor_hidden_dim, projection_dim, num_layers=2)
+    Options = BYOLOptions
+    opts: BYOLOptions
+
+    def build(self) -> None:
+        o, dim = self.opts, self.head.projection_dim
+        self.projector = self.projection_head()
+        self.predictor = MLPHead(dim, o.predictor_hidden_dim, dim, num_layers=2)
         self.target = MomentumEncoder(
-            nn.Sequential(self.encoder, self.projector), momentum, momentum_final, momentum_schedule
+            nn.Sequential(self.encoder, self.projector), o.momentum, o.momentum_final, o.momentum_schedule
         )
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:

@@ -10,20 +10,21 @@ Both towers end in a linear projection to a shared embedding space.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastkit.errors import UserError, check_choice
+from contrastkit.errors import UserError
 from contrastkit.losses import info_nce
 from contrastkit.losses.siglip import SigLIPLoss
 from contrastkit.methods.base import StepOutput
 from contrastkit.methods.gradcache import Tower, gradcache_loss, split_rows
+from contrastkit.methods.registry import MethodOptions, register_method, resolve_options
 from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, rank_offset, world
-
-IMAGE_TEXT_LOSSES: tuple[str, ...] = ("clip", "siglip")
+from contrastkit.options import option
 
 
 def clip_loss(
@@ -66,10 +67,41 @@ def clip_loss(
     return 0.5 * (i2t + t2i)
 
 
-class CLIP(nn.Module):
-    """Image tower (``encoder``) and text tower (``text_encoder``) with linear projections to
-    ``embed_dim``; ``loss`` is ``clip`` (symmetric InfoNCE) or ``siglip`` (pairwise sigmoid).
+@dataclass
+class TwoTowerOptions(MethodOptions):
+    """Options of both image–text methods."""
 
+    embed_dim: int = option(128, "width of the shared image–text embedding", ge=1)
+    gradcache_chunk: int | None = option(
+        None, "GradCache: encode this many rows at a time (large batches in fixed memory)", ge=1
+    )
+
+
+@dataclass
+class CLIPOptions(TwoTowerOptions):
+    """CLIP's options."""
+
+    temperature: float = option(0.07, "initial temperature (logit scale = log 1/τ)", gt=0)
+    learn_temperature: bool = option(True, "learn the logit scale")
+    max_logit_scale: float = option(100.0, "clamp of exp(logit scale)", gt=1)
+
+
+@dataclass
+class SigLIPOptions(TwoTowerOptions):
+    """SigLIP's options."""
+
+    scale_init: float = option(10.0, "initial scale of the pairwise sigmoid logits", gt=0)
+    bias_init: float = option(-10.0, "initial bias of the pairwise sigmoid logits")
+    learn_scale: bool = option(True, "learn the scale and the bias")
+
+
+@register_method("clip", options=CLIPOptions, tasks=("image_text",), paper="Radford et al. 2021, arXiv:2103.00020")
+class CLIP(nn.Module):
+    """CLIP: image and text towers, linear projections, symmetric InfoNCE (SigLIP: sigmoid).
+
+    The image tower is ``encoder``, the text tower ``text_encoder``; the options' type chooses
+    the loss (:class:`CLIPOptions`: symmetric InfoNCE with a learnable logit scale;
+    :class:`SigLIPOptions`: pairwise sigmoid with learnable scale and bias).
     A batch is ``{"views": [images (B, C, H, W)], "input_ids": (B, L), "attention_mask": (B, L)}``
     and optionally ``"caption_ids"`` (B,): images whose captions are the same text are then
     positives of each other rather than false negatives.
@@ -81,34 +113,26 @@ class CLIP(nn.Module):
         self,
         image_encoder: nn.Module,
         text_encoder: nn.Module,
-        *,
-        embed_dim: int = 128,
-        loss: str = "clip",
-        temperature: float = 0.07,
-        learn_temperature: bool = True,
-        max_logit_scale: float = 100.0,
-        siglip_scale_init: float = 10.0,
-        siglip_bias_init: float = -10.0,
-        gradcache_chunk: int | None = None,
+        options: CLIPOptions | SigLIPOptions | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        check_choice("image-text loss", loss, IMAGE_TEXT_LOSSES)
-        if not temperature > 0:
-            raise UserError(f"CLIP temperature must be > 0, got {temperature}")
-        if not max_logit_scale > 1:
-            raise UserError(f"max_logit_scale must be > 1, got {max_logit_scale}")
+        opts = resolve_options(type(options) if options is not None else CLIPOptions, options, overrides, "CLIP")
+        self.opts = opts
         self.encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_proj = nn.Linear(int(image_encoder.out_dim), embed_dim, bias=False)  # type: ignore[arg-type]
-        self.text_proj = nn.Linear(int(text_encoder.out_dim), embed_dim, bias=False)  # type: ignore[arg-type]
-        self.loss_name = loss
-        self.max_logit_scale = float(max_logit_scale)
-        self.gradcache_chunk = gradcache_chunk
+        self.image_proj = nn.Linear(int(image_encoder.out_dim), opts.embed_dim, bias=False)  # type: ignore[arg-type]
+        self.text_proj = nn.Linear(int(text_encoder.out_dim), opts.embed_dim, bias=False)  # type: ignore[arg-type]
+        self.gradcache_chunk = opts.gradcache_chunk
+        clip = opts if isinstance(opts, CLIPOptions) else CLIPOptions()
+        self.loss_name = "clip" if isinstance(opts, CLIPOptions) else "siglip"
+        self.max_logit_scale = float(clip.max_logit_scale)
         self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / temperature)), requires_grad=learn_temperature and loss == "clip"
+            torch.tensor(math.log(1.0 / clip.temperature)), requires_grad=self.loss_name == "clip" and clip.learn_temperature
         )
-        self.siglip = SigLIPLoss(siglip_scale_init, siglip_bias_init, learnable=learn_temperature)
-        if loss != "siglip":
+        sig = opts if isinstance(opts, SigLIPOptions) else SigLIPOptions()
+        self.siglip = SigLIPLoss(sig.scale_init, sig.bias_init, learnable=sig.learn_scale)
+        if self.loss_name != "siglip":
             for p in self.siglip.parameters():
                 p.requires_grad_(False)
 
@@ -172,3 +196,9 @@ class CLIP(nn.Module):
         """Clamp the CLIP logit scale to [0, log(max_logit_scale)] after each update (as OpenCLIP)."""
         with torch.no_grad():
             self.logit_scale.clamp_(0.0, math.log(self.max_logit_scale))
+
+
+register_method(
+    "siglip", options=SigLIPOptions, tasks=("image_text",), paper="Zhai et al. 2023, arXiv:2303.15343",
+    summary="SigLIP: image and text towers trained with the pairwise sigmoid loss.",
+)(CLIP)

@@ -4,47 +4,70 @@ against its keys (v2: plus a FIFO queue of past keys; v3: a predictor, symmetric
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from contrastkit.losses import info_nce
-from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.methods.base import (
+    ContrastOptions,
+    HeadOptions,
+    MomentumOptions,
+    StepOutput,
+    TwoViewMethod,
+)
+from contrastkit.methods.registry import register_method
 from contrastkit.negatives.distributed import gather_no_grad, rank_offset
 from contrastkit.negatives.queue import KeyQueue
 from contrastkit.nn import MLPHead
 from contrastkit.nn.batchnorm import convert_split_batchnorm
-from contrastkit.nn.momentum import MomentumEncoder
+from contrastkit.nn.momentum import MOMENTUM_SCHEDULES, MomentumEncoder
+from contrastkit.options import option
+
+
+@dataclass
+class _MoCoOptions(ContrastOptions, MomentumOptions):
+    bn_splits: int = option(
+        1, "BatchNorm in this many groups, the key batch shuffled across them (ShuffleBN)", ge=1
+    )
+
+
+@dataclass
+class MoCoV2Options(_MoCoOptions):
+    """MoCo v2's options (paper defaults: 4096 queued keys, momentum 0.99 constant)."""
+
+    momentum_final: float = option(0.99, "EMA momentum at the end of training", ge=0, le=1)
+    momentum_schedule: str = option("constant", "momentum → momentum_final", choices=MOMENTUM_SCHEDULES)
+    queue_size: int = option(4096, "FIFO queue of past keys used as negatives (0: none)", ge=0)
+    symmetric: bool = option(True, "also contrast the swapped views (both key sets are queued)")
+    in_batch_negatives: bool = option(False, "the batch's other keys are negatives too")
+
+
+@dataclass
+class MoCoV3Options(_MoCoOptions):
+    """MoCo v3's options."""
+
+    predictor_hidden_dim: int = option(512, "hidden width of the predictor MLP", ge=1)
 
 
 class _MomentumContrast(TwoViewMethod):
     """Online encoder + projector, their EMA copy (the key encoder), and the contrast step."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        projector: nn.Module,
-        *,
-        temperature: float,
-        similarity: str,
-        momentum: float,
-        momentum_final: float,
-        momentum_schedule: str,
-        bn_splits: int,
-        negatives: Any = None,
-        diagnostics: bool = True,
-    ) -> None:
-        super().__init__(convert_split_batchnorm(encoder, bn_splits), feature_dim, diagnostics=diagnostics)
-        self.projector = projector
+    opts: _MoCoOptions
+
+    def build(self) -> None:
+        o = self.opts
+        self.projector = self.make_projector()
+        self.encoder = convert_split_batchnorm(self.encoder, o.bn_splits)
         self.key_encoder = MomentumEncoder(
-            nn.Sequential(self.encoder, self.projector), momentum, momentum_final, momentum_schedule
+            nn.Sequential(self.encoder, self.projector), o.momentum, o.momentum_final, o.momentum_schedule
         )
-        self.temperature = temperature
-        self.similarity = similarity
-        self.bn_splits = bn_splits
-        self.negatives = negatives
+        self.bn_splits = o.bn_splits
+
+    def make_projector(self) -> nn.Module:
+        return self.projection_head()
 
     def online(self, x: Tensor) -> Tensor:
         out: Tensor = self.projector(self.encoder(x))
@@ -72,18 +95,13 @@ class _MomentumContrast(TwoViewMethod):
             m = k.shape[0] + (0 if negative_keys is None else negative_keys.shape[0])
             weights = torch.ones(n, m, device=q.device, dtype=torch.float32)
             weights[:, : k.shape[0]] = 0.0
-        kwargs: dict[str, Any] = {}
-        if self.negatives is not None:
-            kwargs["negatives"] = self.negatives.at(self.progress)
         return info_nce(
             q,
             k,
             positive_index=positives,
             negative_keys=negative_keys,
             negative_weights=weights,
-            temperature=self.temperature,
-            similarity=self.similarity,
-            **kwargs,
+            **self.kernel_options(),
         )
 
     def on_step_end(self, step: int, total_steps: int) -> None:
@@ -91,47 +109,29 @@ class _MomentumContrast(TwoViewMethod):
         self.key_encoder.update(nn.Sequential(self.encoder, self.projector), self.progress)
 
 
+@register_method(
+    "moco_v2", options=MoCoV2Options, tasks=("image",),
+    paper="He et al. 2020, arXiv:1911.05722; Chen et al. 2020, arXiv:2003.04297",
+)
 class MoCoV2(_MomentumContrast):
-    """MoCo v2: MLP projection head, momentum key encoder, FIFO queue of ``queue_size`` keys.
+    """MoCo v2: momentum key encoder and a FIFO queue of past keys as negatives.
+
+    MLP projection head; the queue holds ``queue_size`` keys.
 
     ``symmetric`` adds the loss with the views swapped (both key sets are enqueued);
     ``in_batch_negatives`` also uses the batch's other keys as negatives. ``bn_splits`` > 1
     normalises that many groups separately and shuffles the key batch across them.
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        *,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        projection_layers: int = 2,
-        projection_batch_norm: bool = False,
-        temperature: float = 0.2,
-        similarity: str = "cosine",
-        queue_size: int = 4096,
-        momentum: float = 0.99,
-        momentum_final: float = 0.99,
-        momentum_schedule: str = "constant",
-        symmetric: bool = True,
-        in_batch_negatives: bool = False,
-        bn_splits: int = 1,
-        negatives: Any = None,
-        diagnostics: bool = True,
-    ) -> None:
-        projector = MLPHead(
-            feature_dim, projection_hidden_dim, projection_dim,
-            num_layers=projection_layers, batch_norm=projection_batch_norm,
-        )
-        super().__init__(
-            encoder, feature_dim, projector, temperature=temperature, similarity=similarity,
-            momentum=momentum, momentum_final=momentum_final, momentum_schedule=momentum_schedule,
-            bn_splits=bn_splits, negatives=negatives, diagnostics=diagnostics,
-        )
-        self.queue = KeyQueue(queue_size, projection_dim) if queue_size > 0 else None
-        self.symmetric = symmetric
-        self.in_batch_negatives = in_batch_negatives
+    Options = MoCoV2Options
+    opts: MoCoV2Options
+
+    def build(self) -> None:
+        super().build()
+        o = self.opts
+        self.queue = KeyQueue(o.queue_size, self.head.projection_dim) if o.queue_size > 0 else None
+        self.symmetric = o.symmetric
+        self.in_batch_negatives = o.in_batch_negatives
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         x1, x2 = self.views_of(batch, "MoCo v2")
@@ -157,40 +157,25 @@ class MoCoV2(_MomentumContrast):
         return StepOutput(loss=loss, logs=logs)
 
 
+@register_method("moco_v3", options=MoCoV3Options, tasks=("image",), paper="Chen, Xie & He 2021, arXiv:2104.02057")
 class MoCoV3(_MomentumContrast):
-    """MoCo v3: projector + predictor on the online side, momentum projector on the key side,
-    symmetric InfoNCE over in-batch keys, scaled by 2·temperature as in the paper."""
+    """MoCo v3: online projector + predictor against a momentum key encoder, in-batch keys.
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        *,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        projection_layers: int = 3,
-        predictor_hidden_dim: int = 512,
-        temperature: float = 0.2,
-        similarity: str = "cosine",
-        momentum: float = 0.99,
-        momentum_final: float = 1.0,
-        momentum_schedule: str = "cosine",
-        bn_splits: int = 1,
-        negatives: Any = None,
-        diagnostics: bool = True,
-    ) -> None:
-        projector = MLPHead(
-            feature_dim, projection_hidden_dim, projection_dim,
-            num_layers=projection_layers, last_batch_norm=True, last_affine=False,
-        )
-        super().__init__(
-            encoder, feature_dim, projector, temperature=temperature, similarity=similarity,
-            momentum=momentum, momentum_final=momentum_final, momentum_schedule=momentum_schedule,
-            bn_splits=bn_splits, negatives=negatives, diagnostics=diagnostics,
-        )
+    Symmetric InfoNCE over the batch's keys, scaled by 2·temperature as in the paper.
+    """
+
+    Options = MoCoV3Options
+    opts: MoCoV3Options
+    default_head = HeadOptions(projection_layers=3)
+
+    def make_projector(self) -> nn.Module:
+        return self.projection_head(last_batch_norm=True, last_affine=False)
+
+    def build(self) -> None:
+        super().build()
+        dim = self.head.projection_dim
         self.predictor = MLPHead(
-            projection_dim, predictor_hidden_dim, projection_dim,
-            num_layers=2, last_batch_norm=True, last_affine=False,
+            dim, self.opts.predictor_hidden_dim, dim, num_layers=2, last_batch_norm=True, last_affine=False
         )
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
@@ -198,7 +183,7 @@ class MoCoV3(_MomentumContrast):
         # the two views go through separately so BatchNorm statistics stay per view
         q1, q2 = self.predictor(self.online(x1)), self.predictor(self.online(x2))
         k1, k2 = self.keys(x1), self.keys(x2)
-        scale = 2.0 * self.temperature
+        scale = 2.0 * self.opts.temperature
         loss = scale * (self.contrast(q1, k2, None, True) + self.contrast(q2, k1, None, True))
         logs = self.make_logs(loss, q1, q2, momentum=float(self.key_encoder.current))
         return StepOutput(loss=loss, logs=logs)

@@ -10,7 +10,8 @@ BPR + λ · (InfoNCE_users + InfoNCE_items) + reg · ½‖layer-0 embeddings of 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -19,36 +20,94 @@ from torch import Tensor, nn
 
 from contrastkit.diagnostics import normalised_std
 from contrastkit.encoders.graph import LayerHook, LightGCNEncoder, normalized_adjacency
-from contrastkit.errors import UserError, check_choice
+from contrastkit.errors import UserError
 from contrastkit.losses import bpr_loss, info_nce
 from contrastkit.methods.base import StepOutput
+from contrastkit.methods.registry import MethodOptions, register_method, resolve_options
+from contrastkit.options import option
 
 SGL_AUGMENTATIONS = ("nd", "ed", "rw")
+
+
+@dataclass
+class GraphOptions(MethodOptions):
+    """Options of every recommender."""
+
+    embedding_dim: int = option(64, "width of the user and item embeddings", ge=1)
+    reg: float = option(1e-4, "L2 weight on the batch's layer-0 embeddings", ge=0)
+
+
+@dataclass
+class LightGCNOptions(GraphOptions):
+    """Options of the graph recommenders."""
+
+    layers: int = option(2, "LightGCN propagation layers", ge=1)
+
+
+@dataclass
+class ContrastiveGraphOptions(LightGCNOptions):
+    """Options of the recommenders with a contrastive term."""
+
+    cl_weight: float = option(0.1, "weight λ of the InfoNCE term", ge=0)
+    temperature: float = option(0.2, "temperature τ of the InfoNCE term", gt=0)
+
+
+@dataclass
+class SGLOptions(ContrastiveGraphOptions):
+    """SGL's options."""
+
+    augmentation: str = option("ed", "node dropout, edge dropout or random walk", choices=SGL_AUGMENTATIONS)
+    drop_ratio: float = option(0.1, "share of nodes / edges dropped in each view", ge=0, lt=1)
+
+
+@dataclass
+class SimGCLOptions(ContrastiveGraphOptions):
+    """SimGCL's options."""
+
+    noise_eps: float = option(0.1, "magnitude ε of the uniform noise added to every layer", ge=0)
+
+
+@dataclass
+class XSimGCLOptions(SimGCLOptions):
+    """XSimGCL's options."""
+
+    cl_layer: int = option(1, "the layer contrasted with the final embeddings", ge=1)
+
+    def check_values(self, prefix: str) -> None:
+        if self.cl_layer > self.layers:
+            raise UserError(
+                f"{prefix}.cl_layer must be in [1, {self.layers}] ({prefix}.layers), got {self.cl_layer}"
+            )
 
 
 class GraphRecommender(nn.Module):
     """Base recommender: BPR on the mean of L LightGCN layers over the training graph.
 
-    Subclasses choose the layers (MF: none) and add a contrastive term.
+    Subclasses choose the layers (MF: none) and add a contrastive term. Built from
+    ``(n_users, n_items, train_pairs)`` and an options object and/or keyword overrides.
     """
 
     include_ego = True  # mean over layers 0..L (False: 1..L)
+    Options: ClassVar[type[GraphOptions]] = LightGCNOptions
 
     def __init__(
         self,
         n_users: int,
         n_items: int,
         train_pairs: np.ndarray | Tensor,
+        options: GraphOptions | None = None,
         *,
-        dim: int = 64,
-        layers: int = 2,
-        reg: float = 1e-4,
         device: torch.device | str = "cpu",
+        seed: int = 0,
+        **overrides: Any,
     ) -> None:
         super().__init__()
+        self.opts = resolve_options(self.Options, options, overrides, type(self).__name__)
+        layers = int(getattr(self.opts, "layers", 0))
         self.n_users, self.n_items = int(n_users), int(n_items)
-        self.reg = float(reg)
-        self.encoder = LightGCNEncoder(self.n_users, self.n_items, dim, layers)
+        self.reg = float(self.opts.reg)
+        self.seed = int(seed)
+        self.encoder = LightGCNEncoder(self.n_users, self.n_items, self.opts.embedding_dim, layers)
         pairs = torch.as_tensor(np.asarray(train_pairs), dtype=torch.long)
         self.train_users, self.train_items = pairs[:, 0], pairs[:, 1]
         self.graph_device = torch.device(device)
@@ -102,49 +161,25 @@ class GraphRecommender(nn.Module):
         """No momentum encoder or schedule of its own."""
 
 
+@register_method("mf", options=GraphOptions, tasks=("recsys",), paper="Rendle et al. 2009, arXiv:1205.2618")
 class MFBPR(GraphRecommender):
-    """Matrix factorisation trained with BPR (Rendle et al. 2009, arXiv:1205.2618): no graph."""
+    """Matrix factorisation trained with BPR: no graph propagation."""
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        train_pairs: np.ndarray | Tensor,
-        *,
-        dim: int = 64,
-        layers: int = 0,
-        reg: float = 1e-4,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(n_users, n_items, train_pairs, dim=dim, layers=0, reg=reg, device=device)
+    Options = GraphOptions
 
 
+@register_method("lightgcn", options=LightGCNOptions, tasks=("recsys",), paper="He et al. 2020, arXiv:2002.02126")
 class LightGCN(GraphRecommender):
-    """LightGCN (He et al. 2020, arXiv:2002.02126): BPR on the mean of layers 0..L of
-    parameter-free neighbourhood averaging over the normalised user–item graph."""
+    """LightGCN: BPR on parameter-free neighbourhood averaging over the user–item graph.
+
+    The embedding is the mean of layers 0..L of the normalised-graph propagation.
+    """
 
 
 class _Contrastive(GraphRecommender):
     """Shared InfoNCE term over two views of the unique users and positive items of a batch."""
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        train_pairs: np.ndarray | Tensor,
-        *,
-        dim: int = 64,
-        layers: int = 2,
-        reg: float = 1e-4,
-        cl_weight: float = 0.1,
-        temperature: float = 0.2,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(n_users, n_items, train_pairs, dim=dim, layers=layers, reg=reg, device=device)
-        if temperature <= 0:
-            raise UserError(f"recsys.cl_temperature must be > 0, got {temperature}")
-        self.cl_weight = float(cl_weight)
-        self.temperature = float(temperature)
+    opts: ContrastiveGraphOptions
 
     def contrast(
         self,
@@ -155,54 +190,33 @@ class _Contrastive(GraphRecommender):
         """λ · (InfoNCE over unique batch users + InfoNCE over unique positive items)."""
         u = torch.unique(batch["users"])
         i = torch.unique(batch["pos"])
-        user_term = info_nce(view1[0][u], view2[0][u], temperature=self.temperature, similarity="cosine")
-        item_term = info_nce(view1[1][i], view2[1][i], temperature=self.temperature, similarity="cosine")
-        return self.cl_weight * (user_term + item_term)
+        t = self.opts.temperature
+        user_term = info_nce(view1[0][u], view2[0][u], temperature=t, similarity="cosine")
+        item_term = info_nce(view1[1][i], view2[1][i], temperature=t, similarity="cosine")
+        return self.opts.cl_weight * (user_term + item_term)
 
 
+@register_method("sgl", options=SGLOptions, tasks=("recsys",), paper="Wu et al. 2021, arXiv:2010.10783")
 class SGL(_Contrastive):
-    """Self-supervised graph learning (Wu et al. 2021, arXiv:2010.10783).
+    """SGL: self-supervised graph learning, InfoNCE between two stochastic subgraphs.
 
-    Two stochastic subgraphs of the training graph, redrawn at the start of every epoch
-    (seeded by the epoch, so resumes are exact): node dropout (nd), edge dropout (ed) or random
-    walk (rw: a different edge-dropped graph per layer). The BPR term uses the full graph.
+    The subgraphs are redrawn at the start of every epoch (seeded by the epoch, so resumes are
+    exact): node dropout (nd), edge dropout (ed) or random walk (rw: a different edge-dropped
+    graph per layer). The BPR term uses the full graph.
     """
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        train_pairs: np.ndarray | Tensor,
-        *,
-        dim: int = 64,
-        layers: int = 2,
-        reg: float = 1e-4,
-        cl_weight: float = 0.1,
-        temperature: float = 0.2,
-        augmentation: str = "ed",
-        drop_ratio: float = 0.1,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            n_users, n_items, train_pairs, dim=dim, layers=layers, reg=reg,
-            cl_weight=cl_weight, temperature=temperature, device=device,
-        )
-        check_choice("recsys.sgl_augmentation", augmentation, SGL_AUGMENTATIONS)
-        if not 0 <= drop_ratio < 1:
-            raise UserError(f"recsys.sgl_drop_ratio must be in [0, 1), got {drop_ratio}")
-        if layers < 1:
-            raise UserError("SGL needs recsys.layers >= 1 (its views are graph perturbations)")
-        self.augmentation = augmentation
-        self.drop_ratio = float(drop_ratio)
-        self.seed = int(seed)
+    Options = SGLOptions
+    opts: SGLOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.views: tuple[list[Tensor], list[Tensor]] | None = None
         self.views_epoch: int | None = None
 
     def _subgraph(self, gen: torch.Generator) -> Tensor:
-        keep_ratio = 1.0 - self.drop_ratio
+        keep_ratio = 1.0 - self.opts.drop_ratio
         users, items = self.train_users, self.train_items
-        if self.augmentation == "nd":
+        if self.opts.augmentation == "nd":
             keep_u = torch.rand(self.n_users, generator=gen) < keep_ratio
             keep_i = torch.rand(self.n_items, generator=gen) < keep_ratio
             keep = keep_u[users] & keep_i[items]
@@ -218,7 +232,7 @@ class SGL(_Contrastive):
         layers = self.encoder.layers
         views: list[list[Tensor]] = []
         for _ in range(2):
-            if self.augmentation == "rw":
+            if self.opts.augmentation == "rw":
                 views.append([self._subgraph(gen) for _ in range(layers)])
             else:
                 views.append([self._subgraph(gen)] * layers)
@@ -244,90 +258,40 @@ def uniform_noise_hook(eps: float) -> LayerHook:
     return hook
 
 
+@register_method("simgcl", options=SimGCLOptions, tasks=("recsys",), paper="Yu et al. 2022, arXiv:2112.08679")
 class SimGCL(_Contrastive):
-    """SimGCL (Yu et al. 2022, arXiv:2112.08679): two views from uniform noise of magnitude ε
-    added to every propagation layer; no graph augmentation. BPR uses the clean embeddings."""
+    """SimGCL: InfoNCE between two views made by uniform noise on every propagation layer.
+
+    No graph augmentation; the noise has magnitude ε; BPR uses the clean embeddings.
+    """
 
     include_ego = False
-
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        train_pairs: np.ndarray | Tensor,
-        *,
-        dim: int = 64,
-        layers: int = 2,
-        reg: float = 1e-4,
-        cl_weight: float = 0.2,
-        temperature: float = 0.2,
-        eps: float = 0.1,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            n_users, n_items, train_pairs, dim=dim, layers=layers, reg=reg,
-            cl_weight=cl_weight, temperature=temperature, device=device,
-        )
-        if layers < 1:
-            raise UserError("SimGCL needs recsys.layers >= 1 (noise is added to each layer)")
-        if eps < 0:
-            raise UserError(f"recsys.noise_eps must be >= 0, got {eps}")
-        self.eps = float(eps)
+    Options = SimGCLOptions
+    opts: SimGCLOptions
 
     def rec_and_contrast(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor | None]:
         users, items = self.forward()
-        hook = uniform_noise_hook(self.eps)
+        hook = uniform_noise_hook(self.opts.noise_eps)
         view1 = self.encoder(self.adj, hook, include_ego=False)
         view2 = self.encoder(self.adj, hook, include_ego=False)
         return users, items, self.contrast(view1, view2, batch)
 
 
+@register_method("xsimgcl", options=XSimGCLOptions, tasks=("recsys",), paper="Yu et al. 2023, arXiv:2209.02544")
 class XSimGCL(_Contrastive):
-    """XSimGCL (Yu et al. 2023, arXiv:2209.02544): one noisy propagation; the final (layer-mean)
-    embeddings serve BPR and are contrasted with the noisy layer-l* embeddings (cross-layer)."""
+    """XSimGCL: one noisy propagation, its final embeddings contrasted with one of its layers.
+
+    The final (layer-mean) embeddings serve BPR and are contrasted with the noisy layer-l*
+    embeddings (cross-layer contrast).
+    """
 
     include_ego = False
-
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        train_pairs: np.ndarray | Tensor,
-        *,
-        dim: int = 64,
-        layers: int = 2,
-        reg: float = 1e-4,
-        cl_weight: float = 0.2,
-        temperature: float = 0.2,
-        eps: float = 0.2,
-        cl_layer: int = 1,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            n_users, n_items, train_pairs, dim=dim, layers=layers, reg=reg,
-            cl_weight=cl_weight, temperature=temperature, device=device,
-        )
-        if layers < 1:
-            raise UserError("XSimGCL needs recsys.layers >= 1 (noise is added to each layer)")
-        if not 1 <= cl_layer <= layers:
-            raise UserError(f"recsys.cl_layer must be in [1, {layers}] (recsys.layers), got {cl_layer}")
-        if eps < 0:
-            raise UserError(f"recsys.noise_eps must be >= 0, got {eps}")
-        self.eps = float(eps)
-        self.cl_layer = int(cl_layer)
+    Options = XSimGCLOptions
+    opts: XSimGCLOptions
 
     def rec_and_contrast(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor | None]:
-        outs = self.encoder.layer_outputs(self.adj, uniform_noise_hook(self.eps))
+        outs = self.encoder.layer_outputs(self.adj, uniform_noise_hook(self.opts.noise_eps))
         users, items = self.encoder.combine(outs, include_ego=False)
-        layer = outs[self.cl_layer]
+        layer = outs[self.opts.cl_layer]
         cl_view = (layer[: self.n_users], layer[self.n_users :])
         return users, items, self.contrast((users, items), cl_view, batch)
-
-
-RECOMMENDERS: dict[str, type[GraphRecommender]] = {
-    "mf": MFBPR,
-    "lightgcn": LightGCN,
-    "sgl": SGL,
-    "simgcl": SimGCL,
-    "xsimgcl": XSimGCL,
-}

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from contrastkit.losses import info_nce
-from contrastkit.methods.base import StepOutput, TwoViewMethod, contrast_across_ranks
+from contrastkit.methods.base import (
+    ContrastOptions,
+    StepOutput,
+    TwoViewMethod,
+    contrast_across_ranks,
+)
+from contrastkit.methods.registry import register_method
 from contrastkit.negatives.distributed import gather_no_grad, world
-from contrastkit.negatives.mining import NegativeSampling
 from contrastkit.negatives.queue import KeyQueue
-from contrastkit.nn import MLPHead
+from contrastkit.options import option
 
 
+@dataclass
+class SimCLROptions(ContrastOptions):
+    """SimCLR's options."""
+
+    queue_size: int = option(0, "past projections kept as extra negatives, a memory bank (0: none)", ge=0)
+
+
+@register_method("simclr", options=SimCLROptions, tasks=("image",), paper="Chen et al. 2020, arXiv:2002.05709")
 class SimCLR(TwoViewMethod):
-    """Encoder + MLP projection head trained with NT-Xent over V augmented views of each image.
+    """SimCLR: encoder + MLP projection head trained with NT-Xent over augmented views.
 
+    Trained over V augmented views of each image.
     `forward(x)` returns the encoder representation (used for evaluation and export); the
     projection is used only by the loss. With V > 2 views every other view of the same image is
     a positive (multi-view InfoNCE, the same kernel as SupCon with instance labels).
@@ -26,43 +41,21 @@ class SimCLR(TwoViewMethod):
     ``progress`` (step / total steps, updated in ``on_step_end``).
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        *,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        projection_layers: int = 2,
-        projection_batch_norm: bool = True,
-        temperature: float = 0.2,
-        similarity: str = "cosine",
-        negatives: NegativeSampling | None = None,
-        queue_size: int = 0,
-        diagnostics: bool = True,
-    ) -> None:
-        super().__init__(encoder, feature_dim, diagnostics=diagnostics)
-        self.projector = MLPHead(
-            feature_dim,
-            projection_hidden_dim,
-            projection_dim,
-            num_layers=projection_layers,
-            batch_norm=projection_batch_norm,
-        )
-        self.temperature = temperature
-        self.similarity = similarity
-        self.negatives = negatives
+    Options = SimCLROptions
+    opts: SimCLROptions
+
+    def build(self) -> None:
+        self.projector = self.projection_head()
         # optional memory bank: projections of past batches as extra negatives (as in MoCo)
-        self.queue = KeyQueue(queue_size, projection_dim) if queue_size > 0 else None
+        q = self.opts.queue_size
+        self.queue = KeyQueue(q, self.head.projection_dim) if q > 0 else None
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         views: list[Tensor] = batch["views"]
         n, v = views[0].shape[0], len(views)
         z = self.projector(self.encoder(torch.cat(views, dim=0)))
         rank, world_size = world()
-        kernel: dict[str, Any] = {"temperature": self.temperature, "similarity": self.similarity}
-        if self.negatives is not None:
-            kernel["negatives"] = self.negatives.at(self.progress)
+        kernel = self.kernel_options()
         if self.queue is not None and len(self.queue):
             kernel["negative_keys"] = self.queue.keys().clone()
         if world_size > 1:  # local rows against the keys of every rank

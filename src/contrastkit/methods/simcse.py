@@ -10,6 +10,7 @@ arXiv:2101.06983) makes large batches fit in fixed memory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +21,10 @@ from contrastkit.errors import UserError
 from contrastkit.losses import info_nce
 from contrastkit.methods.base import StepOutput, embedding_stats
 from contrastkit.methods.gradcache import Tower, gradcache_loss, split_rows
+from contrastkit.methods.registry import MethodOptions, register_method, resolve_options
 from contrastkit.negatives.distributed import gather_with_grad, rank_offset, world
+from contrastkit.options import option
+from contrastkit.similarity import SIMILARITIES
 
 
 def pad_and_stack(ids: list[Tensor], masks: list[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
@@ -31,32 +35,44 @@ def pad_and_stack(ids: list[Tensor], masks: list[Tensor], pad_id: int = 0) -> tu
     return torch.cat(out_ids), torch.cat(out_mask)
 
 
-class SimCSE(nn.Module):
-    """Sentence encoder trained with InfoNCE over views of the same sentence or (anchor, positive
-    [, hard negative]) tuples; ``forward(input_ids, attention_mask)`` is the sentence embedding.
+@dataclass
+class SimCSEOptions(MethodOptions):
+    """SimCSE's options (unsupervised and supervised)."""
 
-    A batch is ``{"views": [ids (B, L_v), ...], "masks": [mask (B, L_v), ...]}``: two identical
-    views for unsupervised SimCSE (dropout makes them differ), or anchor, positive and optionally
-    a hard negative. Anchors are the queries; positives are the keys (query i's positive is key
-    i); hard negatives are extra keys for every query.
+    temperature: float = option(0.05, "InfoNCE temperature τ", gt=0)
+    similarity: str = option("cosine", "similarity of sentence embeddings", choices=SIMILARITIES)
+    gradcache_chunk: int | None = option(
+        None, "GradCache: encode this many rows at a time (large batches in fixed memory)", ge=1
+    )
+
+
+@register_method(
+    "simcse", options=SimCSEOptions, tasks=("text",), paper="Gao, Yao & Chen 2021, arXiv:2104.08821"
+)
+class SimCSE(nn.Module):
+    """SimCSE: sentences (or (anchor, positive[, hard negative]) tuples) contrasted in-batch.
+
+    ``forward(input_ids, attention_mask)`` is the sentence embedding. A batch is
+    ``{"views": [ids (B, L_v), ...], "masks": [mask (B, L_v), ...]}``: two identical views for
+    unsupervised SimCSE (dropout makes them differ), or anchor, positive and optionally a hard
+    negative. Anchors are the queries; positives are the keys (query i's positive is key i);
+    hard negatives are extra keys for every query.
     """
 
     def __init__(
         self,
         encoder: nn.Module,
+        options: SimCSEOptions | None = None,
         *,
-        temperature: float = 0.05,
-        similarity: str = "cosine",
-        gradcache_chunk: int | None = None,
         pad_token_id: int = 0,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise UserError(f"SimCSE temperature must be > 0, got {temperature}")
+        self.opts = resolve_options(SimCSEOptions, options, overrides, "SimCSE")
         self.encoder = encoder
-        self.temperature = float(temperature)
-        self.similarity = similarity
-        self.gradcache_chunk = gradcache_chunk
+        self.temperature = self.opts.temperature
+        self.similarity = self.opts.similarity
+        self.gradcache_chunk = self.opts.gradcache_chunk
         self.pad_token_id = int(pad_token_id)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -112,3 +128,11 @@ class SimCSE(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """SimCSE has no momentum encoder or schedule of its own."""
+
+
+
+register_method(
+    "simcse_supervised", options=SimCSEOptions, tasks=("text",),
+    paper="Gao, Yao & Chen 2021, arXiv:2104.08821; Henderson et al. 2017, arXiv:1705.00652",
+    summary="Supervised SimCSE: (anchor, positive[, hard negative]) rows of a table, in-batch negatives.",
+)(SimCSE)

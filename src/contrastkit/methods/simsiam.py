@@ -7,36 +7,37 @@ stop-gradient projection. No negatives, no momentum encoder.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from contrastkit.losses.byol import negative_cosine_loss
-from contrastkit.methods.base import StepOutput, TwoViewMethod
+from contrastkit.methods.base import HeadOptions, ImageMethodOptions, StepOutput, TwoViewMethod
+from contrastkit.methods.registry import register_method
 from contrastkit.nn import MLPHead
+from contrastkit.options import option
 
 
+@dataclass
+class SimSiamOptions(ImageMethodOptions):
+    """SimSiam's options."""
+
+    predictor_hidden_dim: int = option(32, "hidden width of the bottleneck predictor MLP", ge=1)
+
+
+@register_method("simsiam", options=SimSiamOptions, tasks=("image",), paper="Chen & He 2021, arXiv:2011.10566")
 class SimSiam(TwoViewMethod):
-    """Siamese encoder + projector, predictor on one side, stop-gradient on the other."""
+    """SimSiam: Siamese encoder + projector, predictor on one side, stop-gradient on the other."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        *,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        projection_layers: int = 3,
-        predictor_hidden_dim: int = 32,
-        diagnostics: bool = True,
-    ) -> None:
-        super().__init__(encoder, feature_dim, diagnostics=diagnostics)
-        self.projector = MLPHead(
-            feature_dim, projection_hidden_dim, projection_dim,
-            num_layers=projection_layers, last_batch_norm=True, bias=False,
-        )
-        self.predictor = MLPHead(projection_dim, predictor_hidden_dim, projection_dim, num_layers=2)
+    Options = SimSiamOptions
+    opts: SimSiamOptions
+    default_head = HeadOptions(projection_layers=3)
+
+    def build(self) -> None:
+        dim = self.head.projection_dim
+        self.projector = self.projection_head(last_batch_norm=True, bias=False)
+        self.predictor = MLPHead(dim, self.opts.predictor_hidden_dim, dim, num_layers=2)
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         x1, x2 = self.views_of(batch, "SimSiam")

@@ -4,15 +4,22 @@ label (-1) fall back to instance discrimination (their own other views are the p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from contrastkit.losses import info_nce
-from contrastkit.methods.base import StepOutput, TwoViewMethod, contrast_across_ranks
+from contrastkit.methods.base import (
+    ContrastOptions,
+    StepOutput,
+    TwoViewMethod,
+    contrast_across_ranks,
+)
+from contrastkit.methods.registry import register_method
 from contrastkit.negatives.distributed import world
-from contrastkit.nn import MLPHead
+from contrastkit.options import option
 
 FRESH_LABELS = 1 << 40  # ids of unlabeled samples start here, far above any class id
 
@@ -28,32 +35,29 @@ def semi_supervised_labels(labels: Tensor | None, n: int, device: torch.device, 
     return torch.where(labels >= 0, labels, FRESH_LABELS + index)
 
 
-class SupCon(TwoViewMethod):
-    """Encoder + projection head trained with the multi-positive InfoNCE (SupCon "L_out") over
-    all views of the batch; ``batch['labels']`` (-1 = unlabeled) chooses the positives."""
+@dataclass
+class SupConOptions(ContrastOptions):
+    """SupCon's options (its labels come from the data; ``data.label_fraction`` hides some)."""
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        *,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        projection_layers: int = 2,
-        projection_batch_norm: bool = True,
-        temperature: float = 0.1,
-        similarity: str = "cosine",
-        negatives: Any = None,
-        diagnostics: bool = True,
-    ) -> None:
-        super().__init__(encoder, feature_dim, diagnostics=diagnostics)
-        self.projector = MLPHead(
-            feature_dim, projection_hidden_dim, projection_dim,
-            num_layers=projection_layers, batch_norm=projection_batch_norm,
-        )
-        self.temperature = temperature
-        self.similarity = similarity
-        self.negatives = negatives
+    temperature: float = option(0.1, "InfoNCE temperature τ", gt=0)
+
+
+@register_method(
+    "supcon", options=SupConOptions, tasks=("image",), paper="Khosla et al. 2020, arXiv:2004.11362",
+    uses_labels=True,
+)
+class SupCon(TwoViewMethod):
+    """Supervised (or semi-supervised) contrastive learning: same-label images are positives.
+
+    Encoder + projection head trained with the multi-positive InfoNCE (SupCon "L_out") over all
+    views of the batch; ``batch['labels']`` (-1 = unlabeled) chooses the positives.
+    """
+
+    Options = SupConOptions
+    opts: SupConOptions
+
+    def build(self) -> None:
+        self.projector = self.projection_head()
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         views: list[Tensor] = batch["views"]
@@ -62,9 +66,7 @@ class SupCon(TwoViewMethod):
         labels = batch.get("labels")
         rank, world_size = world()
         per_sample = semi_supervised_labels(labels, n, z.device, offset=rank * n)
-        kwargs: dict[str, Any] = {"temperature": self.temperature, "similarity": self.similarity}
-        if self.negatives is not None:
-            kwargs["negatives"] = self.negatives.at(self.progress)
+        kwargs = self.kernel_options()
         if world_size > 1:
             loss = contrast_across_ranks(z, per_sample, v, **kwargs)
         else:

@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
 
-from contrastkit.errors import UserError, check_choice
+from contrastkit.options import check, option
 
 NEGATIVE_KINDS: tuple[str, ...] = (
     "uniform",
@@ -47,32 +46,6 @@ SELECTION_KINDS: tuple[str, ...] = ("hard_topk", "threshold", "margin")
 SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine")
 
 
-def check_negative_sampling(values: dict[str, Any], where: str) -> None:
-    """Raise a one-line UserError naming ``where.<field>`` for any out-of-range strategy value."""
-
-    def number(name: str, lo: float | None = None, hi: float | None = None, *, hi_open: bool = False) -> float:
-        value = values[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise UserError(f"{where}.{name} must be a finite number; got {value!r}")
-        if lo is not None and value < lo:
-            raise UserError(f"{where}.{name} must be >= {lo}; got {value!r}")
-        if hi is not None and (value >= hi if hi_open else value > hi):
-            raise UserError(f"{where}.{name} must be {'<' if hi_open else '<='} {hi}; got {value!r}")
-        return float(value)
-
-    check_choice(f"{where}.kind", values["kind"], NEGATIVE_KINDS)
-    check_choice(f"{where}.schedule", values["schedule"], SCHEDULES)
-    k = values["k"]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise UserError(f"{where}.k must be an integer >= 1; got {k!r}")
-    number("threshold", -1e30, 1e30)
-    number("margin", 0.0)
-    number("beta", 0.0)
-    number("tau_plus", 0.0, 1.0, hi_open=True)
-    number("warmup_fraction", 0.0, 1.0, hi_open=True)
-    number("strength", 0.0, 1.0)
-
-
 @dataclass(frozen=True)
 class NegativeSampling:
     """A negative strategy for :func:`contrastkit.losses.info_nce` (see the module docstring).
@@ -83,18 +56,18 @@ class NegativeSampling:
     ("constant" switches it on at once).
     """
 
-    kind: str = "uniform"
-    k: int = 64
-    threshold: float = 0.0
-    margin: float = 0.1
-    beta: float = 1.0
-    tau_plus: float = 0.1
-    schedule: str = "constant"
-    warmup_fraction: float = 0.0
-    strength: float = 1.0
+    kind: str = option("uniform", "which negatives count and how much", choices=NEGATIVE_KINDS)
+    k: int = option(64, "hard_topk: negatives kept per anchor", ge=1)
+    threshold: float = option(0.0, "threshold: keep negatives with similarity >= this")
+    margin: float = option(0.1, "margin: keep negatives within this of the positives", ge=0)
+    beta: float = option(1.0, "hard_weighting: concentration β of exp(β·s/t)", ge=0)
+    tau_plus: float = option(0.1, "debiased / hard_weighting: class prior τ⁺", ge=0, lt=1)
+    schedule: str = option("constant", "strength over training (easy → hard)", choices=SCHEDULES)
+    warmup_fraction: float = option(0.0, "uniform for this first fraction of training", ge=0, lt=1)
+    strength: float = option(1.0, "0 = uniform … 1 = the full strategy", ge=0, le=1)
 
     def __post_init__(self) -> None:
-        check_negative_sampling(self.__dict__, "NegativeSampling")
+        check(self, "NegativeSampling")
 
     @property
     def is_uniform(self) -> bool:
@@ -132,26 +105,6 @@ class NegativeSampling:
         return self.schedule == "constant" and self.warmup_fraction == 0.0
 
 
-def negative_sampling_from_config(cfg: Any, where: str = "method.negatives") -> NegativeSampling | None:
-    """The strategy described by a ``NegativesConfig`` (None for plain uniform negatives).
-
-    Values are checked with messages naming ``where.<field>`` (e.g. ``method.negatives.k``).
-    """
-    values = {
-        name: getattr(cfg, name)
-        for name in (
-            "kind",
-            "k",
-            "threshold",
-            "margin",
-            "beta",
-            "tau_plus",
-            "schedule",
-            "warmup_fraction",
-            "strength",
-        )
-    }
-    check_negative_sampling(values, where)
-    if values["kind"] == "uniform":
-        return None
-    return NegativeSampling(**values)
+def negative_sampling_from_config(cfg: NegativeSampling) -> NegativeSampling | None:
+    """The strategy of a config's ``negatives`` section, or None for plain uniform negatives."""
+    return None if cfg.kind == "uniform" else cfg

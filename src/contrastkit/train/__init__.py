@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contrastkit.train.checkpoint import atomic_save, load_checkpoint, save_safetensors
 from contrastkit.train.optim import LARS, build_optimizer, lr_factor
+from contrastkit.train.options import OptimConfig, TrainConfig
 from contrastkit.train.trainer import (
     Trainer,
     TrainerOptions,
@@ -15,6 +16,8 @@ from contrastkit.train.trainer import (
 
 __all__ = [
     "LARS",
+    "OptimConfig",
+    "TrainConfig",
     "TrainSummary",
     "Trainer",
     "TrainerOptions",

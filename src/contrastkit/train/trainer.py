@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from contrastkit.data.image.loader import InMemoryViewLoader
 from contrastkit.negatives.distributed import world
 from contrastkit.train.checkpoint import atomic_save, load_checkpoint
 from contrastkit.train.distributed import barrier
 from contrastkit.train.optim import build_optimizer, lr_factor
+from contrastkit.train.options import OptimConfig, TrainConfig
 
 CHECKPOINT_FORMAT = "contrastkit-checkpoint-v1"
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "images_per_sec", "elapsed_sec"]
@@ -68,25 +68,19 @@ def peak_memory_mb(device: torch.device) -> float:
 
 @dataclass
 class TrainerOptions:
-    """Loop settings (a flat view of the recipe's optim and train sections)."""
+    """Loop settings: the recipe's optim and train sections, whether to show progress, and the
+    whole config (stored in every checkpoint)."""
 
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    warmup_fraction: float = 0.05
-    schedule: str = "cosine"
-    final_lr_fraction: float = 0.0
-    grad_clip: float | None = None
-    epochs: int = 10
-    max_steps: int | None = None
-    time_budget_minutes: float | None = None
-    precision: str = "auto"
-    compile: bool = False
-    checkpoint_every: int = 500
-    log_every: int = 10
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     progress: bool = True
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        """The peak learning rate, scaled by batch / 256 with optim.scale_lr_by_batch."""
+        lr = self.optim.lr
+        return lr * self.train.batch_size / 256 if self.optim.scale_lr_by_batch else lr
 
 
 @dataclass
@@ -103,6 +97,16 @@ class TrainSummary:
     collapsed_at_step: int | None = None
 
 
+def _batch_rows(batch: dict[str, Any], default: int) -> int:
+    """Samples in a batch (for the throughput): the first view's rows, the users of a
+    recommendation batch, else the loader's batch size."""
+    if "views" in batch:
+        return int(batch["views"][0].shape[0])
+    if "users" in batch:
+        return len(batch["users"])
+    return default
+
+
 class _TrainingStep(nn.Module):
     """The method's training step as a forward pass, for DistributedDataParallel's hooks."""
 
@@ -115,12 +119,18 @@ class _TrainingStep(nn.Module):
 
 
 class Trainer:
-    """Train `model` on batches from `loader`, writing logs and checkpoints into `run_dir`."""
+    """Train `model` on batches from `loader`, writing logs and checkpoints into `run_dir`.
+
+    ``model``: an nn.Module with ``training_step(batch) -> StepOutput`` and ``on_step_end(step,
+    total_steps)``. ``loader``: ``len()`` (steps per epoch), ``batch_size``, ``batches(epoch,
+    start)`` (the batches of an epoch from the ``start``-th on, deterministic in the epoch), and
+    ``state_dict()`` / ``load_state_dict()`` for exact resume.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        loader: InMemoryViewLoader,
+        loader: Any,
         run_dir: Path,
         options: TrainerOptions,
         *,
@@ -144,10 +154,10 @@ class Trainer:
         self.device = device
         self.callbacks = callbacks or []
         self.optimizer = build_optimizer(
-            model, options.optimizer, options.lr, options.weight_decay, options.momentum
+            model, options.optim.name, options.lr, options.optim.weight_decay, options.optim.momentum
         )
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.amp_dtype = autocast_dtype(options.precision, device)
+        self.amp_dtype = autocast_dtype(options.train.precision, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.epoch = 0
@@ -155,11 +165,11 @@ class Trainer:
         self.elapsed = 0.0
         self.stop_reason: str | None = None  # set by a callback (e.g. early stopping) to end fit()
         steps_per_epoch = len(loader)
-        self.total_steps = options.max_steps or options.epochs * steps_per_epoch
+        self.total_steps = options.train.max_steps or options.train.epochs * steps_per_epoch
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         self.log_path = self.run_dir / "train_log.csv"
         self._fields: list[str] = []
-        if options.compile:
+        if options.train.compile:
             for module in self.model.children():
                 module.compile()
 
@@ -276,14 +286,13 @@ class Trainer:
 
     def _progress(self) -> float:
         frac = self.step / max(self.total_steps, 1)
-        if self.opt.time_budget_minutes:
-            frac = max(frac, self.elapsed / (60.0 * self.opt.time_budget_minutes))
+        if self.opt.train.time_budget_minutes:
+            frac = max(frac, self.elapsed / (60.0 * self.opt.train.time_budget_minutes))
         return frac
 
     def _set_lr(self) -> float:
-        factor = lr_factor(
-            self._progress(), self.opt.warmup_fraction, self.opt.schedule, self.opt.final_lr_fraction
-        )
+        o = self.opt.optim
+        factor = lr_factor(self._progress(), o.warmup_fraction, o.schedule, o.final_lr_fraction)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
         return self.base_lrs[0] * factor
@@ -291,14 +300,14 @@ class Trainer:
     def _schedule_total(self) -> int:
         """Total steps as methods' schedules (e.g. EMA momentum) should see them: under a time
         budget, the steps the budget is expected to allow at the speed so far."""
-        budget = self.opt.time_budget_minutes
+        budget = self.opt.train.time_budget_minutes
         if not budget or self.elapsed <= 0 or self.step == 0:
             return self.total_steps
         expected = int(self.step * 60.0 * budget / self.elapsed)
         return max(self.step + 1, min(self.total_steps, expected))
 
     def _budget_spent(self) -> bool:
-        budget = self.opt.time_budget_minutes
+        budget = self.opt.train.time_budget_minutes
         spent = bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
         if budget and self.world_size > 1:  # rank 0's clock decides, so all ranks stop together
             import torch.distributed as dist
@@ -318,7 +327,7 @@ class Trainer:
         window_images, window_time = 0, 0.0
         images_per_sec = 0.0
         last_loss = float("nan")
-        stopped_by = "steps"
+        stopped_by = self.stop_reason or "steps"  # a callback may have ended the run already
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
@@ -358,9 +367,9 @@ class Trainer:
                         )
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scaler.scale(loss).backward()
-                    if self.opt.grad_clip:
+                    if self.opt.optim.grad_clip:
                         self.scaler.unscale_(self.optimizer)
-                        nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.grad_clip)
+                        nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.optim.grad_clip)
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                     method.on_step_end(self.step, self._schedule_total())
@@ -371,12 +380,12 @@ class Trainer:
                     self.elapsed += dt
                     self.step += 1
                     self.batch_in_epoch += 1
-                    n_images = int(batch["views"][0].shape[0]) if "views" in batch else len(batch["users"])
+                    n_images = _batch_rows(batch, self.loader.batch_size)
                     window_images += n_images * self.world_size
                     window_time += dt
                     last_loss = out.logs.get("loss", float(loss.detach()))
                     bar.update(1)
-                    if self.step % self.opt.log_every == 0 or self.step == self.total_steps:
+                    if self.step % self.opt.train.log_every == 0 or self.step == self.total_steps:
                         images_per_sec = window_images / max(window_time, 1e-9)
                         window_images, window_time = 0, 0.0
                         row = {
@@ -400,7 +409,7 @@ class Trainer:
                     if self.stop_reason:
                         stopped_by = self.stop_reason
                         break
-                    if self.step % self.opt.checkpoint_every == 0:
+                    if self.step % self.opt.train.checkpoint_every == 0:
                         self.save_checkpoint()
                     if self.step >= self.total_steps:
                         break

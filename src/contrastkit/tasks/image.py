@@ -1,0 +1,299 @@
+"""Task ``image``: self-supervised learning from unlabeled images (SimCLR, MoCo, BYOL, ...).
+
+data: an in-memory uint8 data set (digits, Fashion-MNIST, CIFAR, STL-10, an image folder),
+augmented in batches on the device → model: the configured method around a fresh image
+encoder → evaluation of the frozen encoder (kNN, linear and few-label probes, fine-tuning)
+against the same network at random initialisation and raw pixels.
+
+Run folder, besides the common files: ``encoder.safetensors`` (the trained encoder),
+``plots/`` (curves, t-SNE map, nearest neighbours), ``index/`` (see contrastkit.index).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from contrastkit.config import Config, DataConfig, ModelConfig
+from contrastkit.data.image import (
+    ImageDataset,
+    build_augmentation,
+    default_augmentation,
+    eval_transform,
+    load_image_dataset,
+)
+from contrastkit.data.image.loader import InMemoryViewLoader
+from contrastkit.diagnostics import CollapseMonitor
+from contrastkit.encoders import build_image_encoder
+from contrastkit.errors import UserError
+from contrastkit.methods.base import HeadOptions
+from contrastkit.methods.registry import get_method
+from contrastkit.runs import last_checkpoint
+from contrastkit.tasks.base import RunContext, Task, register_task
+from contrastkit.train import TrainSummary, load_checkpoint, save_safetensors
+
+ENCODER_FILE = "encoder.safetensors"
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def load_split(cfg: Config, split: str) -> ImageDataset:
+    """The configured data set's train or test split."""
+    d: DataConfig = cfg.data
+    return load_image_dataset(d.name, split=split, root=d.root, download=d.download, image_size=d.image_size)
+
+
+def input_size(cfg: Config, data: ImageDataset) -> int:
+    return int(cfg.data.image_size or data.image_size)
+
+
+def build_encoder(cfg: Config, channels: int, size: int) -> nn.Module:
+    m: ModelConfig = cfg.model
+    return build_image_encoder(m.encoder, channels, width=m.width, cifar_stem=m.cifar_stem, image_size=size)
+
+
+def head_options(cfg: Config) -> HeadOptions:
+    """The projection head of the recipe's ``model`` section."""
+    m: ModelConfig = cfg.model
+    return HeadOptions(m.projection_dim, m.projection_hidden_dim, m.projection_layers, m.projection_batch_norm)
+
+
+def build_model(cfg: Config, channels: int, size: int) -> nn.Module:
+    """The configured method around a fresh encoder."""
+    encoder = build_encoder(cfg, channels, size)
+    spec = get_method(cfg.method.name, "image")
+    return spec.build(cfg.method, encoder=encoder, feature_dim=int(encoder.out_dim), head=head_options(cfg))  # type: ignore[arg-type]
+
+
+def visible_labels(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Labels with all but ``fraction`` of each class hidden (-1), chosen with ``seed``;
+    every class keeps at least one label."""
+    if fraction >= 1.0:
+        return labels.clone()
+    gen = torch.Generator().manual_seed(seed * 104729 + 11)
+    out = torch.full_like(labels, -1)
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c).flatten()
+        keep = max(1, round(fraction * idx.numel()))
+        out[idx[torch.randperm(idx.numel(), generator=gen)[:keep]]] = c
+    return out
+
+
+def augmentation_for(cfg: Config, data: ImageDataset) -> Any:
+    size = input_size(cfg, data)
+    spec = cfg.data.augment if cfg.data.augment is not None else default_augmentation(data.channels, size)
+    return build_augmentation(spec, size=size, channels=data.channels, mean=data.mean(), std=data.std())
+
+
+def load_trained_model(run_dir: Path, cfg: Config, channels: int, size: int, device: torch.device) -> nn.Module:
+    """Rebuild the model of a run and load its last checkpoint (code-free load)."""
+    model = build_model(cfg, channels, size)
+    state = load_checkpoint(last_checkpoint(run_dir), map_location="cpu")
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def _images_for_spec(cfg: Config, spec: str, size: int) -> ImageDataset:
+    """The images of a data spec ('name[:split]' or a folder) at the run's input size."""
+    name, _, split = spec.partition(":")
+    root = None
+    if Path(spec).is_dir():
+        name, split, root = "folder", "train", spec
+    elif name == "folder":
+        name, root, split = "folder", split, "train"
+    elif name == cfg.data.name:
+        root = cfg.data.root
+    return load_image_dataset(name, split=split or "test", root=root, download=False, image_size=size)
+
+
+class _Reference:
+    """The run's training data (channels, size, normalisation), its trained model and device."""
+
+    def __init__(self, run_dir: Path, cfg: Config, *, model: bool = True) -> None:
+        from contrastkit.tasks.runner import setup_runtime
+
+        self.device = setup_runtime(cfg, distributed=False)
+        self.train = load_split(cfg, "train")
+        self.size = input_size(cfg, self.train)
+        self.transform = eval_transform(size=self.size, mean=self.train.mean(), std=self.train.std())
+        self.model = load_trained_model(run_dir, cfg, self.train.channels, self.size, self.device) if model else None
+
+    def encoder(self) -> nn.Module:
+        assert self.model is not None
+        out: nn.Module = self.model.encoder  # type: ignore[assignment]
+        return out
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+@register_task
+class ImageTask(Task):
+    """Self-supervised learning from images, evaluated with frozen-feature probes."""
+
+    name = "image"
+    sections: ClassVar[dict[str, type]] = {"data": DataConfig, "model": ModelConfig}
+    default_method = "simclr"
+    unit = "images"
+
+    def validate(self, cfg: Config) -> None:
+        splits = getattr(cfg.method, "bn_splits", 1)
+        if cfg.train.batch_size % splits:
+            raise UserError(
+                f"train.batch_size {cfg.train.batch_size} must be divisible by method.bn_splits {splits}"
+            )
+
+    def data(self, ctx: RunContext) -> ImageDataset:
+        data = load_split(ctx.cfg, "train")
+        if get_method(ctx.cfg.method.name).uses_labels and data.labels is None:
+            raise UserError(f"method {ctx.cfg.method.name!r} needs labels but data set {data.name!r} has none")
+        return data
+
+    def model(self, ctx: RunContext, data: ImageDataset) -> nn.Module:
+        model = build_model(ctx.cfg, data.channels, input_size(ctx.cfg, data))
+        if ctx.cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def loader(self, ctx: RunContext, data: ImageDataset, model: nn.Module) -> InMemoryViewLoader:
+        cfg = ctx.cfg
+        labels = None
+        if get_method(cfg.method.name).uses_labels:
+            assert data.labels is not None
+            labels = visible_labels(data.labels, cfg.data.label_fraction, cfg.train.seed)
+            ctx.log(
+                f"{cfg.method.name}: {int((labels >= 0).sum())} of {labels.numel()} training labels "
+                f"used (data.label_fraction={cfg.data.label_fraction}); the rest are unlabeled"
+            )
+        return InMemoryViewLoader(
+            data.images,
+            batch_size=ctx.local_batch,
+            augmentation=augmentation_for(cfg, data).to(ctx.device),
+            views=cfg.data.views,
+            seed=cfg.train.seed,
+            device=ctx.device,
+            channels_last=cfg.train.channels_last,
+            labels=labels,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
+
+    def callbacks(self, ctx: RunContext, trainer: Any, data: Any, model: nn.Module) -> list[Any]:
+        ctx.state["monitor"] = CollapseMonitor()
+        return [ctx.state["monitor"]]
+
+    def describe(self, ctx: RunContext, data: ImageDataset) -> str:
+        cfg = ctx.cfg
+        return (
+            f"training {cfg.method.name} on {data.name} ({data.images.shape[0]} images, "
+            f"{tuple(data.images.shape[1:])}) with {cfg.model.encoder} on {ctx.device}"
+        )
+
+    def after_training(self, ctx: RunContext, data: Any, model: nn.Module, summary: TrainSummary) -> dict[str, Any]:
+        summary.collapsed_at_step = ctx.state["monitor"].collapsed_at
+        if ctx.is_main:
+            encoder: nn.Module = model.encoder  # type: ignore[assignment]
+            save_safetensors(encoder.state_dict(), ctx.run_dir / ENCODER_FILE)
+        return {}
+
+    def evaluate(self, run_dir: Path, cfg: Config, *, verbose: bool = True) -> dict[str, Any]:
+        from contrastkit.evaluate.suite import evaluate_run
+
+        ref = _Reference(run_dir, cfg)
+        test_data = load_split(cfg, "test")
+        if ref.train.labels is None or test_data.labels is None:
+            raise UserError(f"data set {cfg.data.name!r} has no labels: nothing to evaluate (embed still works)")
+        channels, seed = ref.train.channels, cfg.train.seed
+
+        def make_random_encoder() -> nn.Module:
+            torch.manual_seed(seed + 4242)
+            return build_encoder(cfg, channels, ref.size)
+
+        if verbose:
+            print(f"evaluating {run_dir} on {cfg.data.name} (test split: {test_data.images.shape[0]} images)", flush=True)
+        assert ref.model is not None
+        return evaluate_run(
+            ref.model,
+            make_random_encoder,
+            ref.train.images,
+            ref.train.labels,
+            test_data.images,
+            test_data.labels,
+            num_classes=ref.train.num_classes,
+            class_names=ref.train.classes,
+            eval_transform=ref.transform,
+            train_transform=augmentation_for(cfg, ref.train).to(ref.device),
+            cfg=cfg.eval,
+            device=ref.device,
+            out_dir=Path(run_dir) / "plots",
+            seed=seed,
+            channels_last=cfg.train.channels_last,
+            verbose=verbose,
+        )
+
+    def results_table(self, ev: dict[str, Any]) -> str:
+        from contrastkit.evaluate.suite import results_table
+
+        return "accuracy (%) on the test split:\n" + results_table(ev)
+
+    # ------------------------------------------------------------------ embeddings and search
+
+    def _features(
+        self, run_dir: Path, cfg: Config, spec: str, batch_size: int
+    ) -> tuple[torch.Tensor, ImageDataset]:
+        from contrastkit.evaluate.features import extract_features
+
+        ref = _Reference(run_dir, cfg)
+        data = _images_for_spec(cfg, spec, ref.size)
+        if data.channels != ref.train.channels:
+            raise UserError(
+                f"data {spec!r} has {data.channels} channel(s) but the run was trained on {ref.train.channels}"
+            )
+        feats = extract_features(ref.encoder(), data.images, ref.transform, batch_size=batch_size, device=ref.device)
+        return feats, data
+
+    def embed_items(
+        self, run_dir: Path, cfg: Config, spec: str, *, batch_size: int = 512, unique: bool = False
+    ) -> tuple[np.ndarray, list[dict[str, Any]], str]:
+        """Features of the images of ``spec``, one description per image (with its class
+        name where the data set has labels), and the modality ``"image"``."""
+        feats, data = self._features(run_dir, cfg, spec, batch_size)
+        items: list[dict[str, Any]] = []
+        for i in range(data.images.shape[0]):
+            item: dict[str, Any] = {"image": f"{spec}#{i}"}
+            if data.labels is not None:
+                label = int(data.labels[i])
+                item["label"] = data.classes[label] if label < len(data.classes) else label
+            items.append(item)
+        return feats.numpy(), items, "image"
+
+    def embed(self, run_dir: Path, cfg: Config, spec: str | None, out: Path, *, batch_size: int) -> tuple[int, int]:
+        """Features of ``spec`` → OUT (.npy); labels → <stem>.labels.npy where there are some."""
+        if spec is None:
+            raise UserError("--data is required for this run: NAME[:SPLIT] (e.g. fashion-mnist:test) or an image folder")
+        feats, data = self._features(run_dir, cfg, spec, batch_size)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, feats.numpy())
+        if data.labels is not None:
+            np.save(out.with_name(out.stem + ".labels.npy"), data.labels.numpy())
+        return int(feats.shape[0]), int(feats.shape[1])
+
+    def encode_query(self, run_dir: Path, cfg: Config, query: str) -> tuple[np.ndarray, str]:
+        """The embedding of an image file with the run's encoder (modality "image")."""
+        from contrastkit.index.search import IMAGE_SUFFIXES, is_image_query, read_query_image
+
+        if not is_image_query(query):
+            raise UserError(
+                f"this is an image run: the query must be an image file ({', '.join(IMAGE_SUFFIXES)}); "
+                f"{query!r} is not one"
+            )
+        ref = _Reference(run_dir, cfg)
+        x = read_query_image(query, ref.train.channels, ref.size)
+        with torch.no_grad():
+            z = ref.encoder()(ref.transform(x.to(ref.device)))
+        return z.float().cpu().numpy(), "image"
