@@ -47,3 +47,5 @@ def test_compare_refuses_different_data(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.count("\n") == 1 and "same data" in err and "fashion-mnist" in err
     code = main(["compare", "digits-simclr", "--budget-minutes", "0", "--out", str(tmp_path / "y")])
     assert code == 2 and "--budget-minutes must be > 0" in capsys.readouterr().err
+    code = main(["compare", "digits-simclr", "ml100k-lightgcn", "--budget-minutes", "1", "--out", str(tmp_path / "z")])
+    assert code == 2 and "compare works on image recipes; got task recsys" in capsys.readouterr().err

@@ -22,7 +22,6 @@ from contrastkit.tasks.image import build_encoder
 from contrastkit.tasks.text import (
     TextConfig,
     TextTask,
-    encode_texts,
     is_text_spec,
     read_meta,
     text_encoder_for_training,
@@ -173,6 +172,17 @@ class ImageTextTask(TextTask):
 
     # ------------------------------------------------------------------ evaluation
 
+    @torch.no_grad()
+    def encode_texts(self, model: nn.Module, texts: list[str], *, batch_size: int = 256) -> Tensor:
+        """Projected text-tower embeddings (N, D) on the CPU."""
+        m = cast(Any, model)
+        device = next(model.parameters()).device
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            enc = m.text_encoder.tokenize(texts[start : start + batch_size])
+            chunks.append(m.embed_texts(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
+        return torch.cat(chunks)
+
     def evaluate_model(self, model: nn.Module, cfg: Config, meta: dict[str, Any], batch_size: int) -> dict[str, Any]:
         """Zero-shot accuracy from prompt templates and image↔text retrieval @ K."""
         from contrastkit.data.text.captions import CaptionMaker, prompts
@@ -190,7 +200,7 @@ class ImageTextTask(TextTask):
             classes = data["classes"]
             texts = prompts(classes, t.zero_shot_templates)
             flat = [p for group in texts for p in group]
-            zt = torch.nn.functional.normalize(encode_texts(model, cfg, flat, batch_size=batch_size), dim=1)
+            zt = torch.nn.functional.normalize(self.encode_texts(model, flat, batch_size=batch_size), dim=1)
             class_emb = torch.nn.functional.normalize(zt.view(len(classes), len(texts[0]), -1).mean(1), dim=1)
             pred = (zi @ class_emb.T).argmax(1)
             out["zero_shot"] = {
@@ -211,7 +221,7 @@ class ImageTextTask(TextTask):
         unique = list(dict.fromkeys(captions))
         cid = {c: i for i, c in enumerate(unique)}
         caption_of = torch.tensor([cid[c] for c in captions])
-        zc = encode_texts(model, cfg, unique, batch_size=batch_size)
+        zc = self.encode_texts(model, unique, batch_size=batch_size)
         out["image_to_text"] = {**retrieval_metrics(query_images, zc, caption_of, ks=t.recall_k), "corpus": len(unique)}
         images_of = [torch.nonzero(caption_of == j).flatten().tolist() for j in range(len(unique))]
         out["text_to_image"] = {**retrieval_metrics(zc, query_images, images_of, ks=t.recall_k), "corpus": len(rows)}

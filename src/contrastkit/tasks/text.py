@@ -142,22 +142,6 @@ def saved_text_encoder(run_dir: Path, cfg: Config) -> Any:
     return load_pretrained_text_encoder(folder, pooling=cfg.text.pooling, max_length=cfg.text.max_length, weights=False)
 
 
-@torch.no_grad()
-def encode_texts(model: nn.Module, cfg: Config, texts: list[str], *, batch_size: int = 256) -> Tensor:
-    """Text embeddings (N, D) on the CPU: the sentence encoder's (text) or the projected text
-    tower's (image_text)."""
-    m = cast(Any, model)
-    device = next(model.parameters()).device
-    if cfg.task == "text":
-        out: Tensor = m.encoder.encode(texts, batch_size=batch_size, device=device)
-        return out
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        enc = m.text_encoder.tokenize(texts[start : start + batch_size])
-        chunks.append(m.embed_texts(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
-    return torch.cat(chunks)
-
-
 # ----------------------------------------------------------------------------- the task
 
 
@@ -266,6 +250,13 @@ class TextTask(Task):
 
     # ------------------------------------------------------------------ evaluation
 
+    @torch.no_grad()
+    def encode_texts(self, model: nn.Module, texts: list[str], *, batch_size: int = 256) -> Tensor:
+        """Sentence embeddings (N, D) on the CPU."""
+        m = cast(Any, model)
+        out: Tensor = m.encoder.encode(texts, batch_size=batch_size, device=next(model.parameters()).device)
+        return out
+
     def evaluate(self, run_dir: Path, cfg: Config, *, verbose: bool = True) -> dict[str, Any]:
         """The evaluation of the trained model and, with eval.baselines, of the model before
         training."""
@@ -299,7 +290,7 @@ class TextTask(Task):
         out: dict[str, Any] = {}
 
         def enc(texts: list[str]) -> Tensor:
-            return encode_texts(model, cfg, texts, batch_size=batch_size)
+            return self.encode_texts(model, texts, batch_size=batch_size)
 
         if t.sts_file:
             sts = read_sts(t.sts_file, t.sts_columns, t.sts_filter, data_root=t.data_root)
@@ -353,7 +344,7 @@ class TextTask(Task):
         texts = read_spec_texts(spec, cfg)
         if unique:
             texts = list(dict.fromkeys(texts))
-        z = encode_texts(model, cfg, texts, batch_size=batch_size)
+        z = self.encode_texts(model, texts, batch_size=batch_size)
         return z.numpy(), [{"text": s} for s in texts], "text"
 
     def embed(self, run_dir: Path, cfg: Config, spec: str | None, out: Path, *, batch_size: int) -> tuple[int, int]:
@@ -375,7 +366,7 @@ class TextTask(Task):
         if is_image_query(query):
             raise UserError(f"this is a text run: query with text, not an image file ({query!r})")
         model = self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False))
-        return encode_texts(model, cfg, [query]).numpy(), "text"
+        return self.encode_texts(model, [query]).numpy(), "text"
 
 
 def _text_augmentation(cfg: Config, encoder: Any) -> Any:
