@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
+DEMO_ARGS ?=
 
 .PHONY: demo test lint unit install install-test fashion-mnist bench clean
 
+# DEMO_ARGS: extra arguments for the demo run (the docs tests shorten it with them)
 demo: install fashion-mnist
-	$(BIN)/contrastkit train
+	$(BIN)/contrastkit train $(DEMO_ARGS)
 
 test: install-test fashion-mnist lint unit
 

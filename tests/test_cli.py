@@ -130,3 +130,20 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     b = load_checkpoint(ckpt)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_doctor_says_what_is_found_and_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from contrastkit import doctor
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr("contrastkit.data.image.datasets.DEBIAN_FASHION_MNIST", tmp_path / "none")
+    text = doctor.report()
+    assert "torch " in text and "device " in text and "threads " in text
+    assert "faiss-cpu                missing" in text
+    assert "pip install 'contrastkit[faiss]'   # faiss-cpu" in text
+    assert "fashion-mnist  not found" in text and "apt-get install dataset-fashion-mnist" in text
+    assert len(text.splitlines()) < 45  # one screen

@@ -1,12 +1,10 @@
 """DDP on CPU with gloo and 2 processes: one step of every method on 2 x B samples spread over
 2 ranks equals one process on the concatenated 2B batch (loss and gradients, BatchNorm removed,
-since per-process BatchNorm statistics differ by design); a 2-process run stopped after a
-checkpoint resumes to the same weights as an uninterrupted one."""
+since per-process BatchNorm statistics differ by design). Stopping and resuming 2-process runs
+is tested in tests/test_preemption.py."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -131,72 +129,6 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batch(name: str, ddp_re
     if queue is not None:  # both ranks enqueued the gathered keys: the same queue as one process
         torch.testing.assert_close(r0["queue"], queue.keys())
         torch.testing.assert_close(r1["queue"], queue.keys())
-
-
-def _train_worker(rank: int, port: int, run: str, max_steps: int, stop_at: int | None, resume: bool) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    from contrastkit.config import load_config
-    from contrastkit.runs import new_run_dir
-    from contrastkit.tasks.runner import train
-    from contrastkit.train.distributed import shutdown
-
-    from .conftest import tiny_overrides
-
-    torch.set_num_threads(1)
-    cfg = load_config("digits-simclr", tiny_overrides(**{
-        "method.name": "moco_v2", "method.queue_size": 128, "train.max_steps": max_steps,
-        "train.checkpoint_every": 3, "train.batch_size": 64,
-    }))
-    run_dir = new_run_dir(cfg, run, resume=resume)
-
-    def stop(step: int, logs: dict[str, float]) -> None:
-        if step == stop_at:
-            raise KeyboardInterrupt
-
-    with contextlib.suppress(KeyboardInterrupt):
-        train(cfg, run_dir, resume=resume, progress=False, verbose=False, callbacks=[stop])
-    shutdown()
-
-
-def _spawn(run: Path, stop_at: int | None = None, resume: bool = False) -> None:
-    mp.spawn(_train_worker, args=(_free_port(), str(run), 6, stop_at, resume), nprocs=2, join=True)
-
-
-def test_two_process_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    from contrastkit.train import load_checkpoint
-
-    _spawn(tmp_path / "full")
-    _spawn(tmp_path / "cut", stop_at=4)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
-    _spawn(tmp_path / "cut", resume=True)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
-    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
-    assert a["step"] == b["step"] == 6 and a["world_size"] == 2 and len(a["ranks"]) == 2
-    for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
-
-
-def test_cli_nproc_launches_torchrun_end_to_end(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "contrastkit", "train", "digits-simclr", "--nproc", "2", "--out", str(out),
-         "--no-eval", "--quiet", *[a for o in tiny_overrides_list() for a in ("--set", o)]],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "distributed: 2 processes, 32 images each per step" in proc.stdout
-    assert proc.stdout.count("trained 4 steps") == 1  # rank 0 alone reports
-    assert (out / "encoder.safetensors").is_file() and (out / "checkpoints" / "last.pt").is_file()
-
-
-def tiny_overrides_list() -> list[str]:
-    from .conftest import tiny_overrides
-
-    return tiny_overrides(**{"train.max_steps": 4, "train.checkpoint_every": 2})
 
 
 def test_nproc_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

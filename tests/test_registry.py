@@ -201,12 +201,11 @@ class PointsTask(Task):
 
     def evaluate(self, run_dir: Path, cfg: Any, *, verbose: bool = True) -> dict[str, Any]:
         from contrastkit.evaluate.knn import knn_predict
-        from contrastkit.runs import last_checkpoint
-        from contrastkit.train import load_checkpoint
+        from contrastkit.runs import load_run_checkpoint
 
         x, y = _points(cfg)
         model = self.model(RunContext(cfg, run_dir, torch.device("cpu")), (x, y))
-        model.load_state_dict(load_checkpoint(last_checkpoint(run_dir))["model"])
+        model.load_state_dict(load_run_checkpoint(run_dir)["model"])
         with torch.no_grad():
             z = model.encoder(x)  # type: ignore[operator]
         half = x.shape[0] // 2

@@ -1,5 +1,5 @@
 """Command line: contrastkit train | evaluate | embed | compare | index | search | recommend |
-similar | recipes | methods.
+similar | recipes | methods | doctor.
 
 User mistakes print one line `contrastkit: error: ...` and exit with code 2, never a traceback.
 """
@@ -7,6 +7,7 @@ User mistakes print one line `contrastkit: error: ...` and exit with code 2, nev
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("recipes", help="list the shipped recipes")
 
+    sub.add_parser("doctor", help="versions, device, extras, data sets and models found: paste it into a bug report")
+
     p = sub.add_parser("methods", help="every method with its task, paper and options (defaults, help)")
     p.add_argument("name", nargs="?", default=None, help="show one method only")
     p.add_argument("--task", default=None, help="only the methods of this task")
@@ -92,11 +95,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _launch_nproc(args: argparse.Namespace) -> int:
-    """`contrastkit train ... --nproc N`: the same command under torchrun in N processes."""
-    import subprocess
+    """`contrastkit train ... --nproc N`: the same command in N processes (torchrun + DDP)."""
     from datetime import datetime
 
-    from contrastkit.train.distributed import torchrun_command
+    from contrastkit.train.launch import launch
 
     if args.out is None:
         if args.resume:
@@ -120,7 +122,11 @@ def _launch_nproc(args: argparse.Namespace) -> int:
     for o in args.overrides:
         argv += ["--set", o]
     argv += [flag for flag, on in (("--resume", args.resume), ("--no-eval", args.no_eval), ("--quiet", args.quiet)) if on]
-    return subprocess.run(torchrun_command(args.nproc, argv), check=False).returncode
+    return launch(args.nproc, argv, _resume_command(args.out, args.nproc))
+
+
+def _resume_command(out: str | Path, nproc: int = 1) -> str:
+    return f"contrastkit train --out {out} --resume" + (f" --nproc {nproc}" if nproc > 1 else "")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -270,6 +276,13 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from contrastkit.doctor import report
+
+    print(report())
+    return 0
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from contrastkit.errors import check_choice
     from contrastkit.methods.registry import all_methods
@@ -325,23 +338,57 @@ def main(argv: list[str] | None = None) -> int:
         "search": _cmd_search,
         "recipes": _cmd_recipes,
         "methods": _cmd_methods,
+        "doctor": _cmd_doctor,
     }
     warnings.showwarning = _one_line_warning
     try:
         return handlers[args.command](args)
-    except UserError as exc:
-        print(f"contrastkit: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("\ncontrastkit: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
-        return 130
     except Exception as exc:
-        from contrastkit.train import TrainingDiverged
+        return _report(exc)
+    except KeyboardInterrupt:
+        _say("\ncontrastkit: interrupted; the last checkpoint is kept (continue with --resume)")
+        return 130
 
-        if isinstance(exc, TrainingDiverged):
-            print(f"contrastkit: training stopped: {exc}", file=sys.stderr)
-            return EXIT_DIVERGED
-        raise
+
+def _say(line: str) -> None:
+    """An error line, from the first process of a torchrun job only (the others agree)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
+
+
+def _report(exc: Exception) -> int:
+    """One line and the exit code for what stopped a command; anything else is a bug (re-raised)."""
+    from contrastkit.train import CheckpointWriteError, TrainingDiverged
+    from contrastkit.train.preemption import (
+        EXIT_CHECKPOINT_WRITE,
+        EXIT_DIST_FAILURE,
+        EXIT_PREEMPTED,
+        DistributedFailure,
+        Preempted,
+    )
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if isinstance(exc, UserError):
+        _say(f"contrastkit: error: {exc}")
+        return EXIT_USER_ERROR
+    if isinstance(exc, Preempted):
+        run_dir = Path(exc.checkpoint).parent.parent
+        _say(
+            f"contrastkit: stopped by {exc.signal_name} after step {exc.step} of {exc.total_steps}; "
+            f"checkpoint written; continue with: {_resume_command(run_dir, world)}"
+        )
+        return EXIT_PREEMPTED
+    if isinstance(exc, DistributedFailure):
+        if not os.environ.get("CONTRASTKIT_LAUNCHED"):  # under --nproc the launcher reports it
+            _say(f"contrastkit: {exc}; resume with --resume")
+        return EXIT_DIST_FAILURE
+    if isinstance(exc, CheckpointWriteError):
+        _say(f"contrastkit: error: {exc.strerror or exc}")
+        return EXIT_CHECKPOINT_WRITE
+    if isinstance(exc, TrainingDiverged):
+        _say(f"contrastkit: training stopped: {exc}")
+        return EXIT_DIVERGED
+    raise exc
 
 
 if __name__ == "__main__":

@@ -73,6 +73,10 @@ class EvalConfig:
     plots: bool = option(True, "curves, embedding map and neighbour pictures")
     tsne_points: int = option(2000, "test points in the t-SNE map", ge=1)
     batch_size: int = option(512, "batch size of feature extraction", ge=1)
+    max_train_samples: int | None = option(
+        None, "probe with a seeded random subset of this many labelled training images (quick checks)", ge=1
+    )
+    max_test_samples: int | None = option(None, "evaluate on a seeded random subset of the test split", ge=1)
 
 
 COMMON_SECTIONS: dict[str, type] = {"optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
-CHECKPOINT = Path("checkpoints") / "last.pt"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT = Path(CHECKPOINTS) / "last.pt"
 
 
 def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
@@ -46,7 +47,7 @@ def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
     else:
         path = Path(out)
     if resume:
-        if not (path / CHECKPOINT).is_file():
+        if not any((path / CHECKPOINTS / name).is_file() for name in ("last.pt", "previous.pt")):
             raise UserError(f"--resume: no checkpoint in {str(path)!r} (expected {CHECKPOINT})")
     elif path.exists() and any(path.iterdir()):
         raise UserError(
@@ -108,9 +109,13 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def last_checkpoint(run_dir: Path) -> Path:
-    """The run's last checkpoint; a one-line error when it has none."""
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
+def load_run_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The run's newest readable checkpoint (last.pt, else previous.pt with a warning); a
+    one-line error when it has none."""
+    from contrastkit.train.checkpoint import load_latest_checkpoint
+
+    folder = Path(run_dir) / CHECKPOINTS
+    if not any((folder / name).is_file() for name in ("last.pt", "previous.pt")):
         raise UserError(f"{str(run_dir)!r} has no checkpoint yet ({CHECKPOINT}); train it first")
-    return path
+    state, _ = load_latest_checkpoint(folder, map_location)
+    return state

@@ -113,9 +113,10 @@ def encode_query(run_dir: Path, query: str) -> tuple[np.ndarray, str]:
 def search_run(run_dir: str | Path, query: str, *, k: int = 10, name: str | None = None) -> tuple[IndexMeta, str, list[Hit]]:
     """Top-k items of a run's index for a text or image-file query."""
     from contrastkit.runs import read_run_config
+    from contrastkit.tasks import capable
 
     run_dir = Path(run_dir)
-    read_run_config(run_dir)  # a clear error for a folder that is not a run
+    capable(read_run_config(run_dir), "encode_query", "search")  # a run of a task that can search
     index = _open_index(run_dir, name)
     vector, modality = encode_query(run_dir, query)
     scores, ids = index.search(vector, k)

@@ -32,9 +32,9 @@ from contrastkit.encoders import build_image_encoder
 from contrastkit.errors import UserError
 from contrastkit.methods.base import HeadOptions
 from contrastkit.methods.registry import get_method
-from contrastkit.runs import last_checkpoint
+from contrastkit.runs import load_run_checkpoint
 from contrastkit.tasks.base import RunContext, Task, register_task
-from contrastkit.train import TrainSummary, load_checkpoint, save_safetensors
+from contrastkit.train import TrainSummary, save_safetensors
 
 ENCODER_FILE = "encoder.safetensors"
 
@@ -93,9 +93,19 @@ def augmentation_for(cfg: Config, data: ImageDataset) -> Any:
 def load_trained_model(run_dir: Path, cfg: Config, channels: int, size: int, device: torch.device) -> nn.Module:
     """Rebuild the model of a run and load its last checkpoint (code-free load)."""
     model = build_model(cfg, channels, size)
-    state = load_checkpoint(last_checkpoint(run_dir), map_location="cpu")
+    state = load_run_checkpoint(run_dir)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
+
+
+def _subset(data: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
+    """A seeded random subset of at most ``limit`` images (all of them without a limit)."""
+    n = data.images.shape[0]
+    if limit is None or limit >= n:
+        return data
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + 17))[:limit].sort().values
+    labels = None if data.labels is None else data.labels[rows]
+    return ImageDataset(data.images[rows], labels, list(data.classes), data.name)
 
 
 def _images_for_spec(cfg: Config, spec: str, size: int) -> ImageDataset:
@@ -209,6 +219,9 @@ class ImageTask(Task):
         if ref.train.labels is None or test_data.labels is None:
             raise UserError(f"data set {cfg.data.name!r} has no labels: nothing to evaluate (embed still works)")
         channels, seed = ref.train.channels, cfg.train.seed
+        train_data = _subset(ref.train, cfg.eval.max_train_samples, seed)
+        test_data = _subset(test_data, cfg.eval.max_test_samples, seed + 1)
+        assert train_data.labels is not None and test_data.labels is not None
 
         def make_random_encoder() -> nn.Module:
             torch.manual_seed(seed + 4242)
@@ -220,8 +233,8 @@ class ImageTask(Task):
         return evaluate_run(
             ref.model,
             make_random_encoder,
-            ref.train.images,
-            ref.train.labels,
+            train_data.images,
+            train_data.labels,
             test_data.images,
             test_data.labels,
             num_classes=ref.train.num_classes,

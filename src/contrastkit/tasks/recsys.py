@@ -46,6 +46,7 @@ from contrastkit.evaluate.tables import format_table
 from contrastkit.methods.recsys import GraphRecommender
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
+from contrastkit.runs import load_run_checkpoint
 from contrastkit.tasks.base import RunContext, Task, register_task
 from contrastkit.train import TrainSummary, atomic_save, load_checkpoint, save_safetensors
 
@@ -254,11 +255,8 @@ def load_best_model(run_dir: Path, cfg: Config, data: InteractionData, device: t
     """The run's recommender with the best-validation weights (last checkpoint if none)."""
     model = build_model(cfg, data, device)
     best = Path(run_dir) / "checkpoints" / BEST_CHECKPOINT
-    last = Path(run_dir) / "checkpoints" / "last.pt"
-    path = best if best.is_file() else last
-    if not path.is_file():
-        raise UserError(f"{str(run_dir)!r} has no checkpoint yet (checkpoints/{BEST_CHECKPOINT} or last.pt)")
-    model.load_state_dict(load_checkpoint(path, map_location=device)["model"])
+    state = load_checkpoint(best, map_location=device) if best.is_file() else load_run_checkpoint(run_dir, device)
+    model.load_state_dict(state["model"])
     return model.eval()
 
 

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from contrastkit.config import Config
 from contrastkit.errors import UserError
 from contrastkit.options import lazy_choices, option
-from contrastkit.runs import last_checkpoint
+from contrastkit.runs import load_run_checkpoint
 from contrastkit.tasks.base import RunContext, Task, register_task
-from contrastkit.train import TrainSummary, load_checkpoint
+from contrastkit.train import TrainSummary
 
 ENCODER_DIR = "text_encoder"
 META_FILE = "text_run.json"
@@ -230,7 +230,7 @@ class TextTask(Task):
     def trained_model(self, run_dir: Path, cfg: Config, device: torch.device) -> nn.Module:
         """The run's model with its last checkpoint."""
         model = self.build_method(cfg, saved_text_encoder(run_dir, cfg), self.image_tower(run_dir, cfg))
-        model.load_state_dict(load_checkpoint(last_checkpoint(run_dir), map_location="cpu")["model"])
+        model.load_state_dict(load_run_checkpoint(run_dir)["model"])
         return model.to(device).eval()
 
     def initial_model(self, run_dir: Path, cfg: Config, device: torch.device) -> nn.Module:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from contrastkit.train.checkpoint import atomic_save, load_checkpoint, save_safetensors
+from contrastkit.train.checkpoint import (
+    CheckpointWriteError,
+    atomic_save,
+    load_checkpoint,
+    load_latest_checkpoint,
+    save_safetensors,
+)
 from contrastkit.train.optim import LARS, build_optimizer, lr_factor
 from contrastkit.train.options import OptimConfig, TrainConfig
 from contrastkit.train.trainer import (
@@ -16,6 +22,7 @@ from contrastkit.train.trainer import (
 
 __all__ = [
     "LARS",
+    "CheckpointWriteError",
     "OptimConfig",
     "TrainConfig",
     "TrainSummary",
@@ -26,6 +33,7 @@ __all__ = [
     "autocast_dtype",
     "build_optimizer",
     "load_checkpoint",
+    "load_latest_checkpoint",
     "lr_factor",
     "resolve_device",
     "save_safetensors",

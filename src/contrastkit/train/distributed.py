@@ -8,7 +8,6 @@ Without those variables everything runs in one process and nothing here does any
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -73,13 +72,3 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    """The torchrun command that runs ``contrastkit ARGV`` in ``nproc`` processes on this machine."""
-    if nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {nproc}")
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "-m", "contrastkit", *argv,
-    ]

