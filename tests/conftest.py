@@ -51,3 +51,11 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """In-process runs set torch's thread count from train.num_threads: never leak it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

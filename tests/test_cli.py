@@ -109,7 +109,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
 
     from contrastkit.train import load_checkpoint
 
-    sets = _sets(**{"train.max_steps": 150, "train.checkpoint_every": 5})
+    sets = _sets(**{"train.max_steps": 150, "train.checkpoint_every": 5, "train.num_threads": 1})
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["train", "--out", str(full), "--no-eval", "--quiet", *sets]) == 0
     proc = subprocess.Popen(

@@ -179,18 +179,19 @@ def test_a_second_signal_during_the_save_corrupts_nothing(
             signals.append("SIGINT")
         real(obj, f, *args, **kwargs)
 
-    def term_at_7(step: int, logs: dict[str, float]) -> None:
+    def usr1_at_7(step: int, logs: dict[str, float]) -> None:
         if step == 7:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGUSR1)  # SLURM's --signal=USR1@120
 
     monkeypatch.setattr(checkpoint.torch, "save", save)
     real_train_run = runner.train_run
-    monkeypatch.setattr(runner, "train_run", lambda *a, **k: real_train_run(*a, **{**k, "callbacks": [term_at_7]}))
+    monkeypatch.setattr(runner, "train_run", lambda *a, **k: real_train_run(*a, **{**k, "callbacks": [usr1_at_7]}))
     run = tmp_path / "run"
     sets = [*TINY, "train.checkpoint_every=100", "train.max_steps=50"]
     assert main(["train", *_sets(sets), "--no-eval", "--quiet", "--out", str(run)]) == 75
     err = capfd.readouterr().err  # the handlers write to the file descriptor (async-signal-safe)
-    assert "SIGTERM received: finishing this step" in err and "SIGINT received again" in err
+    assert "SIGUSR1 received: finishing this step" in err and "SIGINT received again" in err
+    assert "stopped by SIGUSR1 after step 7 of 50" in err
     assert signals == ["SIGINT"]
     state = load_checkpoint(run / "checkpoints" / "last.pt")  # complete and readable
     assert state["step"] == 7
@@ -199,7 +200,8 @@ def test_a_second_signal_during_the_save_corrupts_nothing(
 
 # ----------------------------------------------------------------------------- two processes
 
-TWO = [*tiny_overrides(**{"train.max_steps": STEPS, "train.checkpoint_every": 40, "train.log_every": 1,
+STEPS2 = 160
+TWO = [*tiny_overrides(**{"train.max_steps": STEPS2, "train.checkpoint_every": 40, "train.log_every": 1,
                            "train.dist_timeout_minutes": 0.5, "eval.plots": False})]
 
 
@@ -218,7 +220,7 @@ def test_two_process_quickstart_evaluates_once_in_rank_0(reference2: tuple[Path,
     assert proc.stdout.count("accuracy (%) on the test split") == 1
     assert proc.stdout.count("distributed: 2 processes") == 1
     results = json.loads((run / "results.json").read_text())
-    assert results["train"]["steps"] == STEPS and results["eval"]["encoders"]["ssl"]["knn"]["accuracy"] > 0.5
+    assert results["train"]["steps"] == STEPS2 and results["eval"]["encoders"]["ssl"]["knn"]["accuracy"] > 0.5
     assert not _stderr_lines(proc.stderr), proc.stderr[-2000:]
 
 
@@ -230,9 +232,9 @@ def test_sigterm_under_nproc_2_stops_every_process_at_one_step(reference2: tuple
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-3000:]
     state = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert state["world_size"] == 2 and len(state["ranks"]) == 2 and 30 <= state["step"] < STEPS
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2 and 30 <= state["step"] < STEPS2
     assert _stderr_lines(err)[-1] == (
-        f"contrastkit: stopped by SIGTERM after step {state['step']} of {STEPS}; checkpoint written; "
+        f"contrastkit: stopped by SIGTERM after step {state['step']} of {STEPS2}; checkpoint written; "
         f"continue with: contrastkit train --out {run} --resume --nproc 2"
     )
     resumed = subprocess.run(_cmd("train", "--out", str(run), "--resume", "--nproc", "2", "--no-eval", "--quiet"),
