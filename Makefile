@@ -17,8 +17,9 @@ lint:
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# two workers, one test file each at a time: most tests wait on subprocesses or run one thread
 unit:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 install: $(BIN)/.installed
 install-test: $(BIN)/.installed-test
