@@ -62,7 +62,8 @@ def tiny_sets(root: Path, **extra: object) -> list[str]:
 def test_cli_train_recommend_similar_embed_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_tiny_movielens(tmp_path / "ml")
     run = tmp_path / "run"
-    assert main(["train", "ml100k-simgcl", "--out", str(run), *tiny_sets(root)]) == 0
+    # 30 epochs: SimGCL's contrastive term needs them before the taste groups show (6 are not enough)
+    assert main(["train", "ml100k-simgcl", "--out", str(run), *tiny_sets(root, **{"train.epochs": 30})]) == 0
     out = capsys.readouterr().out
     assert "ndcg@10" in out and "popularity" in out and "simgcl" in out
     results = json.loads((run / "results.json").read_text())
@@ -81,8 +82,8 @@ def test_cli_train_recommend_similar_embed_evaluate(tmp_path: Path, capsys: pyte
     recommended = [ln.split()[1] for ln in lines[1:]]
     assert not seen & set(recommended)
     assert all("Movie " in ln for ln in lines[1:])
-    # the model learnt the taste groups: user 3 (odd) gets mostly odd items
-    assert sum(int(i) % 2 == 1 for i in recommended) >= 3
+    # the model learnt the taste groups: user 3 likes even items (write_tiny_movielens) and gets them
+    assert sum(int(i) % 2 == 0 for i in recommended) >= 3, recommended
 
     assert main(["similar", str(run), "--item", "7", "--k", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

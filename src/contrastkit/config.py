@@ -43,6 +43,9 @@ class DataConfig:
     label_fraction: float = option(
         1.0, "SupCon / semi-supervised: share of training labels used (per class, seeded)", gt=0, le=1
     )
+    train_classes: list[int] | None = option(
+        None, "pre-train on the images of these classes only (novel-class few-shot: eval.episode_classes=novel)", ge=0
+    )
 
 
 @dataclass
@@ -77,6 +80,14 @@ class EvalConfig:
         None, "probe with a seeded random subset of this many labelled training images (quick checks)", ge=1
     )
     max_test_samples: int | None = option(None, "evaluate on a seeded random subset of the test split", ge=1)
+    episodes: int = option(0, "N-way K-shot episodes on the test features (0: none; 600 is the usual count)", ge=0)
+    episode_ways: int = option(5, "classes per episode (N)", ge=2)
+    episode_shots: list[int] = option(help="labelled examples per class (K), one evaluation each", factory=lambda: [1, 5], ge=1)
+    episode_queries: int = option(15, "query examples per class and episode", ge=1)
+    episode_metric: str = option("cosine", "prototype classifier: cosine or euclidean", choices=("cosine", "euclidean"))
+    episode_classes: str = option(
+        "all", "all test classes, or novel: the classes not in data.train_classes", choices=("all", "novel")
+    )
 
 
 COMMON_SECTIONS: dict[str, type] = {"optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from contrastkit.evaluate.episodes import episode_accuracy
 from contrastkit.evaluate.features import extract_features, flatten_pixels
 from contrastkit.evaluate.few_label import few_label_probe
 from contrastkit.evaluate.finetune import finetune
@@ -91,8 +92,10 @@ def evaluate_run(
     seed: int = 0,
     channels_last: bool = False,
     verbose: bool = True,
+    episode_classes: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Probe the SSL encoder and the baselines, fine-tune, and draw the pictures; return results."""
+    """Probe the SSL encoder and the baselines (N-way K-shot episodes on the test features of
+    ``episode_classes`` too, where cfg.episodes > 0), fine-tune, and draw the pictures."""
     results: dict[str, Any] = {"encoders": {}}
     encoder: nn.Module = model.encoder  # type: ignore[assignment]
     feature_dim = int(getattr(encoder, "out_dim", 0))
@@ -131,6 +134,14 @@ def evaluate_run(
         tr, te = get()
         t1 = time.perf_counter()
         results["encoders"][name] = probe_features(tr, train_labels, te, test_labels, **probe_kwargs)
+        if cfg.episodes:
+            results["encoders"][name]["episodes"] = {
+                f"{cfg.episode_ways}way{shots}shot": episode_accuracy(
+                    te, test_labels, ways=cfg.episode_ways, shots=shots, queries=cfg.episode_queries,
+                    episodes=cfg.episodes, metric=cfg.episode_metric, classes=episode_classes, seed=seed,
+                )
+                for shots in cfg.episode_shots
+            }
         results["encoders"][name]["seconds"] = time.perf_counter() - t1
         _log(f"  probed {name} in {time.perf_counter() - t1:.1f}s", verbose)
 
@@ -243,7 +254,10 @@ def results_table(results: dict[str, Any]) -> str:
         for key in r.get("few_label", {}).get("shots", {}):
             if int(key) not in shots:
                 shots.append(int(key))
-    headers = ["features", "kNN", "linear"] + [f"{k}/class" for k in shots]
+    episodes: list[str] = []
+    for r in enc.values():
+        episodes += [key for key in r.get("episodes", {}) if key not in episodes]
+    headers = ["features", "kNN", "linear"] + [f"{k}/class" for k in shots] + [_episode_name(e) for e in episodes]
     rows = []
     for name, r in enc.items():
         row = [name]
@@ -256,6 +270,9 @@ def results_table(results: dict[str, Any]) -> str:
                 row.append(f"{100 * entry['mean']:.1f}±{100 * entry['std']:.1f}")
             else:
                 row.append("-")
+        for key in episodes:
+            ep = r.get("episodes", {}).get(key)
+            row.append(f"{100 * ep['mean']:.1f}±{100 * ep['ci95']:.1f}" if ep else "-")
         rows.append(row)
     lines = [format_table(headers, rows)]
     ft = results.get("finetune")
@@ -274,3 +291,9 @@ def results_table(results: dict[str, Any]) -> str:
             f"std {diag['emb_std']:.2f} (collapse: 0, healthy ~1), uniformity {diag['uniformity']:.2f}"
         )
     return "\n".join(lines)
+
+
+def _episode_name(key: str) -> str:
+    """'5way1shot' → '5-way 1-shot'."""
+    ways, _, shots = key.partition("way")
+    return f"{ways}-way {shots.removesuffix('shot')}-shot"

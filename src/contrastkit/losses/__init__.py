@@ -16,6 +16,7 @@ from contrastkit.losses.margin import (
     contrastive_margin_loss,
     pair_margin_loss,
 )
+from contrastkit.losses.nce import NCELoss, NegativeSamplingLoss, nce_loss, negative_sampling_loss
 from contrastkit.losses.triplet import MININGS, TripletMarginLoss, triplet_margin_loss
 from contrastkit.losses.vicreg import VICRegLoss, covariance_term, variance_term, vicreg_loss
 
@@ -25,8 +26,10 @@ __all__ = [
     "BarlowTwinsLoss",
     "ContrastiveMarginLoss",
     "InfoNCELoss",
+    "NCELoss",
     "NTXentLoss",
     "NegativeCosineLoss",
+    "NegativeSamplingLoss",
     "NormalizedMSELoss",
     "SupConLoss",
     "TripletMarginLoss",
@@ -37,7 +40,9 @@ __all__ = [
     "covariance_term",
     "cross_correlation",
     "info_nce",
+    "nce_loss",
     "negative_cosine_loss",
+    "negative_sampling_loss",
     "normalized_mse_loss",
     "pair_margin_loss",
     "triplet_margin_loss",

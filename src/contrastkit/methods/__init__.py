@@ -44,6 +44,7 @@ from contrastkit.methods.registry import (
 from contrastkit.methods.simclr import SimCLR, SimCLROptions
 from contrastkit.methods.simcse import SimCSE, SimCSEOptions
 from contrastkit.methods.simsiam import SimSiam, SimSiamOptions
+from contrastkit.methods.skipgram import SkipGram, SkipGramOptions
 from contrastkit.methods.supcon import SupCon, SupConOptions, semi_supervised_labels
 from contrastkit.methods.vicreg import VICReg, VICRegOptions
 
@@ -81,6 +82,8 @@ __all__ = [
     "SimGCLOptions",
     "SimSiam",
     "SimSiamOptions",
+    "SkipGram",
+    "SkipGramOptions",
     "StepOutput",
     "SupCon",
     "SupConOptions",

@@ -1,13 +1,13 @@
 """Tasks: one module per application, all on one small protocol (:mod:`contrastkit.tasks.base`).
 
 Built in: ``image`` (image.py), ``text`` and ``image_text`` (text.py, image_text.py), ``recsys``
-(recsys.py). Adding a task: one module with a :class:`Task` subclass decorated with
-:func:`register_task`, and its import line below.
+(recsys.py), ``sequences`` (sequences.py: word2vec, item2vec). Adding a task: one module with a
+:class:`Task` subclass decorated with :func:`register_task`, and its import line below.
 """
 
 from __future__ import annotations
 
-from contrastkit.tasks import image, image_text, recsys, text  # noqa: F401  (they register)
+from contrastkit.tasks import image, image_text, recsys, sequences, text  # noqa: F401  (they register)
 from contrastkit.tasks.base import (
     RunContext,
     Task,

@@ -42,10 +42,26 @@ ENCODER_FILE = "encoder.safetensors"
 # ----------------------------------------------------------------------------- building blocks
 
 
-def load_split(cfg: Config, split: str) -> ImageDataset:
-    """The configured data set's train or test split."""
+def load_split(cfg: Config, split: str, *, all_classes: bool = False) -> ImageDataset:
+    """The configured data set's train or test split; the train split restricted to
+    ``data.train_classes`` where given (unless ``all_classes``)."""
     d: DataConfig = cfg.data
-    return load_image_dataset(d.name, split=split, root=d.root, download=d.download, image_size=d.image_size)
+    data = load_image_dataset(d.name, split=split, root=d.root, download=d.download, image_size=d.image_size)
+    if split != "train" or all_classes or d.train_classes is None:
+        return data
+    if data.labels is None:
+        raise UserError(f"data.train_classes needs labels, and data set {data.name!r} has none")
+    unknown = sorted(set(d.train_classes) - set(range(data.num_classes)))
+    if unknown:
+        raise UserError(f"data.train_classes {unknown} are not classes of {data.name} (0..{data.num_classes - 1})")
+    return data.subset(torch.isin(data.labels, torch.tensor(d.train_classes)))
+
+
+def episode_classes(cfg: Config, num_classes: int) -> list[int] | None:
+    """The classes the few-shot episodes draw from: all, or those not pre-trained on (novel)."""
+    if cfg.eval.episode_classes == "all":
+        return None
+    return sorted(set(range(num_classes)) - set(cfg.data.train_classes or []))
 
 
 def input_size(cfg: Config, data: ImageDataset) -> int:
@@ -103,9 +119,7 @@ def _subset(data: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
     n = data.images.shape[0]
     if limit is None or limit >= n:
         return data
-    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + 17))[:limit].sort().values
-    labels = None if data.labels is None else data.labels[rows]
-    return ImageDataset(data.images[rows], labels, list(data.classes), data.name)
+    return data.subset(torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + 17))[:limit].sort().values)
 
 
 def _images_for_spec(cfg: Config, spec: str, size: int) -> ImageDataset:
@@ -128,9 +142,10 @@ class _Reference:
         from contrastkit.tasks.runner import setup_runtime
 
         self.device = setup_runtime(cfg, distributed=False)
-        self.train = load_split(cfg, "train")
-        self.size = input_size(cfg, self.train)
-        self.transform = eval_transform(size=self.size, mean=self.train.mean(), std=self.train.std())
+        self.train = load_split(cfg, "train", all_classes=True)  # the probes' labelled bank
+        fit = self.train if cfg.data.train_classes is None else load_split(cfg, "train")  # what it trained on
+        self.size = input_size(cfg, fit)
+        self.transform = eval_transform(size=self.size, mean=fit.mean(), std=fit.std())
         self.model = load_trained_model(run_dir, cfg, self.train.channels, self.size, self.device) if model else None
 
     def encoder(self) -> nn.Module:
@@ -152,6 +167,8 @@ class ImageTask(Task):
     unit = "images"
 
     def validate(self, cfg: Config) -> None:
+        if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
+            raise UserError("eval.episode_classes=novel needs data.train_classes (the classes to pre-train on)")
         splits = getattr(cfg.method, "bn_splits", 1)
         if cfg.train.batch_size % splits:
             raise UserError(
@@ -240,7 +257,8 @@ class ImageTask(Task):
             num_classes=ref.train.num_classes,
             class_names=ref.train.classes,
             eval_transform=ref.transform,
-            train_transform=augmentation_for(cfg, ref.train).to(ref.device),
+            train_transform=augmentation_for(cfg, load_split(cfg, "train")).to(ref.device),
+            episode_classes=episode_classes(cfg, ref.train.num_classes),
             cfg=cfg.eval,
             device=ref.device,
             out_dir=Path(run_dir) / "plots",

@@ -260,7 +260,7 @@ def load_best_model(run_dir: Path, cfg: Config, data: InteractionData, device: t
     return model.eval()
 
 
-def _save_embeddings(run_dir: Path, users: Tensor, items: Tensor) -> None:
+def save_embeddings(run_dir: Path, users: Tensor, items: Tensor) -> None:
     save_safetensors({"user": users.cpu().contiguous(), "item": items.cpu().contiguous()}, Path(run_dir) / EMBEDDINGS_FILE)
 
 
@@ -277,7 +277,7 @@ def load_embeddings(run_dir: Path) -> tuple[Tensor, Tensor]:
     cfg = read_run_config(Path(run_dir))
     data = InteractionData.load(Path(run_dir) / DATA_DIR)
     users, items = load_best_model(run_dir, cfg, data, torch.device("cpu")).embeddings()
-    _save_embeddings(run_dir, users, items)
+    save_embeddings(run_dir, users, items)
     return users, items
 
 
@@ -349,7 +349,7 @@ class RecsysTask(Task):
         device = setup_runtime(cfg, distributed=False)
         data = InteractionData.load(Path(run_dir) / DATA_DIR)
         users, items = load_best_model(run_dir, cfg, data, device).embeddings()
-        _save_embeddings(run_dir, users, items)
+        save_embeddings(run_dir, users, items)
         scorers = {cfg.method.name: embedding_scorer(users, items), "popularity": popularity_scorer(data.item_popularity())}
         t0 = time.perf_counter()
         r = cfg.recsys

@@ -1,4 +1,5 @@
-"""Optimisers (SGD, AdamW, LARS) and the warm-up + cosine learning-rate schedule."""
+"""Optimisers (SGD, AdamW, LARS, SparseAdam) and the warm-up + cosine / linear learning-rate
+schedule."""
 
 from __future__ import annotations
 
@@ -86,8 +87,11 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(
     model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
-    """SGD (Nesterov-free, momentum), AdamW or LARS over the model's trainable parameters."""
-    check_choice("optim.name", name, ("sgd", "adamw", "lars"))
+    """SGD (Nesterov-free, momentum), AdamW, LARS over the model's trainable parameters, or
+    SparseAdam (for models whose parameters are all sparse embeddings: skip-gram)."""
+    check_choice("optim.name", name, ("sgd", "adamw", "lars", "sparse_adam"))
+    if name == "sparse_adam":
+        return torch.optim.SparseAdam([p for p in model.parameters() if p.requires_grad], lr=lr)
     groups = parameter_groups(model, weight_decay)
     if name == "sgd":
         for g in groups:
@@ -103,7 +107,8 @@ def build_optimizer(
 def lr_factor(
     progress: float, warmup_fraction: float, schedule: str = "cosine", final_fraction: float = 0.0
 ) -> float:
-    """Multiplier of the base learning rate at `progress` in [0, 1]: linear warm-up, then cosine."""
+    """Multiplier of the base learning rate at `progress` in [0, 1]: linear warm-up, then a cosine
+    or linear decay to ``final_fraction`` (or constant)."""
     progress = min(max(progress, 0.0), 1.0)
     if warmup_fraction > 0 and progress < warmup_fraction:
         return max(progress / warmup_fraction, 0.01)
@@ -111,4 +116,6 @@ def lr_factor(
         return 1.0
     span = max(1.0 - warmup_fraction, 1e-12)
     t = (progress - warmup_fraction) / span
+    if schedule == "linear":
+        return final_fraction + (1.0 - final_fraction) * (1.0 - t)
     return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from contrastkit.errors import UserError
 from contrastkit.options import option
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw", "lars")
-LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw", "lars", "sparse_adam")
+LR_SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 

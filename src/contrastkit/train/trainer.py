@@ -111,7 +111,9 @@ class TrainSummary:
 
 def _batch_rows(batch: dict[str, Any], default: int) -> int:
     """Samples in a batch (for the throughput): the first view's rows, the users of a
-    recommendation batch, else the loader's batch size."""
+    recommendation batch, the corpus tokens of a skip-gram batch, else the loader's batch size."""
+    if "tokens" in batch:
+        return int(batch["tokens"])
     if "views" in batch:
         return int(batch["views"][0].shape[0])
     if "users" in batch:
@@ -344,19 +346,16 @@ class Trainer:
         """One step: forward under autocast, divergence check, backward, clip, optimiser step,
         the method's end-of-step update. Returns the step's output and learning rate."""
         lr = self._set_lr()
+        if self._sgd_fast_path(method):  # the method applies plain SGD itself (e.g. skip-gram)
+            with torch.no_grad():
+                out = method.training_step({**batch, "sgd_lr": lr})
+            self._check_finite(out.loss)
+            method.on_step_end(self.step, self._schedule_total())
+            return out, lr
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.step_module(batch) if self.step_module is not None else method.training_step(batch)
         loss = out.loss
-        if not torch.isfinite(loss.detach()):
-            kept = (
-                f"the last good checkpoint (step {self._checkpoint_step()}) is kept in {self.checkpoint_path}"
-                if self.checkpoint_path.exists()
-                else "no checkpoint had been written yet"
-            )
-            raise TrainingDiverged(
-                f"loss became {float(loss.detach())} at step {self.step + 1}; {kept}. "
-                "Lower optim.lr, raise method.temperature or set optim.grad_clip."
-            )
+        self._check_finite(loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.opt.optim.grad_clip:
@@ -368,6 +367,26 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return out, lr
+
+    def _sgd_fast_path(self, method: Any) -> bool:
+        """Plain SGD (no momentum, weight decay, clipping or autocast) on a method that can apply
+        it itself, in one process: the trainer then leaves the update to the method."""
+        o = self.opt.optim
+        plain = o.name == "sgd" and o.momentum == 0 and o.weight_decay == 0 and not o.grad_clip
+        return plain and getattr(method, "sgd_fast_path", False) and self.world_size == 1 and self.amp_dtype is None
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if torch.isfinite(loss.detach()):
+            return
+        kept = (
+            f"the last good checkpoint (step {self._checkpoint_step()}) is kept in {self.checkpoint_path}"
+            if self.checkpoint_path.exists()
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDiverged(
+            f"loss became {float(loss.detach())} at step {self.step + 1}; {kept}. "
+            "Lower optim.lr, raise method.temperature or set optim.grad_clip."
+        )
 
     def _log(self, tb: Any, lr: float, images_per_sec: float, logs: dict[str, float]) -> None:
         row = {

@@ -35,6 +35,7 @@ class InteractionData:
     item_ids: list[str]
     item_titles: list[str] | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    train_time: np.ndarray | None = None  # timestamps of the train pairs, where the data has them
 
     # ------------------------------------------------------------------ lookups
 
@@ -62,7 +63,10 @@ class InteractionData:
         """split.npz (internal pairs) and ids.json (id maps, titles, stats) in `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(folder / SPLIT_FILE, train=self.train, valid=self.valid, test=self.test)
+        arrays: dict[str, Any] = {"train": self.train, "valid": self.valid, "test": self.test}
+        if self.train_time is not None:
+            arrays["train_time"] = self.train_time
+        np.savez_compressed(folder / SPLIT_FILE, **arrays)
         meta = {
             "n_users": self.n_users,
             "n_items": self.n_items,
@@ -83,6 +87,7 @@ class InteractionData:
         meta = json.loads((folder / IDS_FILE).read_text())
         with np.load(folder / SPLIT_FILE) as arrays:
             train, valid, test = (arrays[k].astype(np.int64) for k in ("train", "valid", "test"))
+            train_time = arrays.get("train_time", None)
         return cls(
             n_users=int(meta["n_users"]),
             n_items=int(meta["n_items"]),
@@ -93,6 +98,7 @@ class InteractionData:
             item_ids=list(meta["item_ids"]),
             item_titles=meta.get("item_titles"),
             stats=dict(meta.get("stats", {})),
+            train_time=train_time,
         )
 
 
@@ -134,6 +140,7 @@ def build_interaction_data(
         user_ids=[str(v) for v in raw.user_ids[user_codes].tolist()],
         item_ids=item_ids,
         item_titles=titles,
+        train_time=None if raw.timestamps is None else np.asarray(raw.timestamps)[parts.train],
     )
     full: dict[str, Any] = dict(stats)
     full.update(
