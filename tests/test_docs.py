@@ -100,6 +100,20 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100k --out runs/ml100k": Command(
             replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=3"], data=ML100K, expect="popularity"
         ),
+        "contrastkit train text-word2vec --set sequences.text_file=PATH/TO/corpus.txt --out runs/w2v": Command(
+            replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=2"],
+            expect="tokens/s",
+        ),
+        "contrastkit similar runs/w2v --item doctor --k 5": Command(
+            after=("contrastkit train text-word2vec --set sequences.text_file=PATH/TO/corpus.txt --out runs/w2v",),
+            expect="5 items most similar to item doctor",
+        ),
+        "contrastkit train ml100k-item2vec --set recsys.root=PATH/TO/ml-100k --out runs/i2v": Command(
+            replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=3"], data=ML100K, expect="popularity"
+        ),
+        "contrastkit train fashion-mnist-novel-fewshot --out runs/fewshot": Command(
+            sets=[*FM_QUICK, "eval.max_test_samples=1000", "eval.episodes=50"], data=FASHION_MNIST, expect="5-way 5-shot"
+        ),
         "contrastkit recommend runs/ml100k --user 196 --k 5": Command(
             after=("contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100k --out runs/ml100k",),
             data=ML100K, expect="top 5 for user 196",
@@ -150,6 +164,13 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         "/work/benchvenv/bin/python benchmarks/knn_speed.py --dims 128 512 --rounds 3": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
+        ),
+        "contrastkit train fashion-mnist-novel-fewshot --out runs/fewshot": Command(
+            data=FASHION_MNIST, expect="5-way 5-shot", slow="the full recipe: 10 epochs and 2 × 600 episodes, 25 minutes"
+        ),
+        "/work/benchvenv/bin/python benchmarks/word2vec_gensim.py --seeds 3 --threads 2 --out runs/bench-w2v": Command(
+            replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="word2vec and item2vec, 3 seeds, both libraries",
+            data=Path("/work/benchvenv/bin/python"),
         ),
         "/work/benchvenv/bin/python benchmarks/train_throughput.py --rounds 3 --steps 30 --warmup 5": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
@@ -204,8 +225,12 @@ class Sandbox:
     """One working folder per document; commands run once, in order, prerequisites first."""
 
     def __init__(self, root: Path) -> None:
+        from .text_helpers import make_corpus
+
         self.root = root
         self.done: dict[tuple[str, str], str] = {}
+        self.corpus = root / "corpus.txt"  # "any text file": generated sentences
+        self.corpus.write_text("\n".join(make_corpus(3000)) + "\n")
 
     def run(self, doc: str, command: str) -> str:
         key = (doc, command)
@@ -218,7 +243,7 @@ class Sandbox:
         folder.mkdir(parents=True, exist_ok=True)
         text = command
         for old, new in spec.replace.items():
-            text = text.replace(old, new.format(repo=REPO))
+            text = text.replace(old, new.format(repo=REPO, corpus=self.corpus))
         argv = shlex.split(text)
         if argv[0] == "contrastkit" and "--nproc" not in argv:
             out = _in_process(argv[1:] + [x for s in spec.sets for x in ("--set", s)], folder)
