@@ -61,10 +61,10 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("search", "wrong kind", ["search", "{recsys}", "--query", "a cat"], "works on runs of task image / text / image_text"),
     ("search", "malformed", ["search", "{bad_config}", "--query", "a cat"], "is not valid YAML"),
     ("recommend", "missing path", ["recommend", "{missing}", "--user", "1"], "is not a contrastkit run folder"),
-    ("recommend", "wrong kind", ["recommend", "{image}", "--user", "1"], "works on runs of task recsys; this run's task is 'image'"),
+    ("recommend", "wrong kind", ["recommend", "{image}", "--user", "1"], "works on runs of task recsys / sequences; this run's task is 'image'"),
     ("recommend", "malformed", ["recommend", "{bad_config}", "--user", "1"], "is not valid YAML"),
     ("similar", "missing path", ["similar", "{missing}", "--item", "1"], "is not a contrastkit run folder"),
-    ("similar", "wrong kind", ["similar", "{image}", "--item", "1"], "works on runs of task recsys; this run's task is 'image'"),
+    ("similar", "wrong kind", ["similar", "{image}", "--item", "1"], "works on runs of task recsys / sequences; this run's task is 'image'"),
     ("similar", "malformed", ["similar", "{bad_config}", "--item", "1"], "is not valid YAML"),
 ]
 

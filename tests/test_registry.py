@@ -252,7 +252,7 @@ def test_a_task_defined_in_a_test_runs_its_life_cycle_through_the_cli(
     assert "section 'data' belongs to task image / image_text" in capsys.readouterr().err
     # capabilities it lacks are one-line errors naming the tasks that have them
     assert main(["recommend", str(run), "--user", "1"]) == 2
-    assert "contrastkit recommend works on runs of task recsys; this run's task is 'points'" in capsys.readouterr().err
+    assert "contrastkit recommend works on runs of task recsys / sequences; this run's task is 'points'" in capsys.readouterr().err
     assert main(["embed", str(run), "--out", str(tmp_path / "e.npy")]) == 2
     assert "task 'points' cannot export embeddings" in capsys.readouterr().err
 

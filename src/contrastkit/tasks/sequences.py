@@ -117,11 +117,6 @@ class SequencesTask(Task):
     default_method = "skipgram"
     unit = "tokens"
 
-    def validate(self, cfg: Config) -> None:
-        s: SequencesConfig = cfg.sequences
-        if s.source == "text" and not s.text_file:
-            raise UserError("sequences.source text needs sequences.text_file (a .txt file, sick:SPLIT or FILE.csv#column)")
-
     # ------------------------------------------------------------------ training
 
     def data(self, ctx: RunContext) -> dict[str, Any]:
@@ -140,7 +135,9 @@ class SequencesTask(Task):
             return {"corpus": corpus, "interactions": interactions}
         if ctx.resume and folder.is_dir():
             return {"corpus": TokenCorpus.load(folder), "interactions": None}
-        assert s.text_file is not None
+        if not s.text_file:
+            # checked here, not at load: the shipped recipe names no file and is completed with --set
+            raise UserError("sequences.source text needs sequences.text_file (a .txt file, sick:SPLIT or FILE.csv#column)")
         sentences = text_sentences(s.text_file, tokenizer=s.tokenizer, lowercase=s.lowercase, data_root=s.data_root)
         corpus = corpus_from_sentences(sentences, min_count=s.min_count, max_vocab=s.max_vocab)
         corpus.save(folder)
