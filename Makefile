@@ -5,13 +5,13 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_ARGS ?=
 
-.PHONY: demo test lint unit install install-test fashion-mnist bench clean
+.PHONY: demo test lint unit install install-test fashion-mnist chromium bench clean
 
 # DEMO_ARGS: extra arguments for the demo run (the docs tests shorten it with them)
 demo: install fashion-mnist
 	$(BIN)/contrastkit train $(DEMO_ARGS)
 
-test: install-test fashion-mnist lint unit
+test: install-test fashion-mnist chromium lint unit
 
 lint:
 	$(BIN)/ruff check src tests benchmarks
@@ -33,7 +33,7 @@ $(BIN)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(BIN)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,text,faiss]"
+	$(BIN)/python -m pip install -q -e ".[test,text,faiss,export,serve,trackers]"
 	touch $(BIN)/.installed $@
 
 # Fashion-MNIST from Debian, where apt is available (optional: tests that need it skip without it).
@@ -43,6 +43,16 @@ fashion-mnist:
 		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
 		echo "could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
+	fi
+
+# headless Chromium + its driver from Debian, for the browser tests of `contrastkit serve`
+# (optional: those tests skip without it)
+chromium:
+	@if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver (Debian)"; \
+		(apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || \
+		echo "could not install chromium; the browser tests will be skipped"; \
 	fi
 
 bench: install

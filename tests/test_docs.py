@@ -37,6 +37,9 @@ FM_QUICK = [
     "train.max_steps=4", "eval.max_train_samples=1000", "eval.max_test_samples=200", "eval.finetune=false",
     "eval.baselines=false", "eval.plots=false", "eval.few_label_draws=1",
 ]
+# digits runs: one draw per few-label probe instead of five (the probes' L-BFGS fits are most of
+# a digits evaluation on 2 cores)
+DIGITS_EVAL = ["eval.few_label_draws=1"]
 ML100K = SHARED_DATA / "ml-100k"
 SICK = SHARED_DATA / "sick"
 BENCH_PYTHON = os.environ.get("CONTRASTKIT_BENCH_PYTHON")  # a Python with the `bench` extra
@@ -55,11 +58,15 @@ class Command:
     slow: str = ""  # why it runs only with -m slow
     exempt: str = ""  # why it is not run at all
     nodes: int = 1  # run this many copies at once (torchrun on several "machines")
+    serves: str = ""  # a server: start it, GET this path (must answer 200 with `expect`), then Ctrl-C it
 
 
 DIGITS_RUN = "contrastkit train digits-simclr --set train.epochs=20 --set method.temperature=0.5 --out runs/d"
 FM_RUN = "contrastkit train fashion-mnist-simclr --nproc 2 --out runs/fm2"
 SICK_RUN = "contrastkit train sick-simcse --out runs/sick"
+BYOL_RUN = "contrastkit train digits-simclr --set method.name=byol --set train.epochs=5 --out runs/byol"
+ML100K_RUN = "contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100k --out runs/ml100k"
+R18_RUN = "contrastkit train digits-simclr --set model.encoder=resnet18 --set train.epochs=2 --out runs/r18"
 ANCHOR = "/path/to/venv-with-lightly/bin/python"
 SICK_SLOW = "MiniLM encodes SICK's 9k sentences: a minute (tests/test_text_cli.py runs the same on tiny data)"
 ST_ANCHOR = "/path/to/venv-with-sentence-transformers/bin/python"
@@ -67,7 +74,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
     "README.md": {
         "make demo": Command(
             replace={"make demo": "make -C {repo} demo"},
-            sets=["train.max_steps=20", "eval.tsne_points=300"],  # through DEMO_ARGS
+            sets=["train.max_steps=20", "eval.tsne_points=300", *DIGITS_EVAL],  # through DEMO_ARGS
             expect="accuracy (%) on the test split",
         ),
         "make test": Command(exempt="the command that runs this test suite (CI runs it)"),
@@ -77,15 +84,15 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "contrastkit train fashion-mnist-simclr --set train.epochs=1 --out runs/fm": Command(
             sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"
         ),
-        DIGITS_RUN: Command(sets=["train.max_steps=30"], expect="accuracy (%) on the test split"),
+        DIGITS_RUN: Command(sets=["train.max_steps=30", *DIGITS_EVAL], expect="accuracy (%) on the test split"),
         "contrastkit train --out runs/d --resume": Command(
-            sets=["train.max_steps=40"], after=(DIGITS_RUN,), expect="resumed runs/d at step 30/40"
+            sets=["train.max_steps=40", *DIGITS_EVAL], after=(DIGITS_RUN,), expect="resumed runs/d at step 30/40"
         ),
-        "contrastkit evaluate runs/d": Command(after=(DIGITS_RUN,), expect="raw_pixels"),
+        "contrastkit evaluate runs/d": Command(sets=DIGITS_EVAL, after=(DIGITS_RUN,), expect="raw_pixels"),
         "contrastkit embed runs/d --data digits:test --out feats.npy": Command(after=(DIGITS_RUN,), expect="wrote 360 × 128"),
         "contrastkit methods byol": Command(expect="method.momentum_final = 1.0"),
-        "contrastkit train digits-simclr --set method.name=byol --set train.epochs=5 --out runs/byol": Command(
-            expect="ssl"
+        BYOL_RUN: Command(
+            sets=["train.max_steps=20", *DIGITS_EVAL], expect="ssl"
         ),
         "contrastkit compare digits-simclr digits-moco-v2 digits-moco-v3 digits-byol digits-simsiam "
         "digits-barlow-twins digits-vicreg digits-supcon --budget-minutes 1 --out runs/cmp": Command(
@@ -95,7 +102,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
             sets=FM_QUICK, data=FASHION_MNIST, expect="labels used"
         ),
         "contrastkit train digits-simclr --nproc 2 --out runs/d2": Command(
-            sets=["train.max_steps=10"], expect="accuracy (%) on the test split"
+            sets=["train.max_steps=10", *DIGITS_EVAL], expect="accuracy (%) on the test split"
         ),
         "contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100k --out runs/ml100k": Command(
             replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=3"], data=ML100K, expect="popularity"
@@ -121,6 +128,18 @@ COMMANDS: dict[str, dict[str, Command]] = {
         SICK_RUN: Command(
             sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"], data=SICK,
             expect="STS spearman", slow=SICK_SLOW,
+        ),
+        "contrastkit report runs/d runs/byol --out runs/d-vs-byol.html": Command(
+            after=(DIGITS_RUN, BYOL_RUN), expect="wrote runs/d-vs-byol.html"
+        ),
+        "contrastkit export runs/d --format onnx --out runs/d/encoder.onnx": Command(
+            after=(DIGITS_RUN,), expect="parity with contrastkit embed"
+        ),
+        "contrastkit export runs/d --format arrays --data digits:test --out digits-test.parquet": Command(
+            after=(DIGITS_RUN,), expect="360 × 128 embeddings"
+        ),
+        "contrastkit serve runs/d --port 8765": Command(
+            after=(DIGITS_RUN,), serves="/api/neighbours/0", expect='"score"'
         ),
         "contrastkit index runs/sick --data sick:test": Command(
             after=(SICK_RUN,), data=SICK, expect="indexed", slow=SICK_SLOW
@@ -174,6 +193,35 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         "/work/benchvenv/bin/python benchmarks/train_throughput.py --rounds 3 --steps 30 --warmup 5": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
+        ),
+    },
+    "docs/use.md": {
+        R18_RUN: Command(sets=["train.max_steps=2", *DIGITS_EVAL], expect="ssl"),
+        "contrastkit export runs/r18 --format torchvision --out runs/r18/resnet18.safetensors": Command(
+            after=(R18_RUN,), expect="strict=True"
+        ),
+        "contrastkit export runs/r18 --format timm --out runs/r18/timm-resnet18.safetensors": Command(
+            after=(R18_RUN,), expect="timm.create_model"
+        ),
+        "contrastkit export runs/r18 --format onnx --out runs/r18/resnet18.onnx": Command(
+            after=(R18_RUN,), expect="parity with contrastkit embed"
+        ),
+        ML100K_RUN: Command(replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=3"], data=ML100K, expect="popularity"),
+        "contrastkit export runs/ml100k --format arrays --out runs/ml100k/embeddings.parquet": Command(
+            after=(ML100K_RUN,), data=ML100K, expect="embeddings"
+        ),
+        SICK_RUN: Command(
+            sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"], data=SICK,
+            expect="STS spearman", slow=SICK_SLOW,
+        ),
+        "contrastkit export runs/sick --format huggingface --out runs/sick/hf": Command(
+            after=(SICK_RUN,), data=SICK, expect="SentenceTransformer", slow=SICK_SLOW
+        ),
+        "contrastkit serve runs/ml100k --port 8766": Command(
+            after=(ML100K_RUN,), data=ML100K, serves="/api/recommend/196", expect='"score"'
+        ),
+        'contrastkit train digits-simclr --set "train.loggers=[csv, tensorboard, mlflow]" --out runs/tracked': Command(
+            sets=["train.max_steps=6", *DIGITS_EVAL], expect="ssl"
         ),
     },
     "docs/distributed.md": {
@@ -245,7 +293,9 @@ class Sandbox:
         for old, new in spec.replace.items():
             text = text.replace(old, new.format(repo=REPO, corpus=self.corpus))
         argv = shlex.split(text)
-        if argv[0] == "contrastkit" and "--nproc" not in argv:
+        if spec.serves:
+            out = _serve(argv, folder, spec.serves)
+        elif argv[0] == "contrastkit" and "--nproc" not in argv:
             out = _in_process(argv[1:] + [x for s in spec.sets for x in ("--set", s)], folder)
         elif argv[0] == "make":
             demo = " ".join(f"--set {s}" for s in spec.sets) + f" --out {folder / 'demo'}"
@@ -283,22 +333,58 @@ def _subprocess(argv: list[str], folder: Path, copies: int = 1) -> str:
     return "\n".join(outputs)
 
 
+def _serve(argv: list[str], folder: Path, path: str) -> str:
+    """Start a serving command as written, wait for its URL, GET ``path``, then Ctrl-C it: it must
+    stop quietly with exit code 0. Returns what it printed and the page it served."""
+    import http.client
+    import signal
+
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not (found := re.search(r"http://([\w.]+):(\d+)/", lines[-1] if lines else "")):
+            line = proc.stdout.readline()
+            assert line, f"{' '.join(argv)} ended before serving:\n{''.join(lines)}{proc.communicate()[1][-3000:]}"
+            lines.append(line)
+        conn = http.client.HTTPConnection(found.group(1), int(found.group(2)), timeout=60)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        page = response.read().decode(errors="replace")
+        assert response.status == 200, f"GET {path}: {response.status}\n{page[:2000]}"
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, f"{' '.join(argv)} exited with {proc.returncode} after Ctrl-C:\n{err[-3000:]}"
+    return "".join(lines) + rest + page
+
+
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
     return Sandbox(tmp_path_factory.mktemp("docs"))
 
 
-def _cases() -> list[object]:
+def cases(readme: bool) -> list[object]:
+    """The README's commands, or (``readme=False``) the other documents' (tests/test_docs_guides.py:
+    a file of its own, so that the two halves run on different pytest workers)."""
     cases: list[object] = []
     for doc, table in COMMANDS.items():
+        if (doc == "README.md") != readme:
+            continue
         for command, spec in table.items():
             marks = [pytest.mark.slow] if spec.slow else []
             cases.append(pytest.param(doc, command, marks=marks, id=f"{Path(doc).stem}: {command[:70]}"))
     return cases
 
 
-@pytest.mark.parametrize(("doc", "command"), _cases())
+@pytest.mark.parametrize(("doc", "command"), cases(readme=True))
 def test_documented_command_runs_as_written(doc: str, command: str, sandbox: Sandbox) -> None:
+    run_documented(doc, command, sandbox)
+
+
+def run_documented(doc: str, command: str, sandbox: Sandbox) -> None:
     spec = COMMANDS[doc][command]
     if spec.exempt:
         pytest.skip(f"not run: {spec.exempt}")

@@ -202,6 +202,13 @@ def test_item2vec_cli_on_tiny_movielens(tmp_path: Path, capsys: pytest.CaptureFi
     assert sum(int(i) % 2 == 0 for i in recommended) >= 4, recommended  # user 3 likes even items
     assert main(["similar", str(run), "--item", "7", "--k", "3"]) == 0
     assert "Movie" in capsys.readouterr().out
+    # a run trained without evaluation has its user and item vectors too (embed, export, serve)
+    bare = tmp_path / "bare"
+    assert main(["train", "ml100k-item2vec", *[x for s in sets[:-3] for x in ("--set", s)], "--set", "train.epochs=1",
+                 "--set", "method.sample=0", "--out", str(bare), "--no-eval"]) == 0
+    assert main(["embed", str(bare), "--out", str(tmp_path / "e.npz")]) == 0
+    with np.load(tmp_path / "e.npz") as e:
+        assert e["item_embeddings"].shape[0] > 0 and len(e["user_ids"]) == 60, list(e.keys())
 
 
 ML100K = SHARED_DATA / "ml-100k"

@@ -1,5 +1,5 @@
-"""Command line: contrastkit train | evaluate | embed | compare | index | search | recommend |
-similar | recipes | methods | doctor.
+"""Command line: contrastkit train | evaluate | report | embed | export | compare | index | search |
+recommend | similar | serve | recipes | methods | doctor.
 
 User mistakes print one line `contrastkit: error: ...` and exit with code 2, never a traceback.
 """
@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npy file (labels go to <stem>.labels.npy)")
     p.add_argument("--batch-size", type=int, default=512)
 
+    p = sub.add_parser("export", help="a run's encoder (torchvision, timm, onnx, huggingface) or embeddings (arrays) for other tools")
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, metavar="FORMAT",
+                   help="torchvision, timm, onnx, huggingface (alias sentence-transformers) or arrays")
+    p.add_argument("--out", required=True,
+                   help="file (.safetensors/.pt, .onnx, .npz/.parquet) or, for huggingface, a new folder")
+    p.add_argument("--data", default=None, help="arrays: the data set, as for contrastkit embed (default: the task's)")
+
     p = sub.add_parser("compare", help="train several recipes on the same data for the same time budget")
     p.add_argument("recipes", nargs="+", help="shipped recipe names or YAML paths")
     p.add_argument("--budget-minutes", type=float, required=True, help="training time per recipe")
@@ -83,6 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--query", required=True, help="a text, or the path of an image file")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--index", default=None, help="which index of the run (needed when it has several)")
+
+    p = sub.add_parser("serve", help="a local web page to explore a run: search, neighbours, recommendations")
+    p.add_argument("run_dir")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+
+    p = sub.add_parser("report", help="one self-contained HTML page about one run, or several side by side")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s)")
+    p.add_argument("--out", default=None, help="HTML file to write (default for one run: RUN_DIR/report.html)")
 
     sub.add_parser("recipes", help="list the shipped recipes")
 
@@ -195,6 +212,14 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from contrastkit.export import export_run
+
+    for line in export_run(Path(args.run_dir), args.format, Path(args.out), args.data):
+        print(line)
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -268,6 +293,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from contrastkit.serve import serve
+
+    return serve(Path(args.run_dir), host=args.host, port=args.port)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from contrastkit.report import write_report
+
+    path = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None)
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from contrastkit.config import recipe_names
 
@@ -330,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "train": _cmd_train,
         "evaluate": _cmd_evaluate,
+        "report": _cmd_report,
         "embed": _cmd_embed,
+        "export": _cmd_export,
         "compare": _cmd_compare,
         "recommend": _cmd_recommend,
         "similar": _cmd_similar,
@@ -339,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         "recipes": _cmd_recipes,
         "methods": _cmd_methods,
         "doctor": _cmd_doctor,
+        "serve": _cmd_serve,
     }
     warnings.showwarning = _one_line_warning
     try:

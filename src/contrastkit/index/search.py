@@ -69,7 +69,8 @@ def build_index(
     return folder, index.meta
 
 
-def _open_index(run_dir: Path, name: str | None) -> EmbeddingIndex:
+def open_index(run_dir: Path, name: str | None) -> EmbeddingIndex:
+    """The run's index NAME (None: its only one), or a one-line error naming those there are."""
     names = available_indexes(run_dir)
     if not names:
         raise UserError(f"run {str(run_dir)!r} has no index yet; build one with: contrastkit index {run_dir} --data SPEC")
@@ -84,7 +85,10 @@ def _open_index(run_dir: Path, name: str | None) -> EmbeddingIndex:
 
 def is_image_query(query: str) -> bool:
     path = Path(query)
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    try:
+        return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    except (OSError, ValueError):  # e.g. a sentence too long to be a file name
+        return False
 
 
 def read_query_image(path: str, channels: int, size: int) -> Any:
@@ -117,12 +121,16 @@ def search_run(run_dir: str | Path, query: str, *, k: int = 10, name: str | None
 
     run_dir = Path(run_dir)
     capable(read_run_config(run_dir), "encode_query", "search")  # a run of a task that can search
-    index = _open_index(run_dir, name)
+    index = open_index(run_dir, name)
     vector, modality = encode_query(run_dir, query)
+    return index.meta, modality, search_index(index, vector, k)
+
+
+def search_index(index: EmbeddingIndex, vector: np.ndarray, k: int) -> list[Hit]:
+    """The top-k hits of one query vector (1, D) in an index."""
     scores, ids = index.search(vector, k)
-    hits = [
+    return [
         Hit(rank + 1, float(s), int(i), index.items[int(i)])
         for rank, (s, i) in enumerate(zip(scores[0], ids[0], strict=True))
         if int(i) >= 0
     ]
-    return index.meta, modality, hits

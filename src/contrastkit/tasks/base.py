@@ -66,6 +66,7 @@ class Task:
     sections: ClassVar[dict[str, type]] = {}  # config sections of this task: key → dataclass
     default_method: ClassVar[str] = ""
     unit: ClassVar[str] = "samples"  # what the training throughput counts
+    query_modalities: ClassVar[tuple[str, ...]] = ()  # what encode_query takes: "text", "image"
 
     # ---------------------------------------------------------------- 1. validate
 

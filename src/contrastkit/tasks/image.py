@@ -122,8 +122,8 @@ def _subset(data: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
     return data.subset(torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + 17))[:limit].sort().values)
 
 
-def _images_for_spec(cfg: Config, spec: str, size: int) -> ImageDataset:
-    """The images of a data spec ('name[:split]' or a folder) at the run's input size."""
+def images_for_spec(cfg: Config, spec: str, size: int | None) -> ImageDataset:
+    """The images of a data spec ('name[:split]' or a folder) at ``size`` (None: as stored)."""
     name, _, split = spec.partition(":")
     root = None
     if Path(spec).is_dir():
@@ -133,6 +133,15 @@ def _images_for_spec(cfg: Config, spec: str, size: int) -> ImageDataset:
     elif name == cfg.data.name:
         root = cfg.data.root
     return load_image_dataset(name, split=split or "test", root=root, download=False, image_size=size)
+
+
+def gallery_spec(cfg: Config) -> str | None:
+    """The data spec of the images to browse in ``contrastkit serve``: the configured data
+    set's test split (an image folder: its images)."""
+    d: DataConfig = cfg.data
+    if d.name == "folder":
+        return d.root
+    return f"{d.name}:test"
 
 
 class _Reference:
@@ -165,6 +174,7 @@ class ImageTask(Task):
     sections: ClassVar[dict[str, type]] = {"data": DataConfig, "model": ModelConfig}
     default_method = "simclr"
     unit = "images"
+    query_modalities: ClassVar[tuple[str, ...]] = ("image",)
 
     def validate(self, cfg: Config) -> None:
         if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
@@ -280,7 +290,7 @@ class ImageTask(Task):
         from contrastkit.evaluate.features import extract_features
 
         ref = _Reference(run_dir, cfg)
-        data = _images_for_spec(cfg, spec, ref.size)
+        data = images_for_spec(cfg, spec, ref.size)
         if data.channels != ref.train.channels:
             raise UserError(
                 f"data {spec!r} has {data.channels} channel(s) but the run was trained on {ref.train.channels}"
@@ -313,6 +323,10 @@ class ImageTask(Task):
         if data.labels is not None:
             np.save(out.with_name(out.stem + ".labels.npy"), data.labels.numpy())
         return int(feats.shape[0]), int(feats.shape[1])
+
+    def gallery_spec(self, cfg: Config) -> str | None:
+        """The images ``contrastkit serve`` shows in a grid (their neighbours on a click)."""
+        return gallery_spec(cfg)
 
     def encode_query(self, run_dir: Path, cfg: Config, query: str) -> tuple[np.ndarray, str]:
         """The embedding of an image file with the run's encoder (modality "image")."""

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from contrastkit.config import Config, DataConfig, ModelConfig
 from contrastkit.errors import UserError
 from contrastkit.tasks.base import RunContext, register_task
-from contrastkit.tasks.image import build_encoder
+from contrastkit.tasks.image import build_encoder, gallery_spec, images_for_spec
 from contrastkit.tasks.text import (
     TextConfig,
     TextTask,
@@ -85,6 +85,7 @@ class ImageTextTask(TextTask):
     sections: ClassVar[dict[str, type]] = {"data": DataConfig, "model": ModelConfig, "text": TextConfig}
     default_method = "clip"
     unit = "pairs"
+    query_modalities: ClassVar[tuple[str, ...]] = ("text", "image")
 
     def validate(self, cfg: Config) -> None:
         from contrastkit.data.text.captions import check_templates
@@ -235,18 +236,11 @@ class ImageTextTask(TextTask):
         """Texts of a text spec, or images of an image spec, in the shared space."""
         if is_text_spec(spec):
             return super().embed_items(run_dir, cfg, spec, batch_size=batch_size, unique=unique)
-        from contrastkit.data.image import load_image_dataset
         from contrastkit.tasks.runner import setup_runtime
 
         model = self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False))
         meta = read_meta(run_dir)
-        name, _, split = spec.partition(":")
-        root: str | None = None
-        if Path(spec).is_dir():
-            name, split, root = "folder", "train", spec
-        elif name == cfg.data.name:
-            root = cfg.data.root
-        data = load_image_dataset(name, split=split or "test", root=root, download=False, image_size=int(meta["size"]))
+        data = images_for_spec(cfg, spec, int(meta["size"]))
         if data.channels != int(meta["channels"]):
             raise UserError(f"data {spec!r} has {data.channels} channel(s) but the run was trained on {meta['channels']}")
         z = encode_images(model, meta, data.images, batch_size=batch_size)
@@ -257,6 +251,10 @@ class ImageTextTask(TextTask):
                 item["label"] = data.classes[int(data.labels[i])]
             items.append(item)
         return z.numpy(), items, "image"
+
+    def gallery_spec(self, cfg: Config) -> str | None:
+        """The test images of a labelled data set for ``contrastkit serve`` (none from a table)."""
+        return None if cfg.text.train_file else gallery_spec(cfg)
 
     def encode_query(self, run_dir: Path, cfg: Config, query: str) -> tuple[np.ndarray, str]:
         """A text query through the text tower, an image file through the image tower."""

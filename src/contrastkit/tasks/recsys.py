@@ -413,6 +413,10 @@ class RecsysTask(Task):
         out.with_name(out.stem + ".ids.txt").write_text("\n".join(ids) + "\n")
         return int(matrix.shape[0]), int(matrix.shape[1])
 
+    def interaction_data(self, run_dir: Path, cfg: Config) -> InteractionData | None:
+        """The run's split interactions (users' histories, item titles), for ``contrastkit serve``."""
+        return InteractionData.load(Path(run_dir) / DATA_DIR)
+
     def recommend(self, run_dir: Path, user: str, k: int = 10) -> list[dict[str, Any]]:
         """Top-k items for one of the user's own user ids; items the user has seen are excluded."""
         data, users, items = _load_run(run_dir)

@@ -1,6 +1,6 @@
 """The one life cycle every task runs through: train (data → model → loader → Trainer), then
-evaluate, then report; plus embedding export. The steps themselves belong to the task
-(:class:`contrastkit.tasks.base.Task`); this module only drives them.
+evaluate, then report (results.json, report.html); plus embedding export. The steps themselves
+belong to the task (:class:`contrastkit.tasks.base.Task`); this module only drives them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from contrastkit.config import Config
 from contrastkit.errors import UserError
 from contrastkit.negatives.distributed import world
-from contrastkit.runs import read_run_config, save_run_config, write_results
+from contrastkit.runs import read_results, read_run_config, save_run_config, write_results
 from contrastkit.tasks.base import Callback, RunContext, get_task
 from contrastkit.train import Trainer, TrainerOptions, TrainSummary, resolve_device
 from contrastkit.train.distributed import init_from_env, shutdown
@@ -106,10 +106,15 @@ def train(cfg: Config, run_dir: Path, **options: Any) -> TrainSummary:
     return train_run(cfg, run_dir, **options)[0]
 
 
-def evaluate(run_dir: Path, cfg: Config | None = None, *, verbose: bool = True) -> dict[str, Any]:
-    """Evaluate a finished or interrupted run with its task's evaluation."""
+def evaluate(run_dir: Path, cfg: Config | None = None, *, verbose: bool = True, report: bool = True) -> dict[str, Any]:
+    """Evaluate a finished or interrupted run with its task's evaluation; with ``report``, the
+    run's report.html is refreshed with it."""
     cfg = cfg or read_run_config(Path(run_dir))
     out: dict[str, Any] = get_task(cfg.task).evaluate(Path(run_dir), cfg, verbose=verbose)
+    if report:
+        from contrastkit.report import refresh_run_report
+
+        refresh_run_report(Path(run_dir), {**read_results(Path(run_dir)), "eval": out}, verbose=verbose)
     return out
 
 
@@ -128,9 +133,12 @@ def run_all(
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": cfg.to_dict(), "train": asdict(summary), **extra}
     write_results(run_dir, results)
     if cfg.eval.enabled:
-        results["eval"] = evaluate(run_dir, cfg, verbose=verbose)
+        results["eval"] = evaluate(run_dir, cfg, verbose=verbose, report=False)
     results["total_seconds"] = time.perf_counter() - t0
     write_results(run_dir, results)
+    from contrastkit.report import refresh_run_report
+
+    refresh_run_report(Path(run_dir), verbose=verbose)
     return results
 
 

@@ -175,6 +175,11 @@ class SequencesTask(Task):
             corpus: TokenCorpus = data["corpus"]
             vectors = model.vectors()  # type: ignore[operator]
             np.savez(ctx.run_dir / VECTORS_FILE, vectors=vectors.numpy(), tokens=np.asarray(corpus.vocab), counts=corpus.counts)
+            interactions: InteractionData | None = data["interactions"]
+            if interactions is not None:  # user / item vectors for embed, export, recommend (with or without eval)
+                outputs = model.state_dict()["output.weight"].detach().float()
+                users, items = history_scorer(vectors, outputs, interactions.train, interactions.n_users)
+                save_embeddings(ctx.run_dir, users, items)
         return {}
 
     # ------------------------------------------------------------------ reload
@@ -298,6 +303,12 @@ class SequencesTask(Task):
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, vectors=vectors.numpy(), tokens=np.asarray(corpus.vocab), counts=corpus.counts)
         return int(vectors.shape[0]), int(vectors.shape[1])
+
+    def interaction_data(self, run_dir: Path, cfg: Config) -> InteractionData | None:
+        """The interaction split of an item2vec run (None for text), for ``contrastkit serve``."""
+        if cfg.sequences.source != "interactions":
+            return None
+        return InteractionData.load(Path(run_dir) / DATA_DIR)
 
     def recommend(self, run_dir: Path, user: str, k: int = 10) -> list[dict[str, Any]]:
         """Top-k items for a user of an item2vec run (the user's vector: their history's mean)."""

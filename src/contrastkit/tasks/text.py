@@ -153,6 +153,7 @@ class TextTask(Task):
     sections: ClassVar[dict[str, type]] = {"text": TextConfig}
     default_method = "simcse"
     unit = "texts"
+    query_modalities: ClassVar[tuple[str, ...]] = ("text",)
 
     def validate(self, cfg: Config) -> None:
         t: TextConfig = cfg.text

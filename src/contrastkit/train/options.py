@@ -10,6 +10,7 @@ from contrastkit.options import option
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw", "lars", "sparse_adam")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")  # see train/loggers.py
 
 
 @dataclass
@@ -46,6 +47,10 @@ class TrainConfig:
     progress: bool = option(True, "progress bar")
     sync_batchnorm: bool = option(True, "SyncBatchNorm under torchrun on GPUs")
     dist_timeout_minutes: float = option(10.0, "timeout of every collective under torchrun", gt=0)
+    loggers: list[str] = option(
+        help="where training logs go (mlflow, wandb: pip install 'contrastkit[trackers]')",
+        factory=lambda: ["csv", "tensorboard"], choices=LOGGERS,
+    )
 
     def check_values(self, prefix: str) -> None:
         kind = self.device.split(":")[0]
@@ -53,3 +58,6 @@ class TrainConfig:
             raise UserError(
                 f"{prefix}.device {self.device!r} is not allowed; use auto, cpu, cuda, cuda:N or mps"
             )
+        twice = sorted({name for name in self.loggers if self.loggers.count(name) > 1})
+        if twice:
+            raise UserError(f"{prefix}.loggers lists {', '.join(twice)} more than once")

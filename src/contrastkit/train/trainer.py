@@ -1,21 +1,20 @@
 """The one generic training loop: any method with `training_step(batch) -> StepOutput`.
 
 Handles the optimiser and warm-up + cosine schedule, mixed precision, channels_last, gradient
-clipping, progress (tqdm), CSV + TensorBoard logs, atomic checkpoints and exact resume, and stops
-cleanly on a non-finite loss.
+clipping, progress (tqdm), logs (``train.loggers``: CSV, TensorBoard, mlflow, W&B; see
+:mod:`contrastkit.train.loggers`), atomic checkpoints and exact resume, and stops cleanly on a
+non-finite loss.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import math
 import re
 import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from contrastkit.train.checkpoint import (
     load_checkpoint,
     load_latest_checkpoint,
 )
+from contrastkit.train.loggers import Loggers, check_installed
 from contrastkit.train.optim import build_optimizer, lr_factor
 from contrastkit.train.options import OptimConfig, TrainConfig
 from contrastkit.train.preemption import (
@@ -41,7 +41,6 @@ from contrastkit.train.preemption import (
 )
 
 CHECKPOINT_FORMAT = "contrastkit-checkpoint-v1"
-LOG_FIELDS = ["step", "epoch", "loss", "lr", "images_per_sec", "elapsed_sec"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -162,6 +161,7 @@ class Trainer:
             self.step_module = DistributedDataParallel(
                 _TrainingStep(self.model), device_ids=[device.index] if device.type == "cuda" else None
             )
+        check_installed(options.train.loggers)
         self.loader = loader
         self.run_dir = Path(run_dir)
         self.opt = options
@@ -181,8 +181,6 @@ class Trainer:
         steps_per_epoch = len(loader)
         self.total_steps = options.train.max_steps or options.train.epochs * steps_per_epoch
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
-        self.log_path = self.run_dir / "train_log.csv"
-        self._fields: list[str] = []
         if options.train.compile:
             for module in self.model.children():
                 module.compile()
@@ -266,53 +264,15 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.elapsed = float(state["elapsed"])
-        self._truncate_log(self.step)
 
     # -------------------------------------------------------------------- logs
 
-    def _truncate_log(self, step: int) -> None:
-        """After a resume, drop log rows written after the checkpoint (they will be redone)."""
-        if not self.log_path.exists():
-            return
-        with self.log_path.open() as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            fields = list(reader.fieldnames or LOG_FIELDS)
-        with self.log_path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r["step"]) <= step)
-
-    def _log_row(self, row: dict[str, float]) -> None:
+    def _loggers(self) -> Loggers:
+        """The configured loggers (rank 0 only), continuing from the current step (after a
+        resume, the CSV rows and TensorBoard events past the checkpoint are dropped)."""
         if not self.is_main:
-            return
-        new = not self.log_path.exists()
-        if new:
-            self._fields = LOG_FIELDS + sorted(k for k in row if k not in LOG_FIELDS)
-        elif not self._fields:
-            with self.log_path.open() as handle:
-                self._fields = next(csv.reader(handle), LOG_FIELDS)
-        with self.log_path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    @contextlib.contextmanager
-    def _tensorboard(self) -> Iterator[Any]:
-        if not self.is_main:
-            yield None
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard missing: CSV logs still work
-            yield None
-            return
-        writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=self.step)
-        try:
-            yield writer
-        finally:
-            writer.close()
+            return Loggers([])
+        return Loggers.open(self.opt.train.loggers, self.run_dir, start_step=self.step, config=self.opt.config)
 
     # -------------------------------------------------------------------- loop
 
@@ -388,20 +348,15 @@ class Trainer:
             "Lower optim.lr, raise method.temperature or set optim.grad_clip."
         )
 
-    def _log(self, tb: Any, lr: float, images_per_sec: float, logs: dict[str, float]) -> None:
+    def _log(self, loggers: Loggers, lr: float, images_per_sec: float, logs: dict[str, float]) -> None:
         row = {
-            "step": self.step,
             "epoch": self.step / len(self.loader),
             "lr": lr,
             "images_per_sec": images_per_sec,
             "elapsed_sec": self.elapsed,
             **logs,
         }
-        self._log_row(row)
-        if tb is not None:
-            for key, value in row.items():
-                if key != "step":
-                    tb.add_scalar(f"train/{key}", value, self.step)
+        loggers.log_metrics(self.step, row)
 
     def fit(self) -> TrainSummary:
         """Run until the step count (or time budget) is reached; checkpoint along the way.
@@ -446,7 +401,7 @@ class Trainer:
             leave=True,
             mininterval=0.5 if sys.stderr.isatty() else 15.0,
         )
-        with self._tensorboard() as tb:
+        with self._loggers() as loggers:
             # wall-clock of the whole loop: batch assembly and augmentation, step, logs, checkpoints
             t0 = time.perf_counter()
             while self.step < self.total_steps and stopped_by == "steps":
@@ -464,7 +419,7 @@ class Trainer:
                     if self.step % self.opt.train.log_every == 0 or self.step == self.total_steps:
                         images_per_sec = window_images / max(window_time, 1e-9)
                         window_images, window_time = 0, 0.0
-                        self._log(tb, lr, images_per_sec, out.logs)
+                        self._log(loggers, lr, images_per_sec, out.logs)
                         bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
                     for callback in self.callbacks:
                         callback(self.step, out.logs)
@@ -476,6 +431,7 @@ class Trainer:
                     signalled, spent = signals.stop_requested(self.world_size, self.device, self._budget_spent())
                     if signalled:
                         stopped_by = "preempted"
+                        loggers.status = "killed"
                         break
                     if self.step >= self.total_steps:
                         break
