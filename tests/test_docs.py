@@ -191,6 +191,10 @@ COMMANDS: dict[str, dict[str, Command]] = {
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="word2vec and item2vec, 3 seeds, both libraries",
             data=Path("/work/benchvenv/bin/python"),
         ),
+        "python benchmarks/export_inference.py --rounds 5 --out runs/bench-export": Command(
+            replace={"python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing",
+            expect="onnxruntime",
+        ),
         "/work/benchvenv/bin/python benchmarks/train_throughput.py --rounds 3 --steps 30 --warmup 5": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
         ),
