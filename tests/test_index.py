@@ -69,3 +69,22 @@ def test_kind_by_size_and_errors() -> None:
     with pytest.raises(UserError, match="NaN"):
         EmbeddingIndex.build(np.full((3, 2), np.nan))
     assert index_name("sick:test") == "sick-test" and index_name("/a/b/corpus.txt") == "corpus"
+
+
+def test_query_models_are_built_once_per_state_of_the_weights(tmp_path: Path) -> None:
+    """search / serve load a run's model once, and again only when its weights change."""
+    from contrastkit.tasks.base import for_queries
+
+    (tmp_path / "config.yaml").write_text("task: image\n")
+    built: list[object] = []
+
+    def build() -> object:
+        built.append(object())
+        return built[-1]
+
+    first = for_queries(tmp_path, "model", build)
+    assert for_queries(tmp_path, "model", build) is first and len(built) == 1
+    assert for_queries(tmp_path, "other", build) is not first and len(built) == 2  # another model of the run
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"new weights")
+    assert for_queries(tmp_path, "model", build) is not first and len(built) == 3

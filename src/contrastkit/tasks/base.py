@@ -14,6 +14,7 @@ Run folders (config.yaml, results.json, checkpoints, resume) are handled once, i
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from contrastkit.train import Trainer, TrainSummary
 
 T = TypeVar("T", bound="type[Task]")
+M = TypeVar("M")
 Callback = Callable[[int, dict[str, float]], None]
 
 
@@ -179,3 +181,28 @@ def capable(cfg: Config, capability: str, command: str) -> Any:
             f"this run's task is {cfg.task!r}"
         )
     return task
+
+
+# ----------------------------------------------------------------------------- query models
+
+# files whose change means new weights (the cache below then builds the model again)
+_WEIGHT_FILES = ("config.yaml", "checkpoints/last.pt", "encoder.safetensors", "text_encoder")
+_QUERY_MODELS: OrderedDict[tuple[str, str, tuple[int, ...]], Any] = OrderedDict()
+
+
+def for_queries(run_dir: Path, what: str, build: Callable[[], M], *, keep: int = 4) -> M:
+    """``build()`` once per run folder, ``what`` and state of the run's saved weights: a server
+    answering many queries (``contrastkit serve``) or a script searching in a loop loads the
+    model once; weights written since (a resumed run) are picked up. The ``keep`` most recent
+    models stay in memory."""
+    folder = Path(run_dir).resolve()
+    stamps = tuple(p.stat().st_mtime_ns for p in (folder / name for name in _WEIGHT_FILES) if p.exists())
+    key = (str(folder), what, stamps)
+    if key in _QUERY_MODELS:
+        _QUERY_MODELS.move_to_end(key)
+    else:
+        _QUERY_MODELS[key] = build()
+        while len(_QUERY_MODELS) > keep:
+            _QUERY_MODELS.popitem(last=False)
+    model: M = _QUERY_MODELS[key]
+    return model

@@ -33,7 +33,7 @@ from contrastkit.errors import UserError
 from contrastkit.methods.base import HeadOptions
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import load_run_checkpoint
-from contrastkit.tasks.base import RunContext, Task, register_task
+from contrastkit.tasks.base import RunContext, Task, for_queries, register_task
 from contrastkit.train import TrainSummary, save_safetensors
 
 ENCODER_FILE = "encoder.safetensors"
@@ -337,7 +337,7 @@ class ImageTask(Task):
                 f"this is an image run: the query must be an image file ({', '.join(IMAGE_SUFFIXES)}); "
                 f"{query!r} is not one"
             )
-        ref = _Reference(run_dir, cfg)
+        ref = for_queries(run_dir, "reference", lambda: _Reference(run_dir, cfg))
         x = read_query_image(query, ref.train.channels, ref.size)
         with torch.no_grad():
             z = ref.encoder()(ref.transform(x.to(ref.device)))

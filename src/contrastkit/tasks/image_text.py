@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from contrastkit.config import Config, DataConfig, ModelConfig
 from contrastkit.errors import UserError
-from contrastkit.tasks.base import RunContext, register_task
+from contrastkit.tasks.base import RunContext, for_queries, register_task
 from contrastkit.tasks.image import build_encoder, gallery_spec, images_for_spec
 from contrastkit.tasks.text import (
     TextConfig,
@@ -263,7 +263,7 @@ class ImageTextTask(TextTask):
 
         if not is_image_query(query):
             return super().encode_query(run_dir, cfg, query)
-        model = self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False))
+        model = for_queries(run_dir, "trained", lambda: self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False)))
         meta = read_meta(run_dir)
         x = read_query_image(query, int(meta["channels"]), int(meta["size"]))
         return encode_images(model, meta, x).numpy(), "image"

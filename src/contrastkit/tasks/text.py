@@ -23,7 +23,7 @@ from contrastkit.config import Config
 from contrastkit.errors import UserError
 from contrastkit.options import lazy_choices, option
 from contrastkit.runs import load_run_checkpoint
-from contrastkit.tasks.base import RunContext, Task, register_task
+from contrastkit.tasks.base import RunContext, Task, for_queries, register_task
 from contrastkit.train import TrainSummary
 
 ENCODER_DIR = "text_encoder"
@@ -366,7 +366,7 @@ class TextTask(Task):
 
         if is_image_query(query):
             raise UserError(f"this is a text run: query with text, not an image file ({query!r})")
-        model = self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False))
+        model = for_queries(run_dir, "trained", lambda: self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False)))
         return self.encode_texts(model, [query]).numpy(), "text"
 
 
