@@ -27,11 +27,13 @@ from torch import Tensor, nn
 from contrastkit.config import Config
 from contrastkit.data.interactions import (
     FORMATS,
+    GIVEN_FORMATS,
     MOVIELENS,
     SPLITS,
     BPRLoader,
     InteractionData,
     build_interaction_data,
+    load_given,
     locate_movielens,
     read_interactions,
 )
@@ -75,7 +77,19 @@ class RecsysConfig:
     min_user_interactions: int = option(0, "k-core filtering of users (0 or 1: off)", ge=0)
     min_item_interactions: int = option(0, "k-core filtering of items (0 or 1: off)", ge=0)
     max_users: int | None = option(None, "keep the N users with the smallest ids (quick runs)", ge=1)
-    split: str = option("random", "per-user split (always with validation)", choices=SPLITS)
+    split: str = option(
+        "random", "per-user split (always with validation); given: the train / valid / test files",
+        choices=(*SPLITS, "given"),
+    )
+    train_file: str | None = option(None, "split=given: the train file (relative to recsys.root if set)")
+    valid_file: str | None = option(
+        None, "split=given: the validation file (null: carved from train by split_ratios[0]:[1])"
+    )
+    test_file: str | None = option(None, "split=given: the test file (relative to recsys.root if set)")
+    given_format: str = option(
+        "auto", "split=given: pairs (user item [rating]), lists (user item item ...) or a table format",
+        choices=GIVEN_FORMATS,
+    )
     split_ratios: list[float] = option(help="train, valid, test shares", factory=lambda: [0.8, 0.1, 0.1], ge=0)
     eval_ks: list[int] = option(help="K of the ranking metrics", factory=lambda: [10, 20, 50], ge=1)
     valid_metric: str = option("ndcg@20", "early stopping and best checkpoint (metric@K)")
@@ -90,11 +104,38 @@ class RecsysConfig:
             raise UserError(
                 f"{prefix}.split_ratios must be 3 numbers >= 0 summing to 1 (train, valid, test), got {ratios}"
             )
-        if self.split != "leave_one_out" and (ratios[1] <= 0 or ratios[2] <= 0):
+        if self.split == "given":
+            check_given(self, prefix)
+        elif self.split != "leave_one_out" and (ratios[1] <= 0 or ratios[2] <= 0):
             raise UserError(f"{prefix}.split_ratios needs a validation and a test share > 0, got {ratios}")
         if not self.eval_ks:
             raise UserError(f"{prefix}.eval_ks must list at least one K")
         metric_key(self)
+
+
+def check_given(r: RecsysConfig, prefix: str) -> None:
+    """split=given: train and test files named; the filters that would change the split are off."""
+    missing = [k for k in ("train_file", "test_file") if not getattr(r, k)]
+    if missing:
+        raise UserError(f"{prefix}.split=given needs {' and '.join(f'{prefix}.{k}' for k in missing)} (paths)")
+    if r.min_user_interactions > 1 or r.min_item_interactions > 1:
+        raise UserError(
+            f"{prefix}.split=given keeps the published split: set {prefix}.min_user_interactions and "
+            "min_item_interactions to 0 (k-core filtering would change it)"
+        )
+    if r.valid_file is None and r.split_ratios[1] <= 0:
+        raise UserError(
+            f"{prefix}.split=given without {prefix}.valid_file carves validation from train: "
+            f"{prefix}.split_ratios needs a validation share > 0, got {r.split_ratios}"
+        )
+
+
+def split_protocol(r: RecsysConfig) -> str:
+    """How the data was split, for results.json."""
+    if r.split == "given":
+        files = [r.train_file, r.valid_file or "(valid carved from train)", r.test_file]
+        return f"given split {' / '.join(str(f) for f in files)}"
+    return f"{r.split} split {r.split_ratios if r.split != 'leave_one_out' else ''}"
 
 
 def metric_key(r: RecsysConfig) -> tuple[str, int]:
@@ -115,6 +156,8 @@ def metric_key(r: RecsysConfig) -> tuple[str, int]:
 def load_data(cfg: Config) -> InteractionData:
     """Read, clean and split the configured interactions."""
     r: RecsysConfig = cfg.recsys
+    if r.split == "given":
+        return _load_given(r, cfg.train.seed)
     if r.data in MOVIELENS:
         source: Path = locate_movielens(r.data, r.root, download=r.download)
     else:
@@ -132,6 +175,24 @@ def load_data(cfg: Config) -> InteractionData:
         raw, rating_threshold=r.rating_threshold, min_user_interactions=r.min_user_interactions,
         min_item_interactions=r.min_item_interactions, max_users=r.max_users, split=r.split,
         split_ratios=r.split_ratios, seed=cfg.train.seed,
+    )
+
+
+def _given_path(r: RecsysConfig, name: str) -> Path | None:
+    value = getattr(r, name)
+    if value is None:
+        return None
+    return Path(r.root) / value if r.root and not Path(value).is_absolute() else Path(value)
+
+
+def _load_given(r: RecsysConfig, seed: int) -> InteractionData:
+    check_given(r, "recsys")
+    train, valid, test = (_given_path(r, k) for k in ("train_file", "valid_file", "test_file"))
+    assert train is not None and test is not None
+    return load_given(
+        train, valid, test, format=r.given_format, rating_threshold=r.rating_threshold, max_users=r.max_users,
+        split_ratios=r.split_ratios, seed=seed, user_column=r.user_column, item_column=r.item_column,
+        rating_column=r.rating_column, time_column=r.time_column, separator=r.separator,
     )
 
 
@@ -334,8 +395,9 @@ class RecsysTask(Task):
 
     def describe(self, ctx: RunContext, data: InteractionData) -> str:
         s, r = data.stats, ctx.cfg.recsys
+        source = r.train_file if r.split == "given" else r.data
         return (
-            f"training {ctx.cfg.method.name} on {r.data}: {s['users']} users, {s['items']} items, "
+            f"training {ctx.cfg.method.name} on {source}: {s['users']} users, {s['items']} items, "
             f"{s['train']}/{s['valid']}/{s['test']} train/valid/test interactions ({r.split} split) on {ctx.device}"
         )
 
@@ -356,7 +418,7 @@ class RecsysTask(Task):
         out: dict[str, Any] = {
             "model": cfg.method.name,
             "protocol": (
-                f"{r.split} split {r.split_ratios if r.split != 'leave_one_out' else ''}"
+                f"{split_protocol(r)}"
                 f"; full ranking over {data.n_items} items; train items masked (and valid items on test)"
             ),
             "data": data.stats,

@@ -45,6 +45,7 @@ from contrastkit.tasks.recsys import (
     evaluate_split,
     load_data,
     save_embeddings,
+    split_protocol,
 )
 from contrastkit.train import TrainSummary
 
@@ -228,7 +229,7 @@ class SequencesTask(Task):
         out: dict[str, Any] = {
             "model": cfg.method.name,
             "protocol": (
-                f"{r.split} split {r.split_ratios if r.split != 'leave_one_out' else ''}; full ranking over "
+                f"{split_protocol(r)}; full ranking over "
                 f"{data.n_items} items; score = mean over the user's train items of in·out + log P(item); train "
                 "items masked (and valid items on test)"
             ),
