@@ -162,7 +162,7 @@ def test_missing_files_give_clear_errors(tmp_path: Path) -> None:
         load_image_dataset("digits", "unlabeled")
     with pytest.raises(UserError, match="image_size"):
         load_image_dataset("digits", image_size=0)
-    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "folder"}
+    assert set(DATASETS) == {"digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "store"}
 
 
 # ----------------------------------------------------------------------------- image folders

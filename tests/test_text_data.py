@@ -29,6 +29,7 @@ from contrastkit.data.text.corpus import find_sick
 from contrastkit.errors import UserError
 
 from .conftest import SHARED_DATA
+from .text_helpers import fake_tokenize
 
 
 def test_read_lines_skips_blank_lines(tmp_path: Path) -> None:
@@ -157,39 +158,30 @@ def test_build_text_augmentation_and_errors() -> None:
         build_text_augmentation([{"name": "word_deletion", "p": 2}])
 
 
-def _fake_tokenize(texts: list[str]) -> dict[str, torch.Tensor]:
-    length = max(len(t.split()) for t in texts)
-    ids = torch.zeros(len(texts), length, dtype=torch.long)
-    for i, t in enumerate(texts):
-        for j, w in enumerate(t.split()):
-            ids[i, j] = sum(map(ord, w))
-    return {"input_ids": ids, "attention_mask": (ids != 0).long()}
-
-
 def test_text_loader_views_order_and_resume() -> None:
     texts = [f"sentence number {i} here" for i in range(50)]
     aug = build_text_augmentation([{"name": "word_deletion", "p": 0.3}])
-    loader = TextViewLoader([texts], _fake_tokenize, batch_size=8, augmentation=aug, seed=3)
+    loader = TextViewLoader([texts], fake_tokenize, batch_size=8, augmentation=aug, seed=3)
     assert len(loader) == 6
     batches = list(loader.batches(0))
     assert len(batches) == 6 and len(batches[0]["views"]) == 2
     assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == sorted(set(torch.cat([b["index"] for b in batches]).tolist()))
     # resume in the middle of an epoch replays the same batches
-    fresh = TextViewLoader([texts], _fake_tokenize, batch_size=8, augmentation=aug, seed=3)
+    fresh = TextViewLoader([texts], fake_tokenize, batch_size=8, augmentation=aug, seed=3)
     first = next(iter(fresh.batches(0)))
     state = fresh.state_dict()
     rest = list(fresh.batches(0, start=1))
-    again = TextViewLoader([texts], _fake_tokenize, batch_size=8, augmentation=aug, seed=3)
+    again = TextViewLoader([texts], fake_tokenize, batch_size=8, augmentation=aug, seed=3)
     again.load_state_dict(state)
     for x, y in zip(rest, again.batches(0, start=1), strict=True):
         for vx, vy in zip(x["views"], y["views"], strict=True):
             assert torch.equal(vx, vy)
     assert torch.equal(first["index"], batches[0]["index"])
     # without augmentation both views are the same tokens (dropout makes them differ)
-    plain = TextViewLoader([texts], _fake_tokenize, batch_size=8)
+    plain = TextViewLoader([texts], fake_tokenize, batch_size=8)
     b0 = next(iter(plain.batches(1)))
     assert torch.equal(b0["views"][0], b0["views"][1])
-    pairs = TextViewLoader([texts, texts[::-1]], _fake_tokenize, batch_size=8)
+    pairs = TextViewLoader([texts, texts[::-1]], fake_tokenize, batch_size=8)
     assert len(next(iter(pairs.batches(0)))["views"]) == 2
     with pytest.raises(UserError, match="larger than the data set"):
-        TextViewLoader([texts], _fake_tokenize, batch_size=64)
+        TextViewLoader([texts], fake_tokenize, batch_size=64)

@@ -1,5 +1,5 @@
 """Command line: contrastkit train | evaluate | report | embed | export | compare | index | search |
-recommend | similar | serve | recipes | methods | doctor.
+recommend | similar | serve | prepare | recipes | methods | doctor.
 
 User mistakes print one line `contrastkit: error: ...` and exit with code 2, never a traceback.
 """
@@ -100,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one self-contained HTML page about one run, or several side by side")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s)")
     p.add_argument("--out", default=None, help="HTML file to write (default for one run: RUN_DIR/report.html)")
+
+    p = sub.add_parser("prepare", help="decode images once into a memory-mapped store (train with data.name=store)")
+    p.add_argument("source", help="an image folder (flat, class subfolders, train/ test/ splits) or NAME[:SPLIT]")
+    p.add_argument("--out", required=True, help="store folder to write (an interrupted prepare continues)")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side: shorter side resized to it, then centre crop (default: folders 64, data sets their own)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count; 0: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("recipes", help="list the shipped recipes")
 
@@ -307,6 +315,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from contrastkit.data.image.store import prepare_store
+
+    manifest = prepare_store(args.source, args.out, size=args.size, workers=args.workers, progress=not args.quiet)
+    total = sum(rec["count"] for rec in manifest["splits"].values())
+    corrupt = sum(rec["corrupt"] for rec in manifest["splits"].values())
+    splits = ", ".join(f"{name} {rec['count']}" for name, rec in manifest["splits"].items())
+    c, s = manifest["channels"], manifest["size"]
+    print(f"store {args.out}: {splits} images of {c}x{s}x{s}, {len(manifest['classes'])} classes")
+    if corrupt:
+        print(f"skipped {corrupt} corrupt or unreadable file(s)")
+    rate = total / manifest["seconds"] if manifest["seconds"] > 0 else float("inf")
+    print(f"{total} images in {manifest['seconds']:.1f} s ({rate:.0f} images/s); "
+          f"train with --set data.name=store --set data.root={args.out}")
+    return 0
+
+
 def _cmd_recipes(args: argparse.Namespace) -> int:
     from contrastkit.config import recipe_names
 
@@ -377,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         "similar": _cmd_similar,
         "index": _cmd_index,
         "search": _cmd_search,
+        "prepare": _cmd_prepare,
         "recipes": _cmd_recipes,
         "methods": _cmd_methods,
         "doctor": _cmd_doctor,

@@ -1,7 +1,7 @@
 """Task ``image``: self-supervised learning from unlabeled images (SimCLR, MoCo, BYOL, ...).
 
-data: an in-memory uint8 data set (digits, Fashion-MNIST, CIFAR, STL-10, an image folder),
-augmented in batches on the device → model: the configured method around a fresh image
+data: a uint8 data set (digits, Fashion-MNIST, CIFAR, STL-10, an image folder; in memory, or
+memory-mapped from a store written by ``contrastkit prepare``: ``data.name: store``), augmented in batches on the device → model: the configured method around a fresh image
 encoder → evaluation of the frozen encoder (kNN, linear and few-label probes, fine-tuning)
 against the same network at random initialisation and raw pixels.
 
@@ -218,6 +218,7 @@ class ImageTask(Task):
             labels=labels,
             rank=ctx.rank,
             world_size=ctx.world_size,
+            resident=not data.mapped,
         )
 
     def callbacks(self, ctx: RunContext, trainer: Any, data: Any, model: nn.Module) -> list[Any]:

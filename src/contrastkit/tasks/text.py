@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -40,6 +41,13 @@ class TextConfig:
     train_columns: list[str] = option(help="sentences; or anchor, positive[, negative]; or image, caption", factory=list)
     train_filter: dict[str, Any] | None = option(None, "keep rows whose columns equal these values")
     max_train_examples: int | None = option(None, "use at most this many training rows", ge=1)
+    lazy: bool = option(
+        False,
+        "read training rows from the file on demand (a .txt or .jsonl, optionally .gz) through a "
+        "line-offset index in the run's data/text_index/ (8 bytes a row; .gz decompressed there "
+        "once) instead of into memory; off: read eagerly (small files)",
+    )
+    workers: int = option(0, "DataLoader worker processes that read and tokenise batches (0: in-process)", ge=0)
     sts_file: str | None = option(None, "STS evaluation: two sentences and a score")
     sts_columns: list[str] = option(
         help="sentence1, sentence2, score", factory=lambda: ["sentence_A", "sentence_B", "relatedness_score"]
@@ -113,7 +121,7 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the text encoder
 
 
-def text_encoder_for_training(ctx: RunContext, corpus: list[str]) -> Any:
+def text_encoder_for_training(ctx: RunContext, corpus: Iterable[str]) -> Any:
     """The text tower of a new run (built from the config, its files saved in the run folder so
     a resumed run rebuilds the same tokenizer), or of the run being resumed."""
     from contrastkit.encoders.text import build_text_encoder, load_pretrained_text_encoder
@@ -167,6 +175,10 @@ class TextTask(Task):
                 )
             if not t.train_columns and not t.train_file.startswith("sick:"):
                 raise UserError("simcse_supervised needs text.train_columns = [anchor, positive(, negative)]")
+        if t.lazy:
+            from contrastkit.data.text.lazy import lazy_format
+
+            lazy_format(t.train_file)
 
     # ------------------------------------------------------------------ training
 
@@ -175,14 +187,29 @@ class TextTask(Task):
         from contrastkit.data.text.corpus import read_pairs, read_sentences
 
         cfg, t = ctx.cfg, ctx.cfg.text
+        if t.lazy:
+            return self.lazy_data(ctx)
         if cfg.method.name == "simcse":
             return [read_sentences(t.train_file, t.train_columns, t.train_filter, data_root=t.data_root, limit=t.max_train_examples)]
         columns = t.train_columns or ["sentence_A", "sentence_B"]
         pairs = read_pairs(t.train_file, columns, t.train_filter, data_root=t.data_root, limit=t.max_train_examples)
         return [pairs.anchors, pairs.positives, *([pairs.negatives] if pairs.negatives is not None else [])]
 
+    def lazy_data(self, ctx: RunContext) -> Any:
+        """The training rows as a LazyText, indexed into the run's data/text_index/."""
+        from contrastkit.data.text.lazy import open_lazy_text
+
+        cfg, t = ctx.cfg, ctx.cfg.text
+        cache = ctx.run_dir / "data" / "text_index"
+        if not ctx.is_main:  # under torchrun only rank 0 writes into the run folder
+            cache = Path(tempfile.mkdtemp(prefix=f"contrastkit-rank{ctx.rank}-"))
+        pairs = cfg.method.name != "simcse"
+        columns = t.train_columns or (["sentence_A", "sentence_B"] if pairs else [])
+        return open_lazy_text(str(t.train_file), columns, t.train_filter, cache, pairs=pairs, limit=t.max_train_examples)
+
     def model(self, ctx: RunContext, data: Any) -> nn.Module:
-        encoder = text_encoder_for_training(ctx, [s for col in data for s in col])
+        corpus = data.iter_texts() if hasattr(data, "iter_texts") else [s for col in data for s in col]
+        encoder = text_encoder_for_training(ctx, corpus)
         return self.build_method(ctx.cfg, encoder)
 
     def build_method(self, cfg: Config, text_encoder: Any, image_encoder: nn.Module | None = None) -> nn.Module:
@@ -200,7 +227,7 @@ class TextTask(Task):
         loader = TextViewLoader(
             data, encoder.tokenize, batch_size=ctx.local_batch, views=2,
             augmentation=_text_augmentation(ctx.cfg, encoder), seed=ctx.cfg.train.seed, device=ctx.device,
-            rank=ctx.rank, world_size=ctx.world_size,
+            rank=ctx.rank, world_size=ctx.world_size, workers=ctx.cfg.text.workers,
         )
         self.write_meta(ctx, data)
         return loader
@@ -211,7 +238,8 @@ class TextTask(Task):
             (ctx.run_dir / META_FILE).write_text(json.dumps(self.meta(ctx, data), indent=2))
 
     def describe(self, ctx: RunContext, data: Any) -> str:
-        what = f"{len(data[0])} {'sentences' if len(data) == 1 else 'pairs'}"
+        n, k = (len(data), data.n_columns) if hasattr(data, "take") else (len(data[0]), len(data))
+        what = f"{n} {'sentences' if k == 1 else 'pairs'}"
         return f"training {ctx.cfg.method.name} on {what} with text encoder {ctx.cfg.text.encoder} on {ctx.device}"
 
     def meta(self, ctx: RunContext, data: Any) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Image data sets held in memory as one uint8 (N, C, H, W) tensor.
+"""Image data sets as one uint8 (N, C, H, W) tensor: in memory, or memory-mapped from a store.
 
 Sources: scikit-learn digits (embedded), Fashion-MNIST IDX files (Debian `dataset-fashion-mnist`
-or torchvision download), CIFAR-10/100 and STL-10 through torchvision, and an image folder.
+or torchvision download), CIFAR-10/100 and STL-10 through torchvision, an image folder, and a
+store written by `contrastkit prepare` (see contrastkit.data.image.store).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from contrastkit.errors import UserError, check_choice, closest
 
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "folder")
+DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "store")
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "digits": ("train", "test"),
@@ -31,6 +32,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "cifar100": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
     "folder": ("train", "test", "val", "valid", "validation", "unlabeled", "all"),
+    "store": ("train", "test", "val", "valid", "validation", "unlabeled"),
 }
 
 FASHION_MNIST_CLASSES: list[str] = [
@@ -53,12 +55,17 @@ _CHUNK = 4096
 
 @dataclass
 class ImageDataset:
-    """An in-memory image data set: uint8 images (N, C, H, W) and optional int64 labels (N,)."""
+    """An image data set: uint8 images (N, C, H, W) and optional int64 labels (N,).
+
+    ``mapped``: the images are a read-only memory map of a store (not resident): read them in
+    blocks or by index, never copy or move the whole tensor.
+    """
 
     images: Tensor
     labels: Tensor | None
     classes: list[str]
     name: str
+    mapped: bool = field(default=False, compare=False)
     _stats: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -69,7 +76,8 @@ class ImageDataset:
                 f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} "
                 f"{tuple(self.images.shape)}"
             )
-        self.images = self.images.contiguous()
+        if not self.mapped:
+            self.images = self.images.contiguous()
         if self.labels is not None:
             self.labels = self.labels.to(torch.int64).contiguous()
             if self.labels.shape != (self.images.shape[0],):
@@ -152,6 +160,10 @@ def load_image_dataset(
         ds = _load_cifar(name, split, root, download)
     elif name == "stl10":
         ds = _load_stl10(split, root, download)
+    elif name == "store":
+        from contrastkit.data.image.store import open_store
+
+        return open_store(root, split, image_size)
     else:
         return _load_folder(split, root, image_size if image_size is not None else 64)
     if image_size is not None and (

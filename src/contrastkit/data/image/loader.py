@@ -3,6 +3,11 @@
 Indices come from a per-epoch permutation seeded by (seed, epoch); augmentation randomness comes
 from one generator on the training device whose state is checkpointed, so a resumed run sees
 exactly the batches the uninterrupted run would have seen.
+
+With ``resident=False`` (a store's memory map, see contrastkit.data.image.store) the images stay
+where they are: each batch reads its rows in sorted order (sequential reads of the file), is put
+back in the permutation's order and only then moved to the device, so the batches are exactly
+those of the resident loader.
 """
 
 from __future__ import annotations
@@ -50,9 +55,11 @@ class InMemoryViewLoader:
         labels: Tensor | None = None,
         rank: int = 0,
         world_size: int = 1,
+        resident: bool = True,
     ) -> None:
         self.device = torch.device(device)
-        self.images = images.to(self.device)
+        self.resident = resident
+        self.images = images.to(self.device) if resident else images
         self.labels = labels.to(self.device) if labels is not None else None
         self.batch_size = batch_size
         self.augmentation = augmentation
@@ -81,10 +88,16 @@ class InMemoryViewLoader:
         return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
-        perm = self.permutation(epoch).to(self.device)
+        perm = self.permutation(epoch)
+        if self.resident:
+            perm = perm.to(self.device)
         for b in range(start, len(self)):
             idx = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            x = self.images.index_select(0, idx)
+            if self.resident:
+                x = self.images.index_select(0, idx)
+            else:
+                x = self._gather(idx)
+                idx = idx.to(self.device)
             views = [
                 augment_view(self.augmentation, x, self.generator, self.channels_last)
                 for _ in range(self.views)
@@ -93,6 +106,15 @@ class InMemoryViewLoader:
             if self.labels is not None:
                 batch["labels"] = self.labels.index_select(0, idx)
             yield batch
+
+    def _gather(self, idx: Tensor) -> Tensor:
+        """Rows `idx` of the (memory-mapped) images, read in sorted order, on the device."""
+        rows, order = idx.sort()
+        x = torch.empty((idx.numel(), *self.images.shape[1:]), dtype=self.images.dtype)
+        x[order] = self.images.index_select(0, rows)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

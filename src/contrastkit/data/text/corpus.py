@@ -159,6 +159,20 @@ def read_lines(path: str | Path) -> list[str]:
     return out
 
 
+def parse_jsonl_row(line: str, source: str | Path, number: int) -> dict[str, str] | None:
+    """The fields of one JSONL line as strings (None for a blank line; a one-line UserError
+    naming the file and line number for a line that is not a JSON object)."""
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        raise UserError(f"{source}: line {number} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{source}: line {number} must be a JSON object, got {type(obj).__name__}")
+    return {str(k): "" if v is None else str(v) for k, v in obj.items()}
+
+
 def read_table(path: str | Path, fmt: str | None = None) -> TextTable:
     """A CSV, TSV (header row) or JSONL (one object per line) file as string rows."""
     path = Path(path)
@@ -173,18 +187,13 @@ def read_table(path: str | Path, fmt: str | None = None) -> TextTable:
     with path.open(encoding="utf-8", errors="replace", newline="") as handle:
         if fmt == "jsonl":
             for number, line in enumerate(handle, 1):
-                if not line.strip():
+                row = parse_jsonl_row(line, path, number)
+                if row is None:
                     continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    raise UserError(f"{path}: line {number} is not valid JSON") from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"{path}: line {number} must be a JSON object, got {type(obj).__name__}")
-                for key in obj:
+                for key in row:
                     if key not in columns:
-                        columns.append(str(key))
-                rows.append({str(k): "" if v is None else str(v) for k, v in obj.items()})
+                        columns.append(key)
+                rows.append(row)
         else:
             if fmt == "csv":
                 reader = csv.DictReader(handle)

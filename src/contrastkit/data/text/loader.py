@@ -8,6 +8,7 @@ checkpointed, so a resumed run sees the batches the uninterrupted run would have
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -74,17 +75,61 @@ class _SeededLoader:
         self.generator.set_state(state["generator"].cpu())
 
 
+class _ListColumns:
+    """Aligned in-memory text columns with the ``take(rows)`` of :class:`LazyText`."""
+
+    def __init__(self, columns: Sequence[Sequence[str]]) -> None:
+        self.columns = [list(c) for c in columns]
+        self.n_columns = len(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def take(self, rows: Sequence[int]) -> list[list[str]]:
+        return [[col[i] for i in rows] for col in self.columns]
+
+
+class _ViewBatches(torch.utils.data.Dataset[list[dict[str, Tensor]]]):
+    """One batch's tokenised views from (rows, augmentation seed): run in the loader's process
+    or in DataLoader worker processes, with the same result."""
+
+    def __init__(self, source: Any, tokenize: Tokenize, views: int, augmentation: TextAugmentation | None) -> None:
+        self.source = source
+        self.tokenize = tokenize
+        self.views = views
+        self.augmentation = augmentation
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item: tuple[list[int], int | None]) -> list[dict[str, Tensor]]:
+        rows, seed = item
+        columns = self.source.take(rows)
+        aug = self.augmentation
+        if len(columns) == 1:
+            if aug is None or seed is None:
+                return [self.tokenize(columns[0])] * self.views
+            rng = np.random.default_rng(seed)
+            return [self.tokenize(aug(columns[0], rng)) for _ in range(self.views)]
+        rng = np.random.default_rng(seed if seed is not None else 0)
+        return [self.tokenize(aug(texts, rng) if aug is not None else texts) for texts in columns]
+
+
 class TextViewLoader(_SeededLoader):
     """Yields ``{"views": [ids (B, L)], "masks": [mask (B, L)], "index": (B,)}``.
 
     ``columns``: one list of texts (unsupervised: ``views`` copies of each sentence, each passed
     through ``augmentation`` if given, else identical so that dropout alone makes them differ)
-    or 2–3 aligned lists (anchor, positive[, hard negative]: one view each).
+    or 2–3 aligned lists (anchor, positive[, hard negative]: one view each); or a
+    :class:`~contrastkit.data.text.lazy.LazyText` read from its file row by row.
+
+    ``workers`` > 0 reads and tokenises batches in that many DataLoader worker processes; the
+    batches (and the checkpointed generator) are the same as with ``workers=0``.
     """
 
     def __init__(
         self,
-        columns: Sequence[Sequence[str]],
+        columns: Any,
         tokenize: Tokenize,
         *,
         batch_size: int,
@@ -94,38 +139,53 @@ class TextViewLoader(_SeededLoader):
         device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        workers: int = 0,
     ) -> None:
-        if not columns or any(len(c) != len(columns[0]) for c in columns):
-            raise UserError(f"text columns must be non-empty and aligned; got lengths {[len(c) for c in columns]}")
-        super().__init__(len(columns[0]), batch_size, seed, rank, world_size, "texts")
-        self.columns = [list(c) for c in columns]
+        if hasattr(columns, "take"):
+            source = columns
+        else:
+            if not columns or any(len(c) != len(columns[0]) for c in columns):
+                raise UserError(f"text columns must be non-empty and aligned; got lengths {[len(c) for c in columns]}")
+            source = _ListColumns(columns)
+        super().__init__(len(source), batch_size, seed, rank, world_size, "texts")
+        self.source = source
         self.tokenize = tokenize
-        self.views = views if len(columns) == 1 else len(columns)
+        self.views = views if source.n_columns == 1 else source.n_columns
         self.augmentation = augmentation
         self.device = torch.device(device)
+        self.workers = workers
+        self.dataset = _ViewBatches(source, tokenize, self.views, augmentation)
+
+    def _seed(self, generator: torch.Generator) -> int:
+        return int(torch.randint(0, 2**62, (1,), generator=generator))
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
-        for idx, rows in self._index_batches(epoch, start):
-            ids: list[Tensor] = []
-            masks: list[Tensor] = []
-            if len(self.columns) == 1:
-                texts = [self.columns[0][i] for i in rows]
-                if self.augmentation is None:
-                    enc = self.tokenize(texts)
-                    pairs = [enc] * self.views
-                else:
-                    rng = self._rng()
-                    pairs = [self.tokenize(self.augmentation(texts, rng)) for _ in range(self.views)]
-            else:
-                aug, pairs = self.augmentation, []
-                rng = self._rng() if aug is not None else np.random.default_rng(0)
-                for col in self.columns:
-                    texts = [col[i] for i in rows]
-                    pairs.append(self.tokenize(aug(texts, rng) if aug is not None else texts))
-            for enc in pairs:
-                ids.append(enc["input_ids"].to(self.device))
-                masks.append(enc["attention_mask"].to(self.device))
-            yield {"views": ids, "masks": masks, "index": idx.to(self.device)}
+        use_rng = self.augmentation is not None
+        if self.workers == 0:
+            for idx, rows in self._index_batches(epoch, start):
+                seed = self._seed(self.generator) if use_rng else None
+                yield self._to_device(idx, self.dataset[(rows, seed)])
+            return
+        # seeds are drawn ahead from a copy of the generator; the generator itself advances as
+        # each batch is handed out, so its checkpointed state matches the batches consumed
+        shadow = torch.Generator()
+        shadow.set_state(self.generator.get_state())
+        index = list(self._index_batches(epoch, start))
+        items = [(rows, self._seed(shadow) if use_rng else None) for _, rows in index]
+        methods = mp.get_all_start_methods()
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=None, sampler=items, num_workers=self.workers,
+            multiprocessing_context="fork" if "fork" in methods else None,
+        )
+        for (idx, _), encs in zip(index, loader, strict=True):
+            if use_rng:
+                self._seed(self.generator)
+            yield self._to_device(idx, encs)
+
+    def _to_device(self, idx: Tensor, encs: list[dict[str, Tensor]]) -> dict[str, Any]:
+        ids = [enc["input_ids"].to(self.device) for enc in encs]
+        masks = [enc["attention_mask"].to(self.device) for enc in encs]
+        return {"views": ids, "masks": masks, "index": idx.to(self.device)}
 
 
 class ImageTextLoader(_SeededLoader):

@@ -1,0 +1,509 @@
+"""Image stores: data sets decoded once into memory-mapped uint8 files (``contrastkit prepare``).
+
+``prepare_store(SOURCE, STORE, size=S, workers=N)`` reads an image folder (flat, one subfolder per
+class, with or without ``train/`` ``test/`` … split subfolders, as ``data.name: folder`` reads it)
+or a named data set (``digits``, ``fashion-mnist``, ``cifar10``, … as ``NAME`` for all its
+splits or ``NAME:SPLIT``) and writes, per split:
+
+- ``SPLIT.images.u8``: the images as one raw C-ordered uint8 array (N, C, S, S), no header
+  (open with ``np.memmap(path, np.uint8, "r", shape=(N, C, S, S))``);
+- ``SPLIT.labels.npy``: int64 labels (N,), -1 everywhere for an unlabeled split;
+
+and, written last and atomically, ``manifest.json``: format and version, the source, the
+channels, the size, the class names, the resize rule, per split the image count and the number
+of corrupt files skipped, and per file its size in bytes and sha256.
+
+Resizing (folders): each image is decoded (torchvision, EXIF orientation applied, first frame of
+an animation), its shorter side resized to S (bilinear, antialiased, rounded to uint8), then
+centre-cropped to S × S; alpha is dropped, and grayscale images are repeated to RGB when any
+image of the folder is colour. Exactly what ``data.name: folder`` does, so a store and the folder
+give the same pixels. Named data sets are square: they are resized to S × S the same way (the
+default S is their own size, i.e. no resize). Folders default to S = 64.
+
+Decoding runs in worker processes, chunk by chunk, and chunks are written in order. After each
+chunk, ``.progress.json`` records how many files are done; an interrupted prepare run again on
+the same STORE with the same arguments continues from there. The manifest is written at the end;
+until then the store cannot be opened.
+
+``open_store(STORE, split)`` checks the manifest against the files (present, sizes, sha256 — the
+hash is checked once and remembered in ``.verified.json`` while the files' sizes and mtimes stay
+the same) and returns an :class:`ImageDataset` whose images are a read-only memory map: batches
+read only their rows, so resident memory stays bounded however large the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from contrastkit.data.image.datasets import (
+    DATASETS,
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    ImageDataset,
+    _decode_one,
+    _image_files,
+    _resize_center_crop,
+    _to_channels,
+    load_image_dataset,
+)
+from contrastkit.errors import UserError, check_choice
+
+FORMAT = "contrastkit-image-store"
+VERSION = 1
+MANIFEST = "manifest.json"
+PROGRESS = ".progress.json"
+VERIFIED = ".verified.json"
+FOLDER_SIZE = 64
+RESIZE_RULE = (
+    "shorter side resized to SIZE (bilinear, antialiased, rounded to uint8), then centre-cropped "
+    "to SIZE x SIZE; alpha dropped; gray repeated to RGB when any image is colour"
+)
+_CHUNK_FILES = 256
+_HASH_BLOCK = 1 << 24
+
+
+class StoreInterrupted(Exception):
+    """Raised by ``prepare_store(..., stop_after=K)`` (tests): stopped after K images."""
+
+
+@dataclass
+class _Split:
+    name: str
+    files: list[Path]  # folder sources; empty for named data sets
+    labels: list[int]
+    count: int  # files (folder) or images (named) to go through
+
+
+def images_file(split: str) -> str:
+    return f"{split}.images.u8"
+
+
+def labels_file(split: str) -> str:
+    return f"{split}.labels.npy"
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def prepare_store(
+    source: str,
+    out: str | Path,
+    *,
+    size: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    chunk: int = _CHUNK_FILES,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Decode SOURCE into the store folder OUT (see the module docstring); returns the manifest."""
+    if size is not None and (isinstance(size, bool) or size < 1):
+        raise UserError(f"--size must be a positive integer, got {size!r}")
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be >= 0, got {workers}")
+    out = Path(out).expanduser()
+    if (out / MANIFEST).is_file():
+        raise UserError(f"store {out} is already complete ({MANIFEST} exists); choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    started = time.monotonic()
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        plan = _folder_plan(folder, size or FOLDER_SIZE)
+    else:
+        plan = _dataset_plan(source, size)
+    params = {k: plan[k] for k in ("source", "kind", "size", "channels", "classes", "digest")}
+    out.mkdir(parents=True, exist_ok=True)
+    state = _resume_state(out, params, plan["splits"])
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    done_images = 0
+    for split in plan["splits"]:
+        done_images += _write_split(
+            out, plan, split, state, n_workers, progress, chunk,
+            None if stop_after is None else stop_after - done_images,
+        )
+    elapsed = time.monotonic() - started
+    manifest = _finish(out, plan, state)
+    manifest["seconds"] = round(elapsed, 3)
+    return manifest
+
+
+def _folder_plan(folder: Path, size: int) -> dict[str, Any]:
+    """The splits, files, labels and channels of an image folder (as ``_load_folder`` reads it)."""
+    subdirs = {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    split_names = set(SPLITS["folder"]) - {"all"}
+    roots = (
+        {name: folder / name for name in sorted(subdirs)}
+        if subdirs and subdirs <= split_names
+        else {"train": folder}
+    )
+    per_split: dict[str, list[Path]] = {}
+    classes: list[str] = sorted(
+        {d.name for r in roots.values() for d in r.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    )
+    splits: list[_Split] = []
+    for name, root in roots.items():
+        dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        files: list[Path] = []
+        labels: list[int] = []
+        if dirs:
+            for d in dirs:
+                members = _image_files(d, recursive=True)
+                files.extend(members)
+                labels.extend([classes.index(d.name)] * len(members))
+        else:
+            files = _image_files(root, recursive=False)
+            labels = [-1] * len(files)
+        per_split[name] = files
+        splits.append(_Split(name, files, labels, len(files)))
+    everything = [f for files in per_split.values() for f in files]
+    if not everything:
+        raise UserError(
+            f"image folder {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
+            f"expected images directly inside it, one subfolder per class, or train/ test/ split folders"
+        )
+    digest = hashlib.sha256()
+    for f in everything:
+        st = f.stat()
+        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return {
+        "source": str(folder.resolve()),
+        "kind": "folder",
+        "size": size,
+        "channels": 3 if any(_is_colour(f) for f in everything) else 1,
+        "classes": classes,
+        "digest": digest.hexdigest(),
+        "splits": splits,
+    }
+
+
+def _is_colour(path: Path) -> bool:
+    """Whether the file's header says colour (PIL, no decoding); unreadable files count as gray."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.mode not in ("1", "L", "LA", "I", "I;16", "F", "La")
+    except Exception:  # corrupt files are counted when decoded
+        return False
+
+
+def _dataset_plan(source: str, size: int | None) -> dict[str, Any]:
+    name, _, split = source.partition(":")
+    if name not in DATASETS or name in ("folder", "store"):
+        named = [d for d in DATASETS if d not in ("folder", "store")]
+        raise UserError(
+            f"SOURCE {source!r} is neither an image folder nor a data set: expected a folder, "
+            f"or NAME[:SPLIT] with NAME one of {', '.join(named)}"
+        )
+    if split:
+        check_choice(f"split for {name}", split, SPLITS[name])
+    names = [split] if split else [s for s in SPLITS[name] if "+" not in s]
+    loaded = {s: load_image_dataset(name, split=s, image_size=size) for s in names}
+    first = next(iter(loaded.values()))
+    return {
+        "source": source,
+        "kind": "dataset",
+        "size": first.image_size,
+        "channels": first.channels,
+        "classes": max((d.classes for d in loaded.values()), key=len),
+        "digest": hashlib.sha256(source.encode()).hexdigest(),
+        "splits": [_Split(s, [], [], len(d)) for s, d in loaded.items()],
+        "loaded": loaded,
+    }
+
+
+def _resume_state(out: Path, params: dict[str, Any], splits: Sequence[_Split]) -> dict[str, Any]:
+    """The progress of an earlier, interrupted prepare of the same source, or a fresh start."""
+    path = out / PROGRESS
+    fresh = {"params": params, "splits": {s.name: {"done": 0, "written": 0, "corrupt": 0} for s in splits}}
+    if not path.is_file():
+        if any(out.iterdir()):
+            raise UserError(f"--out {out} is not empty and holds no interrupted prepare; choose an empty folder")
+        return fresh
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}); delete {out} and prepare again") from exc
+    if state.get("params") != params:
+        raise UserError(
+            f"{out} holds an interrupted prepare of other settings (source, size or files changed); "
+            f"delete it or choose another --out"
+        )
+    per_row = params["channels"] * params["size"] ** 2
+    for s in splits:
+        rec = state["splits"][s.name]
+        img = out / images_file(s.name)
+        if rec["done"] and (not img.is_file() or img.stat().st_size < rec["written"] * per_row):
+            raise UserError(f"{img} is shorter than its recorded progress; delete {out} and prepare again")
+    return state
+
+
+def _save_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_split(
+    out: Path,
+    plan: dict[str, Any],
+    split: _Split,
+    state: dict[str, Any],
+    workers: int,
+    progress: bool,
+    chunk: int,
+    stop_after: int | None,
+) -> int:
+    """Write one split's images from where the progress file says; returns images written now."""
+    from tqdm import tqdm
+
+    rec = state["splits"][split.name]
+    c, s = plan["channels"], plan["size"]
+    capacity = max(1, split.count)
+    images = np.memmap(out / images_file(split.name), np.uint8, "r+" if rec["done"] else "w+",
+                       shape=(capacity, c, s, s))
+    labels_tmp = out / f"{split.name}.labels.i64"
+    labels = np.memmap(labels_tmp, np.int64, "r+" if rec["done"] else "w+", shape=(capacity,))
+    written_now = 0
+    bar = tqdm(total=split.count, initial=rec["done"], unit="img", desc=f"prepare {split.name}",
+               disable=not progress, dynamic_ncols=True, leave=True)
+    try:
+        for start, block, block_labels, n_files in _blocks(plan, split, rec["done"], workers, chunk):
+            w = rec["written"]
+            images[w : w + len(block)] = block
+            labels[w : w + len(block)] = block_labels
+            images.flush()
+            labels.flush()
+            rec["done"] = start + n_files
+            rec["written"] = w + len(block)
+            rec["corrupt"] += n_files - len(block)
+            _save_json(out / PROGRESS, state)
+            written_now += len(block)
+            bar.update(n_files)
+            if stop_after is not None and written_now >= stop_after:
+                raise StoreInterrupted(f"stopped after {written_now} images")
+    finally:
+        bar.close()
+        del images, labels
+    return written_now
+
+
+def _blocks(
+    plan: dict[str, Any], split: _Split, start: int, workers: int, chunk: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
+    """(first file, images, labels, files covered) chunk by chunk, in order, from file `start`."""
+    starts = range(start, split.count, chunk)
+    if plan["kind"] == "dataset":
+        data: ImageDataset = plan["loaded"][split.name]
+        for b in starts:
+            x = data.images[b : b + chunk].numpy()
+            y = data.labels[b : b + chunk].numpy() if data.labels is not None else np.full(len(x), -1)
+            yield b, x, y, len(x)
+        return
+    rgb, size = plan["channels"] == 3, plan["size"]
+    labels = np.asarray(split.labels, dtype=np.int64)
+
+    def job(b: int) -> tuple[list[str], int, bool]:
+        return [str(f) for f in split.files[b : b + chunk]], size, rgb
+
+    if workers <= 1:
+        for b in starts:
+            x, kept = _decode_chunk(*job(b))
+            yield b, x, labels[b : b + chunk][kept], min(chunk, split.count - b)
+        return
+    ctx = get_context("spawn")  # torch is not fork-safe once its thread pools started
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        pending: deque[tuple[int, Future[tuple[np.ndarray, np.ndarray]]]] = deque()
+        todo = iter(starts)
+        for b in todo:  # keep 2 chunks per worker in flight: memory stays bounded
+            pending.append((b, pool.submit(_decode_chunk, *job(b))))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            b, fut = pending.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(_decode_chunk, *job(nxt))))
+            x, kept = fut.result()
+            yield b, x, labels[b : b + chunk][kept], min(chunk, split.count - b)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _decode_chunk(paths: list[str], size: int, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Decode, resize and crop a chunk of files; (images (k, C, S, S), kept indices)."""
+    out: list[np.ndarray] = []
+    kept: list[int] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for i, p in enumerate(paths):
+            img = _decode_one(Path(p))
+            if img is None:
+                continue
+            img = _to_channels(_resize_center_crop(img, size), rgb)
+            if not rgb and img.shape[0] == 3:  # the header said gray, the decoder colour
+                img = img.float().mean(0, keepdim=True).round_().to(torch.uint8)
+            out.append(img.numpy())
+            kept.append(i)
+    c = 3 if rgb else 1
+    stacked = np.stack(out) if out else np.zeros((0, c, size, size), np.uint8)
+    return stacked, np.asarray(kept, dtype=np.int64)
+
+
+def _finish(out: Path, plan: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Trim the files to the images kept, save the labels, hash, write the manifest last."""
+    c, s = plan["channels"], plan["size"]
+    splits: dict[str, Any] = {}
+    for split in plan["splits"]:
+        rec = state["splits"][split.name]
+        n = rec["written"]
+        img = out / images_file(split.name)
+        os.truncate(img, n * c * s * s)
+        tmp = out / f"{split.name}.labels.i64"
+        if tmp.exists():
+            labels = np.fromfile(tmp, dtype=np.int64, count=n)
+            np.save(out / labels_file(split.name), labels)
+            tmp.unlink()
+        splits[split.name] = {
+            "count": n,
+            "corrupt": rec["corrupt"],
+            "files": {
+                "images": _file_entry(img),
+                "labels": _file_entry(out / labels_file(split.name)),
+            },
+        }
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "source": plan["source"],
+        "source_kind": plan["kind"],
+        "channels": c,
+        "size": s,
+        "classes": plan["classes"],
+        "resize": RESIZE_RULE.replace("SIZE", str(s)),
+        "splits": splits,
+    }
+    _save_json(out / MANIFEST, manifest)
+    (out / PROGRESS).unlink()
+    return manifest
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- open
+
+
+def read_manifest(store: str | Path) -> dict[str, Any]:
+    """The manifest of a complete store, its files checked (sizes always, sha256 once)."""
+    root = Path(store).expanduser()
+    path = root / MANIFEST
+    if not path.is_file():
+        hint = " (an interrupted prepare: run it again)" if (root / PROGRESS).is_file() else ""
+        raise UserError(f"{root} is not an image store: {MANIFEST} missing{hint}; make one with `contrastkit prepare`")
+    raw = path.read_bytes()
+    try:
+        manifest: dict[str, Any] = json.loads(raw)
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise ValueError(f"format {manifest.get('format')!r} version {manifest.get('version')!r}")
+        c, s = int(manifest["channels"]), int(manifest["size"])
+        entries = []
+        for split, rec in manifest["splits"].items():
+            n = int(rec["count"])
+            for kind, expected in (("images", n * c * s * s), ("labels", None)):
+                entry = rec["files"][kind]
+                if entry["name"] != (images_file(split) if kind == "images" else labels_file(split)):
+                    raise ValueError(f"unexpected file name {entry['name']!r}")
+                if expected is not None and int(entry["bytes"]) != expected:
+                    raise ValueError(f"{entry['name']}: {entry['bytes']} bytes recorded for {n} images of {c}x{s}x{s}")
+                entries.append(entry)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path} is not a valid store manifest ({exc}); prepare the store again") from exc
+    _verify_files(root, entries, hashlib.sha256(raw).hexdigest())
+    return manifest
+
+
+def _verify_files(root: Path, entries: list[dict[str, Any]], manifest_hash: str) -> None:
+    seen: dict[str, list[int]] = {}
+    for entry in entries:
+        f = root / entry["name"]
+        if not f.is_file():
+            raise UserError(f"store {root} is damaged: {entry['name']} is missing; prepare it again")
+        st = f.stat()
+        if st.st_size != int(entry["bytes"]):
+            raise UserError(
+                f"store {root} is damaged: {entry['name']} has {st.st_size} bytes, the manifest says "
+                f"{entry['bytes']}; prepare it again"
+            )
+        seen[entry["name"]] = [st.st_size, st.st_mtime_ns]
+    marker = {"manifest": manifest_hash, "files": seen}
+    try:
+        if json.loads((root / VERIFIED).read_text()) == marker:
+            return
+    except (OSError, ValueError):
+        pass
+    for entry in entries:
+        if _sha256(root / entry["name"]) != entry["sha256"]:
+            raise UserError(
+                f"store {root} is damaged: {entry['name']} does not match its sha256 in {MANIFEST}; prepare it again"
+            )
+    with contextlib.suppress(OSError):  # a read-only store is checked on every open
+        _save_json(root / VERIFIED, marker)
+
+
+def open_store(store: str | Path | None, split: str = "train", image_size: int | None = None) -> ImageDataset:
+    """One split of a store as an ImageDataset backed by a read-only memory map (no copy)."""
+    if not store:
+        raise UserError("data set 'store' needs data.root: a folder written by `contrastkit prepare`")
+    root = Path(store).expanduser()
+    manifest = read_manifest(root)
+    splits = manifest["splits"]
+    if split not in splits:
+        raise UserError(f"store {root} has no split {split!r} (it has: {', '.join(splits)})")
+    c, s, n = int(manifest["channels"]), int(manifest["size"]), int(splits[split]["count"])
+    if image_size is not None and image_size != s:
+        raise UserError(
+            f"store {root} holds {s}x{s} images but data.image_size is {image_size}; "
+            f"leave data.image_size unset or prepare the store again with --size {image_size}"
+        )
+    if n == 0:
+        raise UserError(f"store {root}: split {split!r} holds no images")
+    array = np.memmap(root / images_file(split), np.uint8, "r", shape=(n, c, s, s))
+    with warnings.catch_warnings():  # read-only on purpose: nothing writes to the images
+        warnings.simplefilter("ignore", UserWarning)
+        images = torch.from_numpy(array)
+    labels = np.load(root / labels_file(split))
+    classes = list(manifest["classes"])
+    labelled = bool(classes) and labels.shape == (n,) and bool((labels >= 0).all())
+    return ImageDataset(
+        images, torch.from_numpy(labels) if labelled else None, classes if labelled else [], "store", mapped=True
+    )
+
