@@ -20,7 +20,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from contrastkit.cli import main
 
@@ -228,6 +230,28 @@ COMMANDS: dict[str, dict[str, Command]] = {
             sets=["train.max_steps=6", *DIGITS_EVAL], expect="ssl"
         ),
     },
+    "docs/data.md": {
+        "contrastkit prepare fashion-mnist --out stores/fm": Command(data=FASHION_MNIST, expect="store stores/fm"),
+        "contrastkit train fashion-mnist-simclr --set data.name=store --set data.root=stores/fm --out runs/fm-store": Command(
+            after=("contrastkit prepare fashion-mnist --out stores/fm",), sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"
+        ),
+        "contrastkit prepare PATH/TO/photos --out stores/photos --size 32": Command(
+            replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"
+        ),
+        "contrastkit train cifar10-simclr --set data.name=store --set data.root=stores/photos --out runs/photos": Command(
+            after=("contrastkit prepare PATH/TO/photos --out stores/photos --size 32",),
+            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", *DIGITS_EVAL], expect="ssl",
+        ),
+        "contrastkit train amazon-beauty-lightgcn --set recsys.root=PATH/TO/amazon-beauty --out runs/beauty": Command(
+            replace={"PATH/TO/amazon-beauty": str(SHARED_DATA / "amazon-beauty")}, sets=["train.max_steps=3"],
+            data=SHARED_DATA / "amazon-beauty", expect="popularity",
+        ),
+        "contrastkit train sick-simcse --set text.train_file=PATH/TO/corpus.txt --set text.lazy=true --set text.workers=2 "
+        "--out runs/simcse-lazy": Command(
+            replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"],
+            data=SICK, expect="STS spearman", slow=SICK_SLOW,
+        ),
+    },
     "docs/distributed.md": {
         "contrastkit train fashion-mnist-simclr --out runs/fm": Command(sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"),
         FM_RUN: Command(sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"),
@@ -283,6 +307,15 @@ class Sandbox:
         self.done: dict[tuple[str, str], str] = {}
         self.corpus = root / "corpus.txt"  # "any text file": generated sentences
         self.corpus.write_text("\n".join(make_corpus(3000)) + "\n")
+        self.photos = root / "photos"  # "a folder of your images": generated, three colour classes
+        rng = np.random.default_rng(0)
+        for split, count in (("train", 40), ("test", 12)):
+            for c, name in enumerate(("red", "green", "blue")):
+                (self.photos / split / name).mkdir(parents=True)
+                for i in range(count):
+                    pixels = rng.integers(0, 80, (40, 48, 3)).astype(np.uint8)
+                    pixels[..., c] += 150
+                    Image.fromarray(pixels).save(self.photos / split / name / f"{i}.png")
 
     def run(self, doc: str, command: str) -> str:
         key = (doc, command)
@@ -295,7 +328,7 @@ class Sandbox:
         folder.mkdir(parents=True, exist_ok=True)
         text = command
         for old, new in spec.replace.items():
-            text = text.replace(old, new.format(repo=REPO, corpus=self.corpus))
+            text = text.replace(old, new.format(repo=REPO, corpus=self.corpus, photos=self.photos))
         argv = shlex.split(text)
         if spec.serves:
             out = _serve(argv, folder, spec.serves)
