@@ -242,6 +242,11 @@ COMMANDS: dict[str, dict[str, Command]] = {
             after=("contrastkit prepare PATH/TO/photos --out stores/photos --size 32",),
             sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", *DIGITS_EVAL], expect="ssl",
         ),
+        "contrastkit train cifar10-simclr --set data.name=folder --set data.root=PATH/TO/photos --set data.stream=true "
+        "--out runs/photos-stream": Command(
+            replace={"PATH/TO/photos": "{photos}"},
+            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", *DIGITS_EVAL], expect="ssl",
+        ),
         "contrastkit train amazon-beauty-lightgcn --set recsys.root=PATH/TO/amazon-beauty --out runs/beauty": Command(
             replace={"PATH/TO/amazon-beauty": str(SHARED_DATA / "amazon-beauty")}, sets=["train.max_steps=3"],
             data=SHARED_DATA / "amazon-beauty", expect="popularity",

@@ -46,6 +46,11 @@ class DataConfig:
     train_classes: list[int] | None = option(
         None, "pre-train on the images of these classes only (novel-class few-shot: eval.episode_classes=novel)", ge=0
     )
+    stream: bool = option(
+        False, "folder data: decode batches from the files while training instead of loading all first"
+    )
+    workers: int = option(2, "data.stream: DataLoader worker processes decoding batches (0: in the training process)", ge=0)
+    gpu_decode: bool = option(False, "data.stream on CUDA: decode JPEG files on the GPU (nvJPEG)")
 
 
 @dataclass

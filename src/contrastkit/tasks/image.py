@@ -27,6 +27,7 @@ from contrastkit.data.image import (
     load_image_dataset,
 )
 from contrastkit.data.image.loader import InMemoryViewLoader
+from contrastkit.data.image.stream import FolderStream, StreamViewLoader, open_folder_stream
 from contrastkit.diagnostics import CollapseMonitor
 from contrastkit.encoders import build_image_encoder
 from contrastkit.errors import UserError
@@ -57,6 +58,31 @@ def load_split(cfg: Config, split: str, *, all_classes: bool = False) -> ImageDa
     return data.subset(torch.isin(data.labels, torch.tensor(d.train_classes)))
 
 
+def stream_split(cfg: Config, split: str = "train") -> FolderStream:
+    """The configured folder's split as a file list (``data.stream``), restricted to
+    ``data.train_classes`` where given."""
+    d: DataConfig = cfg.data
+    stream = open_folder_stream(split, d.root, d.image_size)
+    if split != "train" or d.train_classes is None:
+        return stream
+    if stream.labels is None:
+        raise UserError("data.train_classes needs labels, and this folder has none")
+    unknown = sorted(set(d.train_classes) - set(range(stream.num_classes)))
+    if unknown:
+        raise UserError(f"data.train_classes {unknown} are not classes of the folder (0..{stream.num_classes - 1})")
+    keep = torch.isin(stream.labels, torch.tensor(d.train_classes))
+    return FolderStream(
+        [f for f, k in zip(stream.files, keep.tolist(), strict=True) if k],
+        stream.labels[keep], stream.classes, stream.channels, stream.image_size,
+    )
+
+
+def fit_data(cfg: Config) -> ImageDataset | FolderStream:
+    """What training read (its channels, size and normalisation): the train split, in memory or
+    as a stream."""
+    return stream_split(cfg) if cfg.data.stream else load_split(cfg, "train")
+
+
 def episode_classes(cfg: Config, num_classes: int) -> list[int] | None:
     """The classes the few-shot episodes draw from: all, or those not pre-trained on (novel)."""
     if cfg.eval.episode_classes == "all":
@@ -64,7 +90,7 @@ def episode_classes(cfg: Config, num_classes: int) -> list[int] | None:
     return sorted(set(range(num_classes)) - set(cfg.data.train_classes or []))
 
 
-def input_size(cfg: Config, data: ImageDataset) -> int:
+def input_size(cfg: Config, data: ImageDataset | FolderStream) -> int:
     return int(cfg.data.image_size or data.image_size)
 
 
@@ -100,7 +126,7 @@ def visible_labels(labels: torch.Tensor, fraction: float, seed: int) -> torch.Te
     return out
 
 
-def augmentation_for(cfg: Config, data: ImageDataset) -> Any:
+def augmentation_for(cfg: Config, data: ImageDataset | FolderStream) -> Any:
     size = input_size(cfg, data)
     spec = cfg.data.augment if cfg.data.augment is not None else default_augmentation(data.channels, size)
     return build_augmentation(spec, size=size, channels=data.channels, mean=data.mean(), std=data.std())
@@ -152,7 +178,7 @@ class _Reference:
 
         self.device = setup_runtime(cfg, distributed=False)
         self.train = load_split(cfg, "train", all_classes=True)  # the probes' labelled bank
-        fit = self.train if cfg.data.train_classes is None else load_split(cfg, "train")  # what it trained on
+        fit = self.train if cfg.data.train_classes is None and not cfg.data.stream else fit_data(cfg)
         self.size = input_size(cfg, fit)
         self.transform = eval_transform(size=self.size, mean=fit.mean(), std=fit.std())
         self.model = load_trained_model(run_dir, cfg, self.train.channels, self.size, self.device) if model else None
@@ -179,25 +205,34 @@ class ImageTask(Task):
     def validate(self, cfg: Config) -> None:
         if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
             raise UserError("eval.episode_classes=novel needs data.train_classes (the classes to pre-train on)")
+        d: DataConfig = cfg.data
+        if d.stream and d.name != "folder":
+            raise UserError(f"data.stream reads image folders only (data.name=folder), not {d.name!r}")
+        if d.gpu_decode and not d.stream:
+            raise UserError("data.gpu_decode needs data.stream=true")
+        if d.gpu_decode and not torch.cuda.is_available():
+            raise UserError("data.gpu_decode needs a CUDA GPU, and none is available")
         splits = getattr(cfg.method, "bn_splits", 1)
         if cfg.train.batch_size % splits:
             raise UserError(
                 f"train.batch_size {cfg.train.batch_size} must be divisible by method.bn_splits {splits}"
             )
 
-    def data(self, ctx: RunContext) -> ImageDataset:
-        data = load_split(ctx.cfg, "train")
+    def data(self, ctx: RunContext) -> ImageDataset | FolderStream:
+        data = fit_data(ctx.cfg)
         if get_method(ctx.cfg.method.name).uses_labels and data.labels is None:
             raise UserError(f"method {ctx.cfg.method.name!r} needs labels but data set {data.name!r} has none")
         return data
 
-    def model(self, ctx: RunContext, data: ImageDataset) -> nn.Module:
+    def model(self, ctx: RunContext, data: ImageDataset | FolderStream) -> nn.Module:
         model = build_model(ctx.cfg, data.channels, input_size(ctx.cfg, data))
         if ctx.cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def loader(self, ctx: RunContext, data: ImageDataset, model: nn.Module) -> InMemoryViewLoader:
+    def loader(
+        self, ctx: RunContext, data: ImageDataset | FolderStream, model: nn.Module
+    ) -> InMemoryViewLoader | StreamViewLoader:
         cfg = ctx.cfg
         labels = None
         if get_method(cfg.method.name).uses_labels:
@@ -207,29 +242,32 @@ class ImageTask(Task):
                 f"{cfg.method.name}: {int((labels >= 0).sum())} of {labels.numel()} training labels "
                 f"used (data.label_fraction={cfg.data.label_fraction}); the rest are unlabeled"
             )
-        return InMemoryViewLoader(
-            data.images,
-            batch_size=ctx.local_batch,
-            augmentation=augmentation_for(cfg, data).to(ctx.device),
-            views=cfg.data.views,
-            seed=cfg.train.seed,
-            device=ctx.device,
-            channels_last=cfg.train.channels_last,
-            labels=labels,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            resident=not data.mapped,
-        )
+        common: dict[str, Any] = {
+            "batch_size": ctx.local_batch,
+            "augmentation": augmentation_for(cfg, data).to(ctx.device),
+            "views": cfg.data.views,
+            "seed": cfg.train.seed,
+            "device": ctx.device,
+            "channels_last": cfg.train.channels_last,
+            "labels": labels,
+            "rank": ctx.rank,
+            "world_size": ctx.world_size,
+        }
+        if isinstance(data, FolderStream):
+            return StreamViewLoader(data, workers=cfg.data.workers, gpu_decode=cfg.data.gpu_decode, **common)
+        return InMemoryViewLoader(data.images, resident=not data.mapped, **common)
 
     def callbacks(self, ctx: RunContext, trainer: Any, data: Any, model: nn.Module) -> list[Any]:
         ctx.state["monitor"] = CollapseMonitor()
         return [ctx.state["monitor"]]
 
-    def describe(self, ctx: RunContext, data: ImageDataset) -> str:
+    def describe(self, ctx: RunContext, data: ImageDataset | FolderStream) -> str:
         cfg = ctx.cfg
+        shape = (data.channels, data.image_size, data.image_size)
+        how = f", streamed by {cfg.data.workers} worker(s)" if isinstance(data, FolderStream) else ""
         return (
-            f"training {cfg.method.name} on {data.name} ({data.images.shape[0]} images, "
-            f"{tuple(data.images.shape[1:])}) with {cfg.model.encoder} on {ctx.device}"
+            f"training {cfg.method.name} on {data.name} ({len(data)} images, "
+            f"{shape}{how}) with {cfg.model.encoder} on {ctx.device}"
         )
 
     def after_training(self, ctx: RunContext, data: Any, model: nn.Module, summary: TrainSummary) -> dict[str, Any]:
@@ -268,7 +306,7 @@ class ImageTask(Task):
             num_classes=ref.train.num_classes,
             class_names=ref.train.classes,
             eval_transform=ref.transform,
-            train_transform=augmentation_for(cfg, load_split(cfg, "train")).to(ref.device),
+            train_transform=augmentation_for(cfg, fit_data(cfg)).to(ref.device),
             episode_classes=episode_classes(cfg, ref.train.num_classes),
             cfg=cfg.eval,
             device=ref.device,

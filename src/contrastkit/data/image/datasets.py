@@ -376,6 +376,25 @@ def _load_stl10(split: str, root: str | None, download: bool) -> ImageDataset:
 
 def _load_folder(split: str, root: str | None, size: int) -> ImageDataset:
     """Class subfolders give labels (sorted names); a flat folder gives an unlabeled set."""
+    folder, files, targets, classes = _folder_files(split, root)
+    decoded, kept, bad = _decode_all(files, size)
+    if bad:
+        warnings.warn(
+            f"skipped {bad} unreadable or corrupt image file(s) of {len(files)} in {folder}",
+            stacklevel=3,
+        )
+    if not decoded:
+        raise UserError(
+            f"image folder {folder}: none of its {len(files)} image files could be decoded"
+        )
+    rgb = any(img.shape[0] >= 3 for img in decoded)
+    images = torch.stack([_to_channels(img, rgb) for img in decoded])
+    labels = torch.tensor([targets[i] for i in kept], dtype=torch.int64) if classes else None
+    return ImageDataset(images, labels, classes, "folder")
+
+
+def _folder_files(split: str, root: str | None) -> tuple[Path, list[Path], list[int], list[str]]:
+    """The folder of `split`, its image files (sorted), their labels and the class names."""
     if not root:
         raise UserError(
             "data set 'folder' needs data.root: a folder of images, either flat or one subfolder per class"
@@ -404,20 +423,7 @@ def _load_folder(split: str, root: str | None, size: int) -> ImageDataset:
             f"image folder {folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
             f"expected images directly inside it or one subfolder per class"
         )
-    decoded, kept, bad = _decode_all(files, size)
-    if bad:
-        warnings.warn(
-            f"skipped {bad} unreadable or corrupt image file(s) of {len(files)} in {folder}",
-            stacklevel=3,
-        )
-    if not decoded:
-        raise UserError(
-            f"image folder {folder}: none of its {len(files)} image files could be decoded"
-        )
-    rgb = any(img.shape[0] >= 3 for img in decoded)
-    images = torch.stack([_to_channels(img, rgb) for img in decoded])
-    labels = torch.tensor([targets[i] for i in kept], dtype=torch.int64) if classes else None
-    return ImageDataset(images, labels, classes, "folder")
+    return folder, files, targets, classes
 
 
 def _split_folder(folder: Path, split: str) -> Path:

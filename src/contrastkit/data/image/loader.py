@@ -8,6 +8,9 @@ With ``resident=False`` (a store's memory map, see contrastkit.data.image.store)
 where they are: each batch reads its rows in sorted order (sequential reads of the file), is put
 back in the permutation's order and only then moved to the device, so the batches are exactly
 those of the resident loader.
+
+:class:`ViewLoaderBase` holds what both share with the streaming folder loader
+(contrastkit.data.image.stream.StreamViewLoader): permutation, sharding, generator, batch making.
 """
 
 from __future__ import annotations
@@ -39,12 +42,13 @@ def augment_view(
     return view.contiguous(memory_format=torch.channels_last) if channels_last else view
 
 
-class InMemoryViewLoader:
-    """Yields {'views': [V tensors (B,C,S,S)], 'index': (B,)} for contrastive training."""
+class ViewLoaderBase:
+    """What the view loaders share: the seeded per-epoch permutation sharded per rank, the
+    augmentation generator (checkpointed) and the making of a batch from its uint8 images."""
 
     def __init__(
         self,
-        images: Tensor,
+        count: int,
         *,
         batch_size: int,
         augmentation: BatchAugmentation,
@@ -55,11 +59,9 @@ class InMemoryViewLoader:
         labels: Tensor | None = None,
         rank: int = 0,
         world_size: int = 1,
-        resident: bool = True,
     ) -> None:
         self.device = torch.device(device)
-        self.resident = resident
-        self.images = images.to(self.device) if resident else images
+        self.count = count
         self.labels = labels.to(self.device) if labels is not None else None
         self.batch_size = batch_size
         self.augmentation = augmentation
@@ -74,18 +76,45 @@ class InMemoryViewLoader:
 
             raise UserError(
                 f"train.batch_size {batch_size} is larger than the data set "
-                f"({images.shape[0]} images); use a batch size <= {images.shape[0] // world_size}"
+                f"({count} images); use a batch size <= {count // world_size}"
             )
 
     def __len__(self) -> int:
         """Full batches per epoch (the last partial batch is dropped: BN and the loss want full batches)."""
-        return (self.images.shape[0] // self.world_size) // self.batch_size
+        return (self.count // self.world_size) // self.batch_size
 
     def permutation(self, epoch: int) -> Tensor:
         gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-        perm = torch.randperm(self.images.shape[0], generator=gen)
-        per_rank = self.images.shape[0] // self.world_size
+        perm = torch.randperm(self.count, generator=gen)
+        per_rank = self.count // self.world_size
         return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def make_batch(self, x: Tensor, idx: Tensor) -> dict[str, Any]:
+        """The batch of images `x` (on the device) at data set indices `idx` (on the device)."""
+        views = [
+            augment_view(self.augmentation, x, self.generator, self.channels_last)
+            for _ in range(self.views)
+        ]
+        batch: dict[str, Any] = {"views": views, "index": idx}
+        if self.labels is not None:
+            batch["labels"] = self.labels.index_select(0, idx)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"].cpu())
+
+
+class InMemoryViewLoader(ViewLoaderBase):
+    """Yields {'views': [V tensors (B,C,S,S)], 'index': (B,)} for contrastive training."""
+
+    def __init__(self, images: Tensor, *, resident: bool = True, **kwargs: Any) -> None:
+        """`kwargs`: those of :class:`ViewLoaderBase` (batch_size, augmentation, views, seed, ...)."""
+        super().__init__(int(images.shape[0]), **kwargs)
+        self.resident = resident
+        self.images = images.to(self.device) if resident else images
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
         perm = self.permutation(epoch)
@@ -98,14 +127,7 @@ class InMemoryViewLoader:
             else:
                 x = self._gather(idx)
                 idx = idx.to(self.device)
-            views = [
-                augment_view(self.augmentation, x, self.generator, self.channels_last)
-                for _ in range(self.views)
-            ]
-            batch: dict[str, Any] = {"views": views, "index": idx}
-            if self.labels is not None:
-                batch["labels"] = self.labels.index_select(0, idx)
-            yield batch
+            yield self.make_batch(x, idx)
 
     def _gather(self, idx: Tensor) -> Tensor:
         """Rows `idx` of the (memory-mapped) images, read in sorted order, on the device."""
@@ -115,9 +137,3 @@ class InMemoryViewLoader:
         if self.device.type == "cuda":
             x = x.pin_memory()
         return x.to(self.device, non_blocking=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"].cpu())
