@@ -202,7 +202,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
     },
     "docs/use.md": {
-        R18_RUN: Command(sets=["train.max_steps=2", *DIGITS_EVAL], expect="ssl"),
+        R18_RUN: Command(sets=["train.max_steps=2", "eval.baselines=false", *DIGITS_EVAL], expect="ssl"),
         "contrastkit export runs/r18 --format torchvision --out runs/r18/resnet18.safetensors": Command(
             after=(R18_RUN,), expect="strict=True"
         ),
@@ -233,19 +233,20 @@ COMMANDS: dict[str, dict[str, Command]] = {
     "docs/data.md": {
         "contrastkit prepare fashion-mnist --out stores/fm": Command(data=FASHION_MNIST, expect="store stores/fm"),
         "contrastkit train fashion-mnist-simclr --set data.name=store --set data.root=stores/fm --out runs/fm-store": Command(
-            after=("contrastkit prepare fashion-mnist --out stores/fm",), sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"
+            after=("contrastkit prepare fashion-mnist --out stores/fm",), sets=FM_QUICK, data=FASHION_MNIST, expect="ssl",
+            slow="a third Fashion-MNIST training (tests/test_prepare.py trains from a store in CI)",
         ),
         "contrastkit prepare PATH/TO/photos --out stores/photos --size 32": Command(
             replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"
         ),
         "contrastkit train cifar10-simclr --set data.name=store --set data.root=stores/photos --out runs/photos": Command(
             after=("contrastkit prepare PATH/TO/photos --out stores/photos --size 32",),
-            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", *DIGITS_EVAL], expect="ssl",
+            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL], expect="ssl",
         ),
         "contrastkit train cifar10-simclr --set data.name=folder --set data.root=PATH/TO/photos --set data.stream=true "
         "--out runs/photos-stream": Command(
             replace={"PATH/TO/photos": "{photos}"},
-            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", *DIGITS_EVAL], expect="ssl",
+            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL], expect="ssl",
         ),
         "contrastkit train amazon-beauty-lightgcn --set recsys.root=PATH/TO/amazon-beauty --out runs/beauty": Command(
             replace={"PATH/TO/amazon-beauty": str(SHARED_DATA / "amazon-beauty")}, sets=["train.max_steps=3"],
