@@ -48,4 +48,6 @@ def test_compare_refuses_different_data(tmp_path: Path, capsys: pytest.CaptureFi
     code = main(["compare", "digits-simclr", "--budget-minutes", "0", "--out", str(tmp_path / "y")])
     assert code == 2 and "--budget-minutes must be > 0" in capsys.readouterr().err
     code = main(["compare", "digits-simclr", "ml100k-lightgcn", "--budget-minutes", "1", "--out", str(tmp_path / "z")])
-    assert code == 2 and "compare works on image recipes; got task recsys" in capsys.readouterr().err
+    assert code == 2 and "compare needs recipes of one task; got digits-simclr: image, ml100k-lightgcn: recsys" in capsys.readouterr().err
+    code = main(["compare", "ml100k-lightgcn", "--budget-minutes", "1", "--out", str(tmp_path / "w")])
+    assert code == 2 and "compare works on recipes of task image" in capsys.readouterr().err

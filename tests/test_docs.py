@@ -69,6 +69,9 @@ SICK_RUN = "contrastkit train sick-simcse --out runs/sick"
 BYOL_RUN = "contrastkit train digits-simclr --set method.name=byol --set train.epochs=5 --out runs/byol"
 ML100K_RUN = "contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100k --out runs/ml100k"
 R18_RUN = "contrastkit train digits-simclr --set model.encoder=resnet18 --set train.epochs=2 --out runs/r18"
+PHOTOS_PREPARE = "contrastkit prepare PATH/TO/photos --out stores/photos --size 32"
+PHOTOS_RUN = "contrastkit train cifar10-simclr --set data.name=store --set data.root=stores/photos --out runs/photos"
+PHOTOS_QUICK = ["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL]
 ANCHOR = "/path/to/venv-with-lightly/bin/python"
 SICK_SLOW = "MiniLM encodes SICK's 9k sentences: a minute (tests/test_text_cli.py runs the same on tiny data)"
 ST_ANCHOR = "/path/to/venv-with-sentence-transformers/bin/python"
@@ -143,6 +146,8 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "contrastkit serve runs/d --port 8765": Command(
             after=(DIGITS_RUN,), serves="/api/neighbours/0", expect='"score"'
         ),
+        PHOTOS_PREPARE: Command(replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"),
+        PHOTOS_RUN: Command(after=(PHOTOS_PREPARE,), sets=PHOTOS_QUICK, expect="ssl"),
         "contrastkit index runs/sick --data sick:test": Command(
             after=(SICK_RUN,), data=SICK, expect="indexed", slow=SICK_SLOW
         ),
@@ -236,21 +241,15 @@ COMMANDS: dict[str, dict[str, Command]] = {
             after=("contrastkit prepare fashion-mnist --out stores/fm",), sets=FM_QUICK, data=FASHION_MNIST, expect="ssl",
             slow="a third Fashion-MNIST training (tests/test_prepare.py trains from a store in CI)",
         ),
-        "contrastkit prepare PATH/TO/photos --out stores/photos --size 32": Command(
-            replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"
-        ),
-        "contrastkit train cifar10-simclr --set data.name=store --set data.root=stores/photos --out runs/photos": Command(
-            after=("contrastkit prepare PATH/TO/photos --out stores/photos --size 32",),
-            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL], expect="ssl",
-        ),
+        PHOTOS_PREPARE: Command(replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"),
+        PHOTOS_RUN: Command(after=(PHOTOS_PREPARE,), sets=PHOTOS_QUICK, expect="ssl"),
         "contrastkit train cifar10-simclr --set data.name=folder --set data.root=PATH/TO/photos --set data.stream=true "
-        "--out runs/photos-stream": Command(
-            replace={"PATH/TO/photos": "{photos}"},
-            sets=["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL], expect="ssl",
-        ),
+        "--out runs/photos-stream": Command(replace={"PATH/TO/photos": "{photos}"}, sets=PHOTOS_QUICK, expect="ssl"),
         "contrastkit train amazon-beauty-lightgcn --set recsys.root=PATH/TO/amazon-beauty --out runs/beauty": Command(
             replace={"PATH/TO/amazon-beauty": str(SHARED_DATA / "amazon-beauty")}, sets=["train.max_steps=3"],
             data=SHARED_DATA / "amazon-beauty", expect="popularity",
+            slow="the full split: loading and full-ranking evaluation of 22k users take minutes "
+            "(tests/test_recsys_given.py trains on given splits in CI)",
         ),
         "contrastkit train sick-simcse --set text.train_file=PATH/TO/corpus.txt --set text.lazy=true --set text.workers=2 "
         "--out runs/simcse-lazy": Command(
@@ -259,7 +258,10 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
     },
     "docs/distributed.md": {
-        "contrastkit train fashion-mnist-simclr --out runs/fm": Command(sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"),
+        "contrastkit train fashion-mnist-simclr --out runs/fm": Command(
+            sets=FM_QUICK, data=FASHION_MNIST, expect="ssl",
+            slow="the one-process Fashion-MNIST run of the README runs in CI; here the 2-process ones",
+        ),
         FM_RUN: Command(sets=FM_QUICK, data=FASHION_MNIST, expect="ssl"),
         "torchrun --standalone --nproc-per-node 8 -m contrastkit train fashion-mnist-simclr --out runs/fm8": Command(
             replace={"--nproc-per-node 8": "--nproc-per-node 2"},  # 8 processes want 8 GPUs

@@ -16,6 +16,8 @@ from typing import Any
 
 from contrastkit.config import load_config
 from contrastkit.errors import UserError
+from contrastkit.evaluate.tables import format_table, pct
+from contrastkit.tasks.base import Task, all_tasks, get_task
 
 COLUMNS = ("recipe", "method", "kNN", "linear", "10/class", "train s", "steps", "peak MB", "eff. rank")
 
@@ -36,10 +38,15 @@ def compare(
         raise UserError(f"--budget-minutes must be > 0, got {budget_minutes}")
     overrides = list(overrides or [])
     cfgs = [load_config(r, overrides) for r in recipes]  # validates every recipe first
-    other = sorted({c.task for c in cfgs} - {"image"})
-    if other:
-        raise UserError(f"compare works on image recipes; got task {', '.join(other)}")
-    data = {(c.data.name, c.data.root) for c in cfgs}
+    tasks = sorted({c.task for c in cfgs})
+    if len(tasks) > 1:
+        listed = ", ".join(f"{r}: {c.task}" for r, c in zip(recipes, cfgs, strict=True))
+        raise UserError(f"compare needs recipes of one task; got {listed}")
+    task = get_task(tasks[0])
+    if task.name != "image" and not _offers_compare(task):
+        able = ", ".join(t.name for t in all_tasks() if t.name == "image" or _offers_compare(t))
+        raise UserError(f"compare works on recipes of task {able}; got task {task.name}")
+    data = {(c.data.name, c.data.root) for c in cfgs} if task.name == "image" else set()
     if len(data) > 1:
         listed = ", ".join(f"{r}: {c.data.name}" for r, c in zip(recipes, cfgs, strict=True))
         raise UserError(f"compare needs recipes on the same data; got {listed} (or pass --set data.name=...)")
@@ -48,14 +55,9 @@ def compare(
         raise UserError(f"output folder {str(out)!r} already exists and is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     names = _unique_names(recipes)
-    common = [
-        f"train.time_budget_minutes={budget_minutes}",
-        "train.epochs=100000",
-        f"eval.few_label_shots=[{shots}]",
-        "eval.finetune=false",
-        "eval.plots=false",
-        *overrides,
-    ]
+    common = [f"train.time_budget_minutes={budget_minutes}", *overrides]
+    if task.name == "image":  # long enough to fill the budget; the probes the table shows
+        common[1:1] = ["train.epochs=100000", f"eval.few_label_shots=[{shots}]", "eval.finetune=false", "eval.plots=false"]
     rows: list[dict[str, Any]] = []
     for recipe, name in zip(recipes, names, strict=True):
         run_dir = out / name
@@ -69,12 +71,18 @@ def compare(
         log = (run_dir.parent / f"{name}.log").open("w")
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)
         log.close()
-        row = _row(recipe, run_dir, proc.returncode, time.perf_counter() - t0, shots)
+        row = _row(recipe, run_dir, proc.returncode, time.perf_counter() - t0, shots, task)
         rows.append(row)
         if proc.returncode != 0:
             print(f"  {recipe} failed (exit {proc.returncode}); see {run_dir.parent / f'{name}.log'}", flush=True)
-    (out / "compare.json").write_text(json.dumps({"budget_minutes": budget_minutes, "runs": rows}, indent=2))
+    (out / "compare.json").write_text(
+        json.dumps({"task": task.name, "budget_minutes": budget_minutes, "runs": rows}, indent=2)
+    )
     return rows
+
+
+def _offers_compare(task: Task) -> bool:
+    return type(task).compare_row is not Task.compare_row
 
 
 def _unique_names(recipes: list[str]) -> list[str]:
@@ -88,13 +96,22 @@ def _unique_names(recipes: list[str]) -> list[str]:
     return names
 
 
-def _row(recipe: str, run_dir: Path, code: int, wall: float, shots: int) -> dict[str, Any]:
+def _row(recipe: str, run_dir: Path, code: int, wall: float, shots: int, task: Task) -> dict[str, Any]:
     row: dict[str, Any] = {"recipe": recipe, "run_dir": str(run_dir), "exit_code": code, "wall_seconds": wall}
     path = run_dir / "results.json"
     if not path.is_file():
         return row
     res = json.loads(path.read_text())
     tr, ev = res.get("train", {}), res.get("eval", {})
+    if task.name != "image":  # the task's own headline figures, then the common ones
+        row.update(
+            method=res.get("config", {}).get("method", {}).get("name"),
+            figures=task.compare_row(res),
+            train_seconds=tr.get("seconds"),
+            steps=tr.get("steps"),
+            peak_memory_mb=tr.get("peak_memory_mb"),
+        )
+        return row
     ssl = ev.get("encoders", {}).get("ssl", {})
     few = ssl.get("few_label", {}).get("shots", {}).get(str(shots), {}) or {}
     row.update(
@@ -113,10 +130,10 @@ def _row(recipe: str, run_dir: Path, code: int, wall: float, shots: int) -> dict
 
 
 def compare_table(rows: list[dict[str, Any]], shots: int = 10) -> str:
-    """Fixed-width table of a comparison (accuracies in %)."""
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.1f}"
+    """Fixed-width table of a comparison (image tasks: accuracies in %; other tasks: the
+    figures of their ``compare_row``)."""
+    if any("figures" in r for r in rows):
+        return _figures_table(rows)
 
     def num(v: float | None, fmt: str = "{:.0f}") -> str:
         return "-" if v is None else fmt.format(v)
@@ -138,9 +155,27 @@ def compare_table(rows: list[dict[str, Any]], shots: int = 10) -> str:
             num(r.get("peak_memory_mb")),
             num(r.get("effective_rank"), "{:.1f}"),
         ])
-    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
+    return format_table(header, body, left=2)
 
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
 
-    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)])
+def _figures_table(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r.get("figures", {}) if c not in columns]
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    header = ["recipe", "method", *columns, "train s", "steps", "peak MB"]
+    body = [
+        [
+            r["recipe"] + (" (failed)" if r.get("exit_code") else ""),
+            str(r.get("method") or "-"),
+            *(cell(r.get("figures", {}).get(c)) for c in columns),
+            *(cell(None if r.get(k) is None else round(r[k])) for k in ("train_seconds", "steps", "peak_memory_mb")),
+        ]
+        for r in rows
+    ]
+    return format_table(header, body, left=2)

@@ -8,6 +8,9 @@ every task:
     validate → data → model → loader (+ callbacks) → Trainer.fit → after_training
              → evaluate → results table          (and later: embed / index / search / ...)
 
+A task whose training is no stream of batches (an RL agent, a GAN) overrides :meth:`Task.fit`
+instead of data / model / loader and keeps the rest of the cycle.
+
 Run folders (config.yaml, results.json, checkpoints, resume) are handled once, in
 :mod:`contrastkit.runs`; the CLI finds a task by its name through :func:`get_task`.
 """
@@ -94,6 +97,14 @@ class Task:
         """Extra per-step callbacks (e.g. early stopping); loaded again on resume by the task."""
         return []
 
+    def fit(self, ctx: RunContext) -> tuple[TrainSummary, dict[str, Any]] | None:
+        """Training that is not batches through the :class:`~contrastkit.train.Trainer` (an
+        agent acting in an environment, a generator and a discriminator taking turns): run it
+        here, from ``ctx`` (``ctx.resume`` set: continue from the run folder's checkpoint), and
+        return the summary and extra results.json entries. ``None``, the default, means the
+        standard path (data → model → loader → Trainer.fit → after_training)."""
+        return None
+
     def describe(self, ctx: RunContext, data: Any) -> str:
         """One line: what is trained on what (printed before training)."""
         return f"training {ctx.cfg.method.name} on {ctx.device}"
@@ -111,6 +122,11 @@ class Task:
     def results_table(self, ev: dict[str, Any]) -> str:
         """The evaluation for the terminal: a title line and a small fixed-width table."""
         return "(no evaluation table)"
+
+    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
+        """The run's headline figures for ``contrastkit compare`` (column name → number or
+        text), from its results.json; every run of one comparison is of the same task."""
+        return {}
 
     # ---------------------------------------------------------------- 6. embed
 

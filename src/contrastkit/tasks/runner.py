@@ -85,6 +85,9 @@ def train_run(
     ctx = RunContext(cfg, Path(run_dir), device, rank, world_size, resume, verbose and rank == 0)
     if not resume and ctx.is_main:
         save_run_config(cfg, ctx.run_dir)
+    custom = task.fit(ctx)
+    if custom is not None:
+        return custom
     data = task.data(ctx)
     model = _sync_batchnorm(ctx, task.model(ctx, data))
     loader = task.loader(ctx, data, model)
