@@ -34,9 +34,17 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (bad_checkpoint / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
     bad_recipe = root / "bad.yaml"
     bad_recipe.write_text("train: {epochs: [1,\n")
+    store = root / "store"
+    assert main(["prepare", "digits:test", "--out", str(store), "--size", "8", "--workers", "0", "--quiet"]) == 0
+    damaged_store = root / "damaged-store"
+    shutil.copytree(store, damaged_store)
+    (damaged_store / ".verified.json").unlink(missing_ok=True)
+    images = damaged_store / "test.images.u8"
+    images.write_bytes(bytes(255 - b for b in images.read_bytes()))  # same size, other pixels
     return {
         "image": image, "recsys": recsys, "not_a_run": not_a_run, "bad_config": bad_config,
         "bad_checkpoint": bad_checkpoint, "bad_recipe": bad_recipe, "missing": root / "missing",
+        "store": store, "damaged_store": damaged_store,
     }
 
 
@@ -66,6 +74,16 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("similar", "missing path", ["similar", "{missing}", "--item", "1"], "is not a contrastkit run folder"),
     ("similar", "wrong kind", ["similar", "{image}", "--item", "1"], "works on runs of task recsys / sequences; this run's task is 'image'"),
     ("similar", "malformed", ["similar", "{bad_config}", "--item", "1"], "is not valid YAML"),
+    ("prepare", "missing path", ["prepare", "{missing}/photos", "--out", "{missing}/s"], "photos' does not exist; expected an image folder, tar shards"),
+    ("prepare", "missing shards", ["prepare", "{missing}/train-{{000..002}}.tar", "--out", "{missing}/s"], "3 of its 3 files do not exist"),
+    ("prepare", "wrong kind", ["prepare", "{bad_recipe}", "--out", "{missing}/s"], "bad.yaml' is not an image folder nor a .tar shard; expected"),
+    ("prepare", "unknown name", ["prepare", "imagenet9", "--out", "{missing}/s"], "'imagenet9' is neither an image folder, tar shards nor a data set"),
+    ("prepare", "size 0", ["prepare", "digits", "--out", "{missing}/s", "--size", "0"], "--size must be a positive integer, got 0"),
+    ("prepare", "negative size", ["prepare", "digits", "--out", "{missing}/s", "--size", "-3"], "--size must be a positive integer, got -3"),
+    ("prepare", "out not a store", ["prepare", "digits", "--out", "{not_a_run}"], "is not empty and holds no store or interrupted prepare; choose a new or empty folder"),
+    ("prepare", "out another store", ["prepare", "digits:test", "--out", "{store}", "--size", "16"], "is already a complete store (of 'digits:test' at --size 8); choose a new or empty folder"),
+    ("prepare", "out a file", ["prepare", "digits", "--out", "{bad_recipe}"], "exists and is not a folder"),
+    ("train", "damaged store", ["train", "--set", "data.name=store", "--set", "data.root={damaged_store}", "--out", "{missing}/r"], "test.images.u8 does not match its sha256"),
 ]
 
 

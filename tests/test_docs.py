@@ -72,6 +72,13 @@ R18_RUN = "contrastkit train digits-simclr --set model.encoder=resnet18 --set tr
 PHOTOS_PREPARE = "contrastkit prepare PATH/TO/photos --out stores/photos --size 32"
 PHOTOS_RUN = "contrastkit train cifar10-simclr --set data.name=store --set data.root=stores/photos --out runs/photos"
 PHOTOS_QUICK = ["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL]
+RL_QUICK = [
+    "rl.steps=120", "rl.learning_starts=40", "rl.train_freq=10", "rl.gradient_steps=4", "rl.eval_every=60",
+    "rl.eval_episodes=2", "rl.probe_steps=150", "rl.buffer_size=300", "rl.height=24", "rl.width=48",
+    "rl.crop_margin=2", "train.batch_size=16",
+]
+GAN_QUICK = ["train.max_steps=20", "gan.feature_steps=5", "gan.eval_samples=200", "gan.probe_samples=300"]
+GAN_FM = "contrastkit train fashion-mnist-contrad --out runs/contrad"
 ANCHOR = "/path/to/venv-with-lightly/bin/python"
 SICK_SLOW = "MiniLM encodes SICK's 9k sentences: a minute (tests/test_text_cli.py runs the same on tiny data)"
 ST_ANCHOR = "/path/to/venv-with-sentence-transformers/bin/python"
@@ -205,6 +212,31 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "/work/benchvenv/bin/python benchmarks/train_throughput.py --rounds 3 --steps 30 --warmup 5": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
         ),
+        'python benchmarks/data_prepare.py --images /tmp/bench/jpegs --count 6000 --rounds 3 --out runs/bench-data-prepare': Command(
+            exempt="benchmark (minutes of timing); run by hand, figures in this document",
+        ),
+        'python benchmarks/data_prepare.py --images /tmp/bench/jpegs --per-image 500 --out runs/bench-data-prepare': Command(
+            exempt="benchmark (minutes of timing); run by hand, figures in this document",
+        ),
+        'python benchmarks/data_train_throughput.py --images /tmp/bench/jpegs --rounds 3 --warmup 2 --steps 8 --out runs/bench-data-train': Command(
+            exempt="benchmark (minutes of timing); run by hand, figures in this document",
+        ),
+        'python benchmarks/data_store_memory.py generate --store /tmp/bench/store1m --count 1000000': Command(
+            exempt="benchmark (writes a 12 GB store); run by hand, figures in this document",
+        ),
+        'python benchmarks/data_store_memory.py measure --store /tmp/bench/store1m --control /tmp/bench/store50k --steps 300 --eval-samples 5000 --set model.width=8 --out runs/bench-data-store-memory': Command(
+            exempt="benchmark (trains on the 12 GB store); run by hand, figures in this document",
+        ),
+        'python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty-recbole --models lightgcn --no-ours --recbole-python /work/benchvenv-recbole/bin/python --epochs 2 --eval-every 1 --threads 1': Command(
+            exempt="benchmark (an hour of RecBole in its own environment); run by hand, figures in this document",
+        ),
+        'python benchmarks/gan_fashion_mnist.py --minutes 5 --seeds 0 1 --out /tmp/gan_bench': Command(
+            exempt="benchmark (20 minutes of GAN training); run by hand, figures in this document",
+        ),
+        "for m in lightgcn simgcl xsimgcl; do": Command(exempt="shell loop of the benchmark below"),
+        "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty-$m --models $m "
+        "--epochs 2 --eval-every 1 --threads 1 &": Command(exempt="benchmark (an hour per model); run by hand"),
+        "done": Command(exempt="shell loop of the benchmark above"),
     },
     "docs/use.md": {
         R18_RUN: Command(sets=["train.max_steps=2", "eval.baselines=false", *DIGITS_EVAL], expect="ssl"),
@@ -243,6 +275,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         PHOTOS_PREPARE: Command(replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"),
         PHOTOS_RUN: Command(after=(PHOTOS_PREPARE,), sets=PHOTOS_QUICK, expect="ssl"),
+        "contrastkit prepare 'PATH/TO/shards/train-{000000..000009}.tar' --out stores/shards --size 32": Command(
+            exempt="needs a folder of shards; tests/test_prepare.py prepares generated tar shards"
+        ),
         "contrastkit train cifar10-simclr --set data.name=folder --set data.root=PATH/TO/photos --set data.stream=true "
         "--out runs/photos-stream": Command(replace={"PATH/TO/photos": "{photos}"}, sets=PHOTOS_QUICK, expect="ssl"),
         "contrastkit train amazon-beauty-lightgcn --set recsys.root=PATH/TO/amazon-beauty --out runs/beauty": Command(
@@ -256,6 +291,22 @@ COMMANDS: dict[str, dict[str, Command]] = {
             replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"],
             data=SICK, expect="STS spearman", slow=SICK_SLOW,
         ),
+    },
+    "docs/agents.md": {
+        "contrastkit train cartpole-state --out runs/state": Command(sets=["rl.steps=300", "rl.probe_steps=150"], expect="return"),
+        "contrastkit train cartpole-pixels-curl --out runs/curl": Command(sets=RL_QUICK, expect="return"),
+    },
+    "docs/generators.md": {
+        "contrastkit train digits-contrad --out runs/gan-digits": Command(sets=GAN_QUICK, expect="discriminator linear probe"),
+        GAN_FM: Command(sets=GAN_QUICK, data=FASHION_MNIST, expect="not Inception"),
+        "contrastkit train fashion-mnist-dcgan --out runs/dcgan": Command(
+            sets=GAN_QUICK, data=FASHION_MNIST, expect="not Inception",
+            slow="a second Fashion-MNIST GAN (the contrad one runs in CI)",
+        ),
+        "contrastkit evaluate runs/contrad": Command(
+            sets=GAN_QUICK[1:], after=(GAN_FM,), data=FASHION_MNIST, expect="discriminator linear probe"
+        ),
+        "contrastkit methods contrad": Command(expect="method.lambda_con = 1.0"),
     },
     "docs/distributed.md": {
         "contrastkit train fashion-mnist-simclr --out runs/fm": Command(

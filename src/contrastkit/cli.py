@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="HTML file to write (default for one run: RUN_DIR/report.html)")
 
     p = sub.add_parser("prepare", help="decode images once into a memory-mapped store (train with data.name=store)")
-    p.add_argument("source", help="an image folder (flat, class subfolders, train/ test/ splits) or NAME[:SPLIT]")
+    p.add_argument("source", help="an image folder (flat, class subfolders, train/ test/ splits), tar shards "
+                   "(a .tar, a folder of them, 'dir/train-{000..009}.tar') or NAME[:SPLIT]")
     p.add_argument("--out", required=True, help="store folder to write (an interrupted prepare continues)")
     p.add_argument("--size", type=int, default=None,
                    help="image side: shorter side resized to it, then centre crop (default: folders 64, data sets their own)")
@@ -241,7 +242,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         shots=args.shots, progress=args.progress,
     )
     print()
-    print(f"accuracy (%) on the test split after {args.budget_minutes:g} min of training each:")
+    image = not any("figures" in r for r in rows)
+    what = "accuracy (%) on the test split" if image else "results"
+    print(f"{what} after {args.budget_minutes:g} min of training each:")
     print(compare_table(rows, args.shots))
     print(f"\nresults: {out / 'compare.json'}")
     return 0 if all(r.get("exit_code") == 0 for r in rows) else 1
@@ -325,7 +328,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     c, s = manifest["channels"], manifest["size"]
     print(f"store {args.out}: {splits} images of {c}x{s}x{s}, {len(manifest['classes'])} classes")
     if corrupt:
-        print(f"skipped {corrupt} corrupt or unreadable file(s)")
+        what = "sample(s) (image undecodable or missing)" if "shards" in manifest else "file(s)"
+        print(f"skipped {corrupt} corrupt or unreadable {what}")
+    for shard in manifest.get("shards", []):
+        if "error" in shard:
+            print(f"shard {shard['name']} is damaged ({shard['error']}): kept its {shard['images']} image(s) read before")
     rate = total / manifest["seconds"] if manifest["seconds"] > 0 else float("inf")
     print(f"{total} images in {manifest['seconds']:.1f} s ({rate:.0f} images/s); "
           f"train with --set data.name=store --set data.root={args.out}")

@@ -28,12 +28,15 @@ def extract_features(
     batch_size: int = 512,
     device: torch.device | str = "cpu",
     channels_last: bool = False,
+    release: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
     """Encode uint8 NCHW images in batches; returns float32 (N, D) features on the CPU.
 
     Each uint8 batch is moved to ``device`` and passed through ``transform`` (e.g. scale and
     normalise) before the encoder. The encoder runs in eval mode under ``torch.inference_mode``;
     its previous train/eval mode is restored afterwards. Outputs are flattened to (N, D).
+    ``release(block)`` is called on each uint8 block once it has been encoded (a memory-mapped
+    store gives the block's pages back: resident memory stays at one block).
     """
     _check_images(images)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -45,8 +48,8 @@ def extract_features(
     try:
         with torch.inference_mode():
             for start in range(0, images.shape[0], batch_size):
-                batch = images[start : start + batch_size].to(dev, non_blocking=True)
-                x = transform(batch)
+                block = images[start : start + batch_size]
+                x = transform(block.to(dev, non_blocking=True))
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 out = encoder(x)
@@ -56,6 +59,8 @@ def extract_features(
                         "wrap it so forward(x) returns the embedding"
                     )
                 chunks.append(out.reshape(out.shape[0], -1).float().cpu())
+                if release is not None:
+                    release(block)
     finally:
         encoder.train(was_training)
     if not chunks:

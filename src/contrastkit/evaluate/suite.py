@@ -93,9 +93,16 @@ def evaluate_run(
     channels_last: bool = False,
     verbose: bool = True,
     episode_classes: list[int] | None = None,
+    release: Callable[[Tensor], None] | None = None,
+    pixel_budget: int | None = None,
 ) -> dict[str, Any]:
     """Probe the SSL encoder and the baselines (N-way K-shot episodes on the test features of
-    ``episode_classes`` too, where cfg.episodes > 0), fine-tune, and draw the pictures."""
+    ``episode_classes`` too, where cfg.episodes > 0), fine-tune, and draw the pictures.
+
+    Images are read in blocks of ``cfg.batch_size`` (``release(block)`` after each: a memory-mapped
+    store gives the pages back). ``pixel_budget`` (bytes): when the raw-pixel features of the
+    train and test images (float32) would be larger, the raw-pixel baseline uses a seeded random
+    sample of both that fits (recorded under ``raw_pixels.sampled``); None: all images."""
     results: dict[str, Any] = {"encoders": {}}
     encoder: nn.Module = model.encoder  # type: ignore[assignment]
     feature_dim = int(getattr(encoder, "out_dim", 0))
@@ -113,7 +120,7 @@ def evaluate_run(
 
     def features_of(enc: nn.Module) -> tuple[Tensor, Tensor]:
         enc = enc.to(device)
-        kwargs = {"batch_size": cfg.batch_size, "device": device, "channels_last": channels_last}
+        kwargs = {"batch_size": cfg.batch_size, "device": device, "channels_last": channels_last, "release": release}
         return (
             extract_features(enc, train_images, eval_transform, **kwargs),
             extract_features(enc, test_images, eval_transform, **kwargs),
@@ -126,18 +133,27 @@ def evaluate_run(
     candidates: list[tuple[str, Callable[[], tuple[Tensor, Tensor]]]] = [
         (SSL, lambda: (ssl_train, ssl_test))
     ]
+    pixels: tuple[Tensor, Tensor, Tensor | None, Tensor | None] = (train_images, test_images, None, None)
     if cfg.baselines:
         torch.manual_seed(seed + 12345)
         candidates.append((RANDOM, lambda: features_of(make_random_encoder())))
-        candidates.append((PIXELS, lambda: (flatten_pixels(train_images), flatten_pixels(test_images))))
+        pixels = _pixel_sample(train_images, test_images, pixel_budget, seed)
+        candidates.append((PIXELS, lambda: (flatten_pixels(pixels[0]), flatten_pixels(pixels[1]))))
     for name, get in candidates:
         tr, te = get()
         t1 = time.perf_counter()
-        results["encoders"][name] = probe_features(tr, train_labels, te, test_labels, **probe_kwargs)
+        tr_y, te_y = train_labels, test_labels
+        if name == PIXELS and pixels[2] is not None:
+            tr_y, te_y = train_labels[pixels[2]], test_labels[pixels[3]]
+        results["encoders"][name] = probe_features(tr, tr_y, te, te_y, **probe_kwargs)
+        if name == PIXELS and pixels[2] is not None:
+            results["encoders"][name]["sampled"] = {"train": len(tr_y), "test": len(te_y), "budget_bytes": pixel_budget}
+            _log(f"  raw pixels: a sample of {len(tr_y)} train and {len(te_y)} test images "
+                 f"(float pixels of all would exceed {pixel_budget} bytes)", verbose)
         if cfg.episodes:
             results["encoders"][name]["episodes"] = {
                 f"{cfg.episode_ways}way{shots}shot": episode_accuracy(
-                    te, test_labels, ways=cfg.episode_ways, shots=shots, queries=cfg.episode_queries,
+                    te, te_y, ways=cfg.episode_ways, shots=shots, queries=cfg.episode_queries,
                     episodes=cfg.episodes, metric=cfg.episode_metric, classes=episode_classes, seed=seed,
                 )
                 for shots in cfg.episode_shots
@@ -176,6 +192,23 @@ def evaluate_run(
         results["plots"] = _plots(model, ssl_test, test_labels, test_images, class_names, out_dir, cfg, seed)
     results["seconds"] = time.perf_counter() - t0
     return results
+
+
+def _pixel_sample(
+    train: Tensor, test: Tensor, budget: int | None, seed: int
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The images of the raw-pixel baseline: all, or a seeded sample of both splits (the same
+    fraction of each) whose float32 pixels fit ``budget`` bytes, with the rows drawn (sorted)."""
+    row = 4 * train[0].numel() if train.shape[0] else 1
+    n_tr, n_te = train.shape[0], test.shape[0]
+    if budget is None or (n_tr + n_te) * row <= budget:
+        return train, test, None, None
+    fraction = budget / ((n_tr + n_te) * row)
+    gen = torch.Generator().manual_seed(seed * 7919 + 29)
+    picks = [
+        torch.randperm(n, generator=gen)[: max(1, int(n * fraction))].sort().values for n in (n_tr, n_te)
+    ]
+    return train[picks[0]], test[picks[1]], picks[0], picks[1]
 
 
 def _per_class_subset(labels: Tensor, num_classes: int, shots: int, seed: int) -> Tensor:

@@ -7,6 +7,7 @@ line below.
 
 from __future__ import annotations
 
+from contrastkit.methods import gan, rl  # noqa: F401  (tasks gan's and rl's methods register)
 from contrastkit.methods.barlow_twins import BarlowTwins, BarlowTwinsOptions
 from contrastkit.methods.base import (
     ContrastOptions,

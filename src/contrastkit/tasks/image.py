@@ -25,6 +25,7 @@ from contrastkit.data.image import (
     default_augmentation,
     eval_transform,
     load_image_dataset,
+    mapped,
 )
 from contrastkit.data.image.loader import InMemoryViewLoader
 from contrastkit.data.image.stream import FolderStream, StreamViewLoader, open_folder_stream
@@ -38,6 +39,8 @@ from contrastkit.tasks.base import RunContext, Task, for_queries, register_task
 from contrastkit.train import TrainSummary, save_safetensors
 
 ENCODER_FILE = "encoder.safetensors"
+# a store's raw-pixel baseline: float32 pixels of train + test at most this size (else a sample)
+RAW_PIXEL_BUDGET = 512 << 20
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -55,7 +58,8 @@ def load_split(cfg: Config, split: str, *, all_classes: bool = False) -> ImageDa
     unknown = sorted(set(d.train_classes) - set(range(data.num_classes)))
     if unknown:
         raise UserError(f"data.train_classes {unknown} are not classes of {data.name} (0..{data.num_classes - 1})")
-    return data.subset(torch.isin(data.labels, torch.tensor(d.train_classes)))
+    # a store stays mapped: the chosen rows are read by index, not copied
+    return data.select(torch.isin(data.labels, torch.tensor(d.train_classes)))
 
 
 def stream_split(cfg: Config, split: str = "train") -> FolderStream:
@@ -179,6 +183,7 @@ class _Reference:
         self.device = setup_runtime(cfg, distributed=False)
         self.train = load_split(cfg, "train", all_classes=True)  # the probes' labelled bank
         fit = self.train if cfg.data.train_classes is None and not cfg.data.stream else fit_data(cfg)
+        self.fit = fit  # what training read: its normalisation and augmentation
         self.size = input_size(cfg, fit)
         self.transform = eval_transform(size=self.size, mean=fit.mean(), std=fit.std())
         self.model = load_trained_model(run_dir, cfg, self.train.channels, self.size, self.device) if model else None
@@ -255,7 +260,7 @@ class ImageTask(Task):
         }
         if isinstance(data, FolderStream):
             return StreamViewLoader(data, workers=cfg.data.workers, gpu_decode=cfg.data.gpu_decode, **common)
-        return InMemoryViewLoader(data.images, resident=not data.mapped, **common)
+        return InMemoryViewLoader(data.images, resident=not data.mapped, rows=data.rows, **common)
 
     def callbacks(self, ctx: RunContext, trainer: Any, data: Any, model: nn.Module) -> list[Any]:
         ctx.state["monitor"] = CollapseMonitor()
@@ -285,6 +290,7 @@ class ImageTask(Task):
         if ref.train.labels is None or test_data.labels is None:
             raise UserError(f"data set {cfg.data.name!r} has no labels: nothing to evaluate (embed still works)")
         channels, seed = ref.train.channels, cfg.train.seed
+        mapped_store = ref.train.mapped or test_data.mapped
         train_data = _subset(ref.train, cfg.eval.max_train_samples, seed)
         test_data = _subset(test_data, cfg.eval.max_test_samples, seed + 1)
         assert train_data.labels is not None and test_data.labels is not None
@@ -306,7 +312,7 @@ class ImageTask(Task):
             num_classes=ref.train.num_classes,
             class_names=ref.train.classes,
             eval_transform=ref.transform,
-            train_transform=augmentation_for(cfg, fit_data(cfg)).to(ref.device),
+            train_transform=augmentation_for(cfg, ref.fit).to(ref.device),
             episode_classes=episode_classes(cfg, ref.train.num_classes),
             cfg=cfg.eval,
             device=ref.device,
@@ -314,6 +320,8 @@ class ImageTask(Task):
             seed=seed,
             channels_last=cfg.train.channels_last,
             verbose=verbose,
+            release=mapped.release if mapped_store else None,
+            pixel_budget=RAW_PIXEL_BUDGET if mapped_store else None,
         )
 
     def results_table(self, ev: dict[str, Any]) -> str:

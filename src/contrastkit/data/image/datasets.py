@@ -51,6 +51,7 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 DIGITS_SPLIT_SEED = 0
 _CHUNK = 4096
+_STATS_BYTES = 4 << 20
 
 
 @dataclass
@@ -58,7 +59,8 @@ class ImageDataset:
     """An image data set: uint8 images (N, C, H, W) and optional int64 labels (N,).
 
     ``mapped``: the images are a read-only memory map of a store (not resident): read them in
-    blocks or by index, never copy or move the whole tensor.
+    blocks or by index, never copy or move the whole tensor. ``rows`` (mapped only, from
+    :meth:`select`): the data set is these rows of the map (labels already selected), no copy.
     """
 
     images: Tensor
@@ -66,6 +68,7 @@ class ImageDataset:
     classes: list[str]
     name: str
     mapped: bool = field(default=False, compare=False)
+    rows: Tensor | None = field(default=None, compare=False)
     _stats: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -78,15 +81,17 @@ class ImageDataset:
             )
         if not self.mapped:
             self.images = self.images.contiguous()
+        if self.rows is not None:
+            if not self.mapped:
+                raise ValueError("rows select rows of a memory-mapped store only")
+            self.rows = self.rows.to(torch.int64).contiguous()
         if self.labels is not None:
             self.labels = self.labels.to(torch.int64).contiguous()
-            if self.labels.shape != (self.images.shape[0],):
-                raise ValueError(
-                    f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}"
-                )
+            if self.labels.shape != (len(self),):
+                raise ValueError(f"labels must have shape ({len(self)},), got {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.rows.numel()) if self.rows is not None else int(self.images.shape[0])
 
     @property
     def num_classes(self) -> int:
@@ -108,10 +113,22 @@ class ImageDataset:
             c = self.channels
             total = torch.zeros(c, dtype=torch.float64)
             total_sq = torch.zeros(c, dtype=torch.float64)
-            for start in range(0, len(self), _CHUNK):
-                chunk = self.images[start : start + _CHUNK].to(torch.float64).div_(255.0)
+            # blocks of at most _STATS_BYTES as float64, whatever the image size
+            rows = max(1, min(_CHUNK, _STATS_BYTES // max(1, 8 * c * self.images.shape[2] * self.images.shape[3])))
+            for start in range(0, len(self), rows):
+                if self.rows is None:
+                    block = span = self.images[start : start + rows]
+                else:  # selected rows of a map, in order; the span they lie in is given back
+                    picked = self.rows[start : start + rows]
+                    block = self.images.index_select(0, picked)
+                    span = self.images[int(picked.min()) : int(picked.max()) + 1]
+                chunk = block.to(torch.float64).div_(255.0)
                 total += chunk.sum(dim=(0, 2, 3))
                 total_sq += chunk.square().sum(dim=(0, 2, 3))
+                if self.mapped:
+                    from contrastkit.data.image.mapped import release
+
+                    release(span)
             count = max(1, len(self) * self.images.shape[2] * self.images.shape[3])
             mean = total / count
             var = (total_sq / count - mean.square()).clamp_min(0.0)
@@ -134,7 +151,21 @@ class ImageDataset:
             idx = idx.nonzero().flatten()
         idx = idx.to(torch.int64)
         labels = self.labels.index_select(0, idx) if self.labels is not None else None
-        return ImageDataset(self.images.index_select(0, idx), labels, list(self.classes), self.name)
+        rows = self.rows.index_select(0, idx) if self.rows is not None else idx
+        return ImageDataset(self.images.index_select(0, rows), labels, list(self.classes), self.name)
+
+    def select(self, idx: Tensor) -> ImageDataset:
+        """Like :meth:`subset`, but a memory-mapped data set stays mapped: the result holds the
+        row numbers, not a copy of the images (training and statistics read them by index)."""
+        if not self.mapped:
+            return self.subset(idx)
+        idx = torch.as_tensor(idx)
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().flatten()
+        idx = idx.to(torch.int64)
+        labels = self.labels.index_select(0, idx) if self.labels is not None else None
+        rows = self.rows.index_select(0, idx) if self.rows is not None else idx
+        return ImageDataset(self.images, labels, list(self.classes), self.name, mapped=True, rows=rows)
 
 
 # ----------------------------------------------------------------------------- entry point

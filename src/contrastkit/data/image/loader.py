@@ -110,10 +110,14 @@ class ViewLoaderBase:
 class InMemoryViewLoader(ViewLoaderBase):
     """Yields {'views': [V tensors (B,C,S,S)], 'index': (B,)} for contrastive training."""
 
-    def __init__(self, images: Tensor, *, resident: bool = True, **kwargs: Any) -> None:
-        """`kwargs`: those of :class:`ViewLoaderBase` (batch_size, augmentation, views, seed, ...)."""
-        super().__init__(int(images.shape[0]), **kwargs)
+    def __init__(self, images: Tensor, *, resident: bool = True, rows: Tensor | None = None, **kwargs: Any) -> None:
+        """`kwargs`: those of :class:`ViewLoaderBase` (batch_size, augmentation, views, seed, ...).
+        `rows` (not resident): the data set is these rows of `images` (index i reads row rows[i])."""
+        if rows is not None and resident:
+            images, rows = images.index_select(0, rows), None
+        super().__init__(int(rows.numel()) if rows is not None else int(images.shape[0]), **kwargs)
         self.resident = resident
+        self.rows = rows
         self.images = images.to(self.device) if resident else images
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
@@ -131,7 +135,7 @@ class InMemoryViewLoader(ViewLoaderBase):
 
     def _gather(self, idx: Tensor) -> Tensor:
         """Rows `idx` of the (memory-mapped) images, read in sorted order, on the device."""
-        rows, order = idx.sort()
+        rows, order = (self.rows.index_select(0, idx) if self.rows is not None else idx).sort()
         x = torch.empty((idx.numel(), *self.images.shape[1:]), dtype=self.images.dtype)
         x[order] = self.images.index_select(0, rows)
         if self.device.type == "cuda":

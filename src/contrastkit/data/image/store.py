@@ -1,8 +1,8 @@
 """Image stores: data sets decoded once into memory-mapped uint8 files (``contrastkit prepare``).
 
 ``prepare_store(SOURCE, STORE, size=S, workers=N)`` reads an image folder (flat, one subfolder per
-class, with or without ``train/`` ``test/`` … split subfolders, as ``data.name: folder`` reads it)
-or a named data set (``digits``, ``fashion-mnist``, ``cifar10``, … as ``NAME`` for all its
+class, with or without ``train/`` ``test/`` … split subfolders, as ``data.name: folder`` reads it),
+WebDataset-style tar shards (see contrastkit.data.image.shards) or a named data set (``digits``, ``fashion-mnist``, ``cifar10``, … as ``NAME`` for all its
 splits or ``NAME:SPLIT``) and writes, per split:
 
 - ``SPLIT.images.u8``: the images as one raw C-ordered uint8 array (N, C, S, S), no header
@@ -22,8 +22,9 @@ default S is their own size, i.e. no resize). Folders default to S = 64.
 
 Decoding runs in worker processes, chunk by chunk, and chunks are written in order. After each
 chunk, ``.progress.json`` records how many files are done; an interrupted prepare run again on
-the same STORE with the same arguments continues from there. The manifest is written at the end;
-until then the store cannot be opened.
+the same STORE with the same arguments continues from there (tar shards: shard by shard). The
+manifest is written at the end (for shards it also lists every shard: name, bytes, sha256, samples,
+skipped); until then the store cannot be opened.
 
 ``open_store(STORE, split)`` checks the manifest against the files (present, sizes, sha256 — the
 hash is checked once and remembered in ``.verified.json`` while the files' sizes and mtimes stay
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contrastkit.data.image import mapped
 from contrastkit.data.image.datasets import (
     DATASETS,
     IMAGE_EXTENSIONS,
@@ -60,6 +62,13 @@ from contrastkit.data.image.datasets import (
     _resize_center_crop,
     _to_channels,
     load_image_dataset,
+)
+from contrastkit.data.image.shards import (
+    finish_shards,
+    resume_files,
+    shard_source,
+    shards_plan,
+    write_shard_split,
 )
 from contrastkit.errors import UserError, check_choice
 
@@ -116,30 +125,63 @@ def prepare_store(
     if workers is not None and workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
     out = Path(out).expanduser()
-    if (out / MANIFEST).is_file():
-        raise UserError(f"store {out} is already complete ({MANIFEST} exists); choose another --out")
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+        raise UserError(f"--out {out} exists and is not a folder; expected a new or empty folder")
+    if (out / MANIFEST).is_file():
+        _refuse_complete(out, source, size)
     started = time.monotonic()
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        plan = _folder_plan(folder, size or FOLDER_SIZE)
-    else:
-        plan = _dataset_plan(source, size)
+    plan = _plan(source, size)
     params = {k: plan[k] for k in ("source", "kind", "size", "channels", "classes", "digest")}
     out.mkdir(parents=True, exist_ok=True)
     state = _resume_state(out, params, plan["splits"])
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     done_images = 0
     for split in plan["splits"]:
-        done_images += _write_split(
-            out, plan, split, state, n_workers, progress, chunk,
-            None if stop_after is None else stop_after - done_images,
-        )
+        left = None if stop_after is None else stop_after - done_images
+        if plan["kind"] == "shards":
+            done_images += write_shard_split(out, plan, split, state, n_workers, progress, left)
+        else:
+            done_images += _write_split(out, plan, split, state, n_workers, progress, chunk, left)
     elapsed = time.monotonic() - started
+    if plan["kind"] == "shards":
+        plan["extra"] = finish_shards(out, plan, state)
     manifest = _finish(out, plan, state)
     manifest["seconds"] = round(elapsed, 3)
     return manifest
+
+
+def _plan(source: str, size: int | None) -> dict[str, Any]:
+    """What to read: tar shards, an image folder or a named data set."""
+    shards = shard_source(source)
+    if shards is not None:
+        return shards_plan(shards, size or FOLDER_SIZE, source)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return _folder_plan(folder, size or FOLDER_SIZE)
+    name = source.partition(":")[0]
+    if name not in DATASETS and (folder.exists() or "/" in source or folder.suffix):
+        what = "is not an image folder nor a .tar shard" if folder.exists() else "does not exist"
+        raise UserError(f"SOURCE {source!r} {what}; {_ALLOWED_SOURCES}")
+    return _dataset_plan(source, size)
+
+
+_ALLOWED_SOURCES = (
+    "expected an image folder, tar shards (a .tar file, a folder of them, or a pattern like "
+    "'shards/train-{000000..000009}.tar'), or a data set NAME[:SPLIT]"
+)
+
+
+def _refuse_complete(out: Path, source: str, size: int | None) -> None:
+    """--out is a finished store: say of what, and that another --out is needed."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        held = f"{manifest['source']!r} at --size {manifest['size']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        held = "another prepare"
+    raise UserError(
+        f"--out {out} is already a complete store (of {held}); choose a new or empty folder for {source!r}"
+        + (f" at --size {size}" if size else "")
+    )
 
 
 def _folder_plan(folder: Path, size: int) -> dict[str, Any]:
@@ -207,8 +249,8 @@ def _dataset_plan(source: str, size: int | None) -> dict[str, Any]:
     if name not in DATASETS or name in ("folder", "store"):
         named = [d for d in DATASETS if d not in ("folder", "store")]
         raise UserError(
-            f"SOURCE {source!r} is neither an image folder nor a data set: expected a folder, "
-            f"or NAME[:SPLIT] with NAME one of {', '.join(named)}"
+            f"SOURCE {source!r} is neither an image folder, tar shards nor a data set: {_ALLOWED_SOURCES} "
+            f"with NAME one of {', '.join(named)}"
         )
     if split:
         check_choice(f"split for {name}", split, SPLITS[name])
@@ -233,17 +275,23 @@ def _resume_state(out: Path, params: dict[str, Any], splits: Sequence[_Split]) -
     fresh = {"params": params, "splits": {s.name: {"done": 0, "written": 0, "corrupt": 0} for s in splits}}
     if not path.is_file():
         if any(out.iterdir()):
-            raise UserError(f"--out {out} is not empty and holds no interrupted prepare; choose an empty folder")
+            raise UserError(
+                f"--out {out} is not empty and holds no store or interrupted prepare; choose a new or empty folder"
+            )
         return fresh
     try:
         state: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} is unreadable ({exc}); delete {out} and prepare again") from exc
     if state.get("params") != params:
+        held = state.get("params", {})
         raise UserError(
-            f"{out} holds an interrupted prepare of other settings (source, size or files changed); "
-            f"delete it or choose another --out"
+            f"--out {out} holds an interrupted prepare of other settings ({held.get('source')!r} at --size "
+            f"{held.get('size')}; source, size or files changed); delete it or choose another --out"
         )
+    if params["kind"] == "shards":  # appended files: cut back to the last finished shard
+        resume_files(out, state, {"channels": params["channels"], "size": params["size"], "splits": splits})
+        return state
     per_row = params["channels"] * params["size"] ** 2
     for s in splits:
         rec = state["splits"][s.name]
@@ -401,6 +449,7 @@ def _finish(out: Path, plan: dict[str, Any], state: dict[str, Any]) -> dict[str,
         "classes": plan["classes"],
         "resize": RESIZE_RULE.replace("SIZE", str(s)),
         "splits": splits,
+        **plan.get("extra", {}),
     }
     _save_json(out / MANIFEST, manifest)
     (out / PROGRESS).unlink()
@@ -497,6 +546,7 @@ def open_store(store: str | Path | None, split: str = "train", image_size: int |
     if n == 0:
         raise UserError(f"store {root}: split {split!r} holds no images")
     array = np.memmap(root / images_file(split), np.uint8, "r", shape=(n, c, s, s))
+    mapped.register(array)  # passes over the store give their pages back (see mapped.py)
     with warnings.catch_warnings():  # read-only on purpose: nothing writes to the images
         warnings.simplefilter("ignore", UserWarning)
         images = torch.from_numpy(array)

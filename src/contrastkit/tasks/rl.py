@@ -1,0 +1,348 @@
+"""Task ``rl``: reinforcement learning from pixels with a contrastive encoder.
+
+An off-policy agent (Stable-Baselines3 DQN) acts in a Gymnasium environment seen as stacked,
+downscaled greyscale frames; its Q-network reads them through a contrastkit conv encoder
+(its features extractor). Methods (:mod:`contrastkit.methods.rl`): ``curl`` (auxiliary
+contrastive loss during training), ``atc`` (reward-free contrastive pre-training, then RL on
+the frozen encoder), ``pixels`` (no contrastive term) and ``state`` (the true state, the upper
+bound). Training runs in :meth:`RLTask.fit` (not through the Trainer).
+
+Evaluation: greedy episode return against environment steps (during training), the final
+return (mean ± std over ``rl.eval_episodes``), and a linear (ridge) probe of the true state
+from the frozen encoder on held-out frames: R² per state variable, for the trained encoder and
+the same network at random initialisation.
+
+Run folder, besides the common files: ``checkpoints/last.pt`` (agent, optimisers, counters,
+the return curve and, with ``rl.save_buffer``, the replay buffer), ``plots/return_curve.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from contrastkit.config import Config
+from contrastkit.errors import UserError
+from contrastkit.methods.registry import get_method
+from contrastkit.methods.rl import ATCOptions
+from contrastkit.options import option
+from contrastkit.tasks.base import RunContext, Task, register_task
+from contrastkit.train import TrainSummary
+from contrastkit.train.checkpoint import LAST, atomic_save, load_latest_checkpoint
+
+EXTRA = "task rl needs: pip install 'contrastkit[rl]'"
+
+
+@dataclass
+class RLConfig:
+    """The environment, its frames and the DQN agent (its lr: optim.lr, batch: train.batch_size)."""
+
+    env: str = option("CartPole-v1", "Gymnasium environment id with discrete actions (ALE/... needs ale-py)")
+    steps: int = option(10000, "environment steps of training", ge=1)
+    height: int = option(32, "frame height after downscaling (pixels)", ge=8)
+    width: int = option(96, "frame width after downscaling (pixels)", ge=8)
+    frame_stack: int = option(3, "frames stacked into one observation", ge=1)
+    crop_margin: int = option(
+        1, "random crops drop 2·margin rows and columns (shifts of up to ±margin px); the agent acts on the central crop", ge=0
+    )
+    features_dim: int = option(50, "width of the encoder's features", ge=1)
+    net_arch: list[int] = option(help="hidden layers of the Q-network after the encoder", factory=lambda: [256, 256], ge=1)
+    buffer_size: int = option(10000, "transitions in the replay buffer", ge=2)
+    learning_starts: int = option(1000, "random steps before learning starts", ge=0)
+    gamma: float = option(0.99, "discount", gt=0, le=1)
+    train_freq: int = option(64, "environment steps between training rounds", ge=1)
+    gradient_steps: int = option(16, "gradient steps per training round", ge=1)
+    target_update_interval: int = option(10, "environment steps between target-network copies", ge=1)
+    exploration_fraction: float = option(0.16, "share of training over which epsilon decays", gt=0, le=1)
+    exploration_final_eps: float = option(0.04, "final epsilon of the epsilon-greedy policy", ge=0, le=1)
+    eval_every: int = option(2000, "environment steps between evaluation rounds (0: at the end only)", ge=0)
+    eval_episodes: int = option(5, "greedy episodes per evaluation", ge=1)
+    probe_steps: int = option(3000, "held-out frames for the state probe (0: no probe)", ge=0)
+    save_buffer: bool = option(True, "checkpoints hold the replay buffer (resume continues with the same data)")
+
+
+def _require() -> None:
+    try:
+        import gymnasium  # noqa: F401
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        raise UserError(EXTRA) from None
+
+
+def _pixels(cfg: Config) -> bool:
+    return bool(cfg.method.name != "state")
+
+
+def _make_env(cfg: Config, seed: int) -> Any:
+    from contrastkit.rl.envs import NoisyState, make_env
+
+    r: RLConfig = cfg.rl
+    env = make_env(r.env, pixels=_pixels(cfg), height=r.height, width=r.width, stack=r.frame_stack, seed=seed)
+    noise = float(getattr(cfg.method, "noise", 0.0))
+    return NoisyState(env, noise, seed) if noise > 0 else env
+
+
+def _build_agent(cfg: Config, env: Any, device: torch.device, *, buffer_size: int | None = None) -> Any:
+    """The DQN agent (with its contrastive module for curl) on ``env``."""
+    from contrastkit.rl.agent import ContrastiveDQN, PixelExtractor
+    from contrastkit.rl.augment import random_crop
+
+    r: RLConfig = cfg.rl
+    pixels = _pixels(cfg)
+    policy_kwargs: dict[str, Any] = {"net_arch": list(r.net_arch)}
+    if pixels:
+        policy_kwargs["features_extractor_class"] = PixelExtractor
+        policy_kwargs["features_extractor_kwargs"] = {
+            "features_dim": r.features_dim, "margin": r.crop_margin, "augment": bool(getattr(cfg.method, "augment", True)),
+        }
+    model = ContrastiveDQN(
+        "CnnPolicy" if pixels else "MlpPolicy", env, learning_rate=cfg.optim.lr,
+        buffer_size=buffer_size or r.buffer_size, learning_starts=r.learning_starts,
+        batch_size=cfg.train.batch_size, gamma=r.gamma, train_freq=r.train_freq,
+        gradient_steps=r.gradient_steps, target_update_interval=r.target_update_interval,
+        exploration_fraction=r.exploration_fraction, exploration_final_eps=r.exploration_final_eps,
+        optimize_memory_usage=pixels, replay_buffer_kwargs={"handle_timeout_termination": not pixels},
+        policy_kwargs=policy_kwargs, seed=cfg.train.seed, device=device, verbose=0,
+    )
+    if cfg.method.name == "curl":
+        encoder = model.q_net.features_extractor.encoder
+        model.aux = get_method("curl", "rl").build(cfg.method, encoder=encoder)
+        model.augment = lambda x: random_crop(x, r.crop_margin)
+    return model
+
+
+def _encoders(model: Any) -> list[torch.nn.Module]:
+    return [model.q_net.features_extractor.encoder, model.q_net_target.features_extractor.encoder]
+
+
+def _pretrain_atc(ctx: RunContext) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """ATC: collect reward-free rollouts (random policy), train the encoder contrastively on
+    (o_t, o_{t+k}) of the same episode; returns its weights and the loss per update."""
+    from contrastkit.methods.rl import temporal_pairs
+    from contrastkit.rl.agent import PixelEncoder
+    from contrastkit.rl.augment import center_crop, random_shift
+    from contrastkit.rl.envs import collect
+
+    cfg, r = ctx.cfg, ctx.cfg.rl
+    opts: ATCOptions = cfg.method  # type: ignore[assignment]
+    seed = cfg.train.seed
+    data = collect(_make_env(cfg, seed + 20_000), opts.pretrain_steps, seed + 20_000)
+    anchors, positives = temporal_pairs(torch.from_numpy(data["episode"]), opts.delta_t)
+    if anchors.numel() == 0:
+        raise UserError(f"method.pretrain_steps {opts.pretrain_steps} gives no pair o_t, o_(t+{opts.delta_t}) in one episode")
+    ctx.log(f"atc: {opts.pretrain_steps} reward-free steps, {anchors.numel()} temporal pairs, {opts.updates} updates")
+    obs = torch.from_numpy(data["obs"]).to(ctx.device)
+    c, h, w = obs.shape[1:]
+    encoder = PixelEncoder(c, h - 2 * r.crop_margin, w - 2 * r.crop_margin, r.features_dim).to(ctx.device)
+    atc = get_method("atc", "rl").build(opts, encoder=encoder).to(ctx.device)
+    gen = torch.Generator().manual_seed(seed + 31)
+
+    def view(idx: torch.Tensor) -> torch.Tensor:
+        x = center_crop(obs[idx.to(ctx.device)], r.crop_margin).float() / 255.0
+        return random_shift(x, opts.shift, gen)
+
+    losses = []
+    for _ in range(opts.updates):
+        pick = torch.randint(0, anchors.numel(), (min(opts.batch_size, anchors.numel()),), generator=gen)
+        losses.append(atc.update(view(anchors[pick]), view(positives[pick])))  # type: ignore[operator]
+    return {k: v.detach().cpu() for k, v in encoder.state_dict().items()}, losses
+
+
+def _window_means(values: list[float], windows: int = 20) -> list[float]:
+    if not values:
+        return []
+    chunks = np.array_split(np.asarray(values, dtype=np.float64), min(windows, len(values)))
+    return [float(c.mean()) for c in chunks]
+
+
+@register_task
+class RLTask(Task):
+    """Reinforcement learning from pixels; a contrastive encoder (CURL, ATC) vs pixels / state."""
+
+    name = "rl"
+    sections: ClassVar[dict[str, type]] = {"rl": RLConfig}
+    default_method = "curl"
+    unit = "env steps"
+
+    def validate(self, cfg: Config) -> None:
+        r: RLConfig = cfg.rl
+        for side in ("height", "width"):
+            if getattr(r, side) - 2 * r.crop_margin < 16:
+                raise UserError(
+                    f"rl.{side} {getattr(r, side)} leaves {getattr(r, side) - 2 * r.crop_margin} pixels after "
+                    f"rl.crop_margin {r.crop_margin} on each side; the encoder needs at least 16"
+                )
+        _require()
+        from contrastkit.rl.envs import check_env_id
+
+        check_env_id(r.env)
+
+    def describe(self, ctx: RunContext, data: Any) -> str:
+        r: RLConfig = ctx.cfg.rl
+        seen = f"{r.frame_stack}×{r.height}×{r.width} frames" if _pixels(ctx.cfg) else "the true state"
+        return f"training DQN + {ctx.cfg.method.name} on {r.env} ({seen}) for {r.steps} steps on {ctx.device}"
+
+    def fit(self, ctx: RunContext) -> tuple[TrainSummary, dict[str, Any]]:
+        from contrastkit.rl.agent import Periodic, agent_state, episode_returns, load_agent_state
+
+        cfg, r = ctx.cfg, ctx.cfg.rl
+        seed, folder = cfg.train.seed, ctx.run_dir / "checkpoints"
+        state = load_latest_checkpoint(folder)[0] if ctx.resume else None
+        extra: dict[str, Any] = dict(state["extra"]) if state else {"curve": [], "seconds": 0.0}
+        if cfg.method.name == "atc" and state is None:
+            t0 = time.perf_counter()
+            weights, losses = _pretrain_atc(ctx)
+            extra.update(atc_encoder=weights, atc_loss=losses, atc_seconds=time.perf_counter() - t0)
+        env, eval_env = _make_env(cfg, seed), _make_env(cfg, seed + 10_000)
+        model = _build_agent(cfg, env, ctx.device)
+        if cfg.method.name == "atc":
+            for enc in _encoders(model):
+                enc.load_state_dict(extra["atc_encoder"])
+                enc.requires_grad_(not getattr(cfg.method, "freeze_encoder", True))
+        restored = load_agent_state(model, state) if state else False
+        if state:
+            ctx.log(f"resumed at step {model.num_timesteps}/{r.steps}" + ("" if restored else " (empty replay buffer)"))
+        ctx.log(f"{self.describe(ctx, None)}")
+        start, start_seconds = time.perf_counter(), float(extra["seconds"])
+
+        def evaluate_now(step: int) -> None:
+            returns = episode_returns(model, eval_env, r.eval_episodes, seed + 10_000)
+            extra["curve"].append({"step": step, "mean": float(np.mean(returns)), "std": float(np.std(returns))})
+            ctx.log(f"step {step}: return {np.mean(returns):.1f} ± {np.std(returns):.1f}")
+
+        def save() -> None:
+            extra["seconds"] = start_seconds + time.perf_counter() - start
+            atomic_save({**agent_state(model, buffer=r.save_buffer), "extra": extra}, folder / LAST, keep_previous=True)
+
+        remaining = r.steps - int(model.num_timesteps)
+        if remaining > 0:
+            every = r.eval_every
+            model.learn(remaining, callback=Periodic(every, evaluate_now, cfg.train.checkpoint_every, save, r.steps, r.train_freq),
+                        reset_num_timesteps=False, progress_bar=False)
+        if not extra["curve"] or extra["curve"][-1]["step"] != model.num_timesteps:
+            evaluate_now(int(model.num_timesteps))
+        save()
+        seconds = float(extra["seconds"])
+        log = np.asarray(getattr(model, "loss_log", []) or [[0.0, np.nan, np.nan]], dtype=np.float64)
+        summary = TrainSummary(
+            steps=int(model.num_timesteps), epochs_done=0.0, seconds=seconds,
+            images_per_sec=model.num_timesteps / max(seconds, 1e-9), final_loss=float(log[-1, 1]),
+            stopped_by="steps",
+        )
+        contrastive = [float(x) for x in log[:, 2] if np.isfinite(x)]
+        rl_results = {
+            "curve": extra["curve"],
+            "td_loss": [[float(s), float(v)] for s, v in log[:, :2] if np.isfinite(v)],
+            "contrastive_loss": [[float(s), float(v)] for s, v in log[:, [0, 2]] if np.isfinite(v)] or None,
+            "replay_buffer_restored": restored if state else None,
+        }
+        if cfg.method.name == "atc":
+            rl_results["atc_pretrain_loss"] = _window_means(extra["atc_loss"])
+            contrastive = list(extra["atc_loss"])
+        if contrastive:
+            rl_results["contrastive_first_last"] = [float(np.mean(contrastive[:5])), float(np.mean(contrastive[-5:]))]
+        return summary, {"rl": rl_results}
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, run_dir: Path, cfg: Config, *, verbose: bool = True) -> dict[str, Any]:
+        _require()
+        from contrastkit.rl.agent import encode, episode_returns, state_names, state_probe
+        from contrastkit.rl.envs import collect
+        from contrastkit.tasks.runner import setup_runtime
+
+        r: RLConfig = cfg.rl
+        device = setup_runtime(cfg, distributed=False)
+        state, _ = load_latest_checkpoint(Path(run_dir) / "checkpoints")
+        seed = cfg.train.seed
+        env = _make_env(cfg, seed + 50_000)
+        model = _build_agent(cfg, env, device, buffer_size=2)
+        model.policy.load_state_dict(state["policy"])
+        returns = episode_returns(model, env, r.eval_episodes, seed + 50_000)
+        out: dict[str, Any] = {
+            "env": r.env, "method": cfg.method.name, "steps": int(state["num_timesteps"]),
+            "final_return": {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": returns},
+            "curve": state["extra"]["curve"], "probe": None,
+        }
+        if verbose:
+            print(f"evaluated {run_dir}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes", flush=True)
+        if _pixels(cfg) and r.probe_steps > 0:
+            data = collect(_make_env(cfg, seed + 60_000), r.probe_steps, seed + 60_000,
+                           policy=lambda o: model.predict(o, deterministic=True)[0], epsilon=0.5)
+            if "state" in data:
+                names = state_names(r.env, data["state"].shape[1])
+                trained = encode(_encoders(model)[0], data["obs"], r.crop_margin, device)
+                torch.manual_seed(seed + 4242)
+                fresh = _build_agent(cfg, env, device, buffer_size=2)
+                random_init = encode(_encoders(fresh)[0], data["obs"], r.crop_margin, device)
+                out["probe"] = {
+                    "frames": int(data["obs"].shape[0]),
+                    "trained": state_probe(trained, data["state"], data["episode"], names),
+                    "random_init": state_probe(random_init, data["state"], data["episode"], names),
+                }
+        if cfg.eval.plots:
+            out["plots"] = [str(_plot_curve(out["curve"], cfg, Path(run_dir) / "plots" / "return_curve.png"))]
+        return out
+
+    def results_table(self, ev: dict[str, Any]) -> str:
+        fr = ev["final_return"]
+        lines = [
+            f"rl: {ev['env']}, method {ev['method']}, {ev['steps']} environment steps",
+            f"final return over {len(fr['episodes'])} greedy episodes: {fr['mean']:.1f} ± {fr['std']:.1f}",
+        ]
+        probe = ev.get("probe")
+        if probe:
+            lines += [f"state probe R² (ridge, {probe['frames']} held-out frames):",
+                      f"  {'variable':<24}{'trained':>9}{'random init':>13}"]
+            for name, value in probe["trained"].items():
+                lines.append(f"  {name:<24}{value:>9.3f}{probe['random_init'][name]:>13.3f}")
+        return "\n".join(lines)
+
+    def headline(self, results: dict[str, Any]) -> str:
+        tr = results.get("train", {})
+        curve = results.get("rl", {}).get("curve") or [{"mean": float("nan"), "std": float("nan")}]
+        return (
+            f"trained {tr.get('steps')} environment steps in {tr.get('seconds', 0):.0f}s "
+            f"({tr.get('images_per_sec', 0):.0f} steps/s); last evaluation return "
+            f"{curve[-1]['mean']:.1f} ± {curve[-1]['std']:.1f}"
+        )
+
+    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
+        ev = results.get("eval", {})
+        row: dict[str, Any] = {"method": results.get("config", {}).get("method", {}).get("name")}
+        if ev:
+            row["return"] = ev["final_return"]["mean"]
+            row["return std"] = ev["final_return"]["std"]
+            if ev.get("probe"):
+                row["probe R²"] = float(np.mean(list(ev["probe"]["trained"].values())))
+        row["steps"] = results.get("train", {}).get("steps")
+        row["train s"] = results.get("train", {}).get("seconds")
+        return row
+
+
+def _plot_curve(curve: list[dict[str, float]], cfg: Config, out: Path) -> Path:
+    """Greedy return (mean ± std over the evaluation episodes) against environment steps."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = np.array([c["step"] for c in curve], dtype=float)
+    mean = np.array([c["mean"] for c in curve])
+    std = np.array([c["std"] for c in curve])
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    ax.plot(steps, mean, color="tab:blue", linewidth=1.5, marker="o", markersize=3)
+    ax.fill_between(steps, mean - std, mean + std, color="tab:blue", alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return (greedy)")
+    ax.set_title(f"{cfg.rl.env}: DQN + {cfg.method.name}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(out, format="png")
+    return out
