@@ -51,3 +51,21 @@ def test_compare_refuses_different_data(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 2 and "compare needs recipes of one task; got digits-simclr: image, ml100k-lightgcn: recsys" in capsys.readouterr().err
     code = main(["compare", "ml100k-lightgcn", "--budget-minutes", "1", "--out", str(tmp_path / "w")])
     assert code == 2 and "compare works on recipes of task image" in capsys.readouterr().err
+
+
+def test_compare_rl_recipes_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("stable_baselines3")
+    sets = ["rl.probe_steps=100", "rl.eval_episodes=1", "rl.eval_every=50", "rl.learning_starts=20",
+            "rl.buffer_size=300", "rl.height=24", "rl.width=48", "rl.crop_margin=2", "train.batch_size=16"]
+    out = tmp_path / "cmp"
+    code = main(["compare", "cartpole-pixels-curl", "cartpole-pixels", "--budget-minutes", "0.03", "--out", str(out),
+                 *(x for s in sets for x in ("--set", s))])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "results after 0.03 min" in text and "probe R²" in text and text.count("pixels") >= 2
+    runs = json.loads((out / "compare.json").read_text())["runs"]
+    assert [r["method"] for r in runs] == ["curl", "pixels"]
+    for r in runs:
+        res = json.loads((Path(r["run_dir"]) / "results.json").read_text())
+        assert res["train"]["stopped_by"] == "time_budget"  # rl.steps (10,000) is far away
+        assert r["train_seconds"] < 15 and r["figures"]["return"] > 0

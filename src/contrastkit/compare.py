@@ -158,17 +158,20 @@ def compare_table(rows: list[dict[str, Any]], shots: int = 10) -> str:
     return format_table(header, body, left=2)
 
 
+COMMON = ("recipe", "method", "train s", "steps", "peak MB")  # columns every comparison shows
+
+
 def _figures_table(rows: list[dict[str, Any]]) -> str:
     columns: list[str] = []
     for r in rows:
-        columns += [c for c in r.get("figures", {}) if c not in columns]
+        columns += [c for c in r.get("figures", {}) if c not in (*columns, *COMMON)]
 
     def cell(v: Any) -> str:
         if v is None:
             return "-"
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    header = ["recipe", "method", *columns, "train s", "steps", "peak MB"]
+    header = [*COMMON[:2], *columns, *COMMON[2:]]
     body = [
         [
             r["recipe"] + (" (failed)" if r.get("exit_code") else ""),

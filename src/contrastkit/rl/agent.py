@@ -4,6 +4,7 @@ the agent, its optimiser(s) and the replay buffer, evaluation episodes and the s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -160,16 +161,20 @@ def episode_returns(model: DQN, env: gym.Env, episodes: int, seed: int) -> list[
 class Periodic(BaseCallback):
     """Every ``eval_every`` environment steps ``evaluate(step)``; every ``save_every`` steps
     ``save()``; training stops at step ``stop_at`` (SB3 would finish its round of
-    ``train_freq`` steps)."""
+    ``train_freq`` steps), or as soon as ``time.monotonic()`` passes ``deadline``
+    (``train.time_budget_minutes``: then ``timed_out`` is set)."""
 
     def __init__(self, eval_every: int, evaluate: Callable[[int], None], save_every: int,
-                 save: Callable[[], None], stop_at: int, train_freq: int) -> None:
+                 save: Callable[[], None], stop_at: int, train_freq: int, deadline: float | None = None) -> None:
         super().__init__()
         self.eval_every, self.evaluate, self.save_every, self.save = eval_every, evaluate, save_every, save
-        self.stop_at, self.train_freq = stop_at, train_freq
+        self.stop_at, self.train_freq, self.deadline, self.timed_out = stop_at, train_freq, deadline, False
 
     def _on_step(self) -> bool:
         step = int(self.num_timesteps)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = True
+            return False
         if self.eval_every and step % self.eval_every == 0:
             self.evaluate(step)
         if step % self.save_every == 0:

@@ -220,10 +220,11 @@ class RLTask(Task):
             atomic_save({**agent_state(model, buffer=r.save_buffer), "extra": extra}, folder / LAST, keep_previous=True)
 
         remaining = r.steps - int(model.num_timesteps)
+        budget = cfg.train.time_budget_minutes
+        deadline = time.monotonic() + 60 * budget - start_seconds if budget else None
+        periodic = Periodic(r.eval_every, evaluate_now, cfg.train.checkpoint_every, save, r.steps, r.train_freq, deadline)
         if remaining > 0:
-            every = r.eval_every
-            model.learn(remaining, callback=Periodic(every, evaluate_now, cfg.train.checkpoint_every, save, r.steps, r.train_freq),
-                        reset_num_timesteps=False, progress_bar=False)
+            model.learn(remaining, callback=periodic, reset_num_timesteps=False, progress_bar=False)
         if not extra["curve"] or extra["curve"][-1]["step"] != model.num_timesteps:
             evaluate_now(int(model.num_timesteps))
         save()
@@ -232,7 +233,7 @@ class RLTask(Task):
         summary = TrainSummary(
             steps=int(model.num_timesteps), epochs_done=0.0, seconds=seconds,
             images_per_sec=model.num_timesteps / max(seconds, 1e-9), final_loss=float(log[-1, 1]),
-            stopped_by="steps",
+            stopped_by="time_budget" if periodic.timed_out else "steps",
         )
         contrastive = [float(x) for x in log[:, 2] if np.isfinite(x)]
         rl_results = {
