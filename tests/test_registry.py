@@ -286,7 +286,7 @@ def test_methods_command_lists_every_method_with_its_options(capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "xsimgcl" in out and "simclr" not in out and "method.cl_layer = 1" in out
     assert main(["methods", "--task", "gans"]) == 2
-    assert "unknown --task 'gan'" in capsys.readouterr().err
+    assert "unknown --task 'gans' (did you mean 'gan'?)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- misplaced options
