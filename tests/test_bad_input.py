@@ -60,7 +60,7 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("embed", "wrong kind", ["embed", "{recsys}", "--data", "digits:test", "--out", "{missing}.npy"], "for a recsys run"),
     ("embed", "malformed", ["embed", "{bad_config}", "--data", "digits:test", "--out", "{missing}.npy"], "is not valid YAML"),
     ("compare", "missing path", ["compare", "{missing}/a.yaml", "--budget-minutes", "1", "--out", "{missing}"], "does not exist"),
-    ("compare", "wrong kind", ["compare", "ml100k-lightgcn", "--budget-minutes", "1", "--out", "{missing}"], "compare works on image recipes"),
+    ("compare", "wrong kind", ["compare", "ml100k-lightgcn", "--budget-minutes", "1", "--out", "{missing}"], "compare works on recipes of task image, rl, gan; got task recsys"),
     ("compare", "malformed", ["compare", "{bad_recipe}", "--budget-minutes", "1", "--out", "{missing}"], "is not valid YAML"),
     ("index", "missing path", ["index", "{missing}", "--data", "digits:test"], "is not a contrastkit run folder"),
     ("index", "wrong kind", ["index", "{recsys}", "--data", "digits:test"], "works on runs of task image / text / image_text"),
