@@ -1,10 +1,9 @@
 """Peak resident memory while training SimCLR from a large image store (issue 13, benchmark 3).
 
-``generate`` writes a synthetic store straight in the store format of
-``contrastkit.data.image.store`` (``train.images.u8`` raw uint8 (N, 3, S, S), ``train.labels.npy``,
-a small ``test`` split, and ``manifest.json`` with sizes and sha256), chunk by chunk, without PIL:
-each chunk is a fixed block of random images rolled by a per-chunk offset and shifted by the chunk
-number, so rows differ and cost nothing to make. The default, 1,000,000 images of 64 px, is
+``generate`` writes a synthetic store with ``contrastkit.data.image.store.write_store`` (a
+``train`` split and a small ``test`` split; manifest with sizes, sha256 and the pixel statistics),
+chunk by chunk, without PIL: each chunk is a fixed block of random images rolled by a per-chunk
+offset and shifted by the chunk number, so rows differ and cost nothing to make. The default, 1,000,000 images of 64 px, is
 12.3 GB of pixels (about half of this machine's RAM).
 
 ``measure`` trains the SimCLR run of benchmarks/data_images.py (``cifar10-simclr``'s augmentations,
@@ -22,7 +21,6 @@ the fixed cost (Python, torch, network, optimiser) is visible.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -30,69 +28,45 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FORMAT = "contrastkit-image-store"  # contrastkit.data.image.store.FORMAT / VERSION
-VERSION = 1
 CLASSES = [f"c{i}" for i in range(10)]
 HERE = Path(__file__).resolve().parent
 
 
-def _write_split(root: Path, split: str, count: int, size: int, block: int, seed: int) -> dict[str, Any]:
+def _chunks(count: int, size: int, block: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`count` images in chunks of `block`: one block of random images rolled by a random offset
+    and shifted by the chunk number per chunk (rows differ, cost nothing to make)."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, size=(block, 3, size, size), dtype=np.uint8)
-    digest = hashlib.sha256()
-    path = root / f"{split}.images.u8"
-    written = 0
-    t0 = time.monotonic()
-    with open(path, "wb") as fh:
-        k = 0
-        while written < count:
-            n = min(block, count - written)
-            chunk = np.roll(base, int(rng.integers(block)), axis=0)[:n]
-            chunk = chunk + np.uint8(k % 251)  # wraps: a different row per chunk, no cost
-            buf = memoryview(np.ascontiguousarray(chunk)).cast("B")
-            fh.write(buf)
-            digest.update(buf)
-            written += n
-            k += 1
-            if k % 25 == 0:
-                rate = written / (time.monotonic() - t0)
-                print(f"  {split}: {written:,}/{count:,} images ({rate:,.0f}/s)", flush=True)
-    labels = (np.arange(count) % len(CLASSES)).astype(np.int64)
-    np.save(root / f"{split}.labels.npy", labels)
-    entry = {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-    lab = root / f"{split}.labels.npy"
-    lab_entry = {"name": lab.name, "bytes": lab.stat().st_size,
-                 "sha256": hashlib.sha256(lab.read_bytes()).hexdigest()}
-    return {"count": count, "corrupt": 0, "files": {"images": entry, "labels": lab_entry}}
+    t0, written, k = time.monotonic(), 0, 0
+    while written < count:
+        n = min(block, count - written)
+        chunk = np.roll(base, int(rng.integers(block)), axis=0)[:n] + np.uint8(k % 251)  # wraps
+        yield chunk, (np.arange(written, written + n) % len(CLASSES)).astype(np.int64)
+        written, k = written + n, k + 1
+        if k % 25 == 0:
+            print(f"  {written:,}/{count:,} images ({written / (time.monotonic() - t0):,.0f}/s)", flush=True)
 
 
 def generate(store: Path, count: int, test_count: int, size: int, block: int) -> None:
-    store.mkdir(parents=True, exist_ok=False)
+    from contrastkit.data.image.store import write_store
+
     t0 = time.monotonic()
-    splits = {
-        "train": _write_split(store, "train", count, size, block, 0),
-        "test": _write_split(store, "test", test_count, size, block, 1),
-    }
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "source": "synthetic (benchmarks/data_store_memory.py generate)",
-        "source_kind": "folder",
-        "channels": 3,
-        "size": size,
-        "classes": CLASSES,
-        "resize": "synthetic: written at the store size",
-        "splits": splits,
-    }
-    (store / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    manifest = write_store(
+        store,
+        {"train": _chunks(count, size, block, 0), "test": _chunks(test_count, size, block, 1)},
+        classes=CLASSES, source="synthetic (benchmarks/data_store_memory.py generate)",
+    )
+    splits = manifest["splits"]
     gb = sum(s["files"]["images"]["bytes"] for s in splits.values()) / 1e9
-    print(f"wrote {store}: {count:,} + {test_count:,} images, {gb:.2f} GB in {time.monotonic() - t0:.0f} s")
+    print(f"wrote {store}: {count:,} + {test_count:,} images, {gb:.2f} GB in {time.monotonic() - t0:.0f} s "
+          "(hashed and its statistics computed: training opens it at once)")
 
 
 CHILD = r"""

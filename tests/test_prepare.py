@@ -8,6 +8,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,6 +52,12 @@ def test_prepare_folder_matches_decoding_and_resumes(tmp_path: Path) -> None:
     assert torch.equal(data.images, direct.images)
     assert data.labels is not None and direct.labels is not None
     assert torch.equal(data.labels, direct.labels) and data.classes == direct.classes
+    # the statistics come from the manifest (computed while hashing) and equal a float64 pass
+    assert data._stats is not None and manifest["splits"]["train"]["mean"] == list(data.mean())
+    pixels = direct.images.to(torch.float64) / 255
+    assert data.mean() == pytest.approx(pixels.mean(dim=(0, 2, 3)).tolist(), abs=1e-12)
+    assert data.std() == pytest.approx(pixels.std(dim=(0, 2, 3), correction=0).tolist(), abs=1e-12)
+    assert (tmp_path / "store" / ".verified.json").is_file()  # prepare hashed the files: no second hash
 
     # interrupted after ~7 images, then run again: the same store as in one go
     with pytest.raises(StoreInterrupted):
@@ -232,24 +239,13 @@ def test_tar_shards_resume_after_a_kill(tmp_path: Path) -> None:
     assert _files(tmp_path / "resumed") == _files(tmp_path / "whole")
 
 
-_EVAL_RSS = r"""
+# What the memory tests' child processes share: the resident memory of this process, split into
+# anonymous memory (tensors, Python) and the store's pages mapped into it, watched every 2 ms.
+_WATCH = r"""
 import json, resource, sys, threading, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-import contrastkit.tasks.image as image
-from contrastkit.config import apply_overrides
-from contrastkit.evaluate import suite, knn, linear_probe, few_label  # noqa: F401  (imports before measuring)
-from contrastkit.runs import read_run_config
-from contrastkit.tasks.runner import evaluate
-import sklearn.linear_model  # noqa: F401
-
-run, budget = Path(sys.argv[1]), int(sys.argv[2])
-image.RAW_PIXEL_BUDGET = budget
-cfg = apply_overrides(read_run_config(run), sys.argv[3:])
-# warm-up on 50 + 50 images of the same store: code pages, kernels and caches of every step are
-# then resident, so what grows below is the data (a warm-up peak still counts in ru_maxrss)
-evaluate(run, apply_overrides(cfg, ["eval.max_train_samples=50", "eval.max_test_samples=50"]), verbose=False)
 
 def kib(field: str) -> int:
     status = Path("/proc/self/status").read_text()
@@ -271,19 +267,86 @@ def watch() -> None:
         peaks["anon"] = max(peaks["anon"], kib("RssAnon"))
         peaks["store"] = max(peaks["store"], store_pages())
         time.sleep(0.002)
-anon_before, rss_before = kib("RssAnon"), kib("VmRSS")
 watcher = threading.Thread(target=watch, daemon=True)
-watcher.start()
-ev = evaluate(run, cfg)
-done.set()
-watcher.join()
-print(json.dumps({
-    "anon_growth_mib": (peaks["anon"] - anon_before) / 1024,
-    "store_pages_mib": peaks["store"] / 1024,
-    "maxrss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024,
-    "eval": ev,
-}))
+def watched(fn, *args, **kwargs):
+    anon_before, rss_before = kib("RssAnon"), kib("VmRSS")
+    watcher.start()
+    out = fn(*args, **kwargs)
+    done.set()
+    watcher.join()
+    return out, {
+        "anon_growth_mib": (peaks["anon"] - anon_before) / 1024,
+        "store_pages_mib": peaks["store"] / 1024,
+        "maxrss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024,
+    }
 """
+
+_EVAL_RSS = _WATCH + r"""
+import contrastkit.tasks.image as image
+from contrastkit.config import apply_overrides
+from contrastkit.evaluate import suite, knn, linear_probe, few_label  # noqa: F401  (imports before measuring)
+from contrastkit.runs import read_run_config
+from contrastkit.tasks.runner import evaluate
+import sklearn.linear_model  # noqa: F401
+
+run, budget = Path(sys.argv[1]), int(sys.argv[2])
+image.RAW_PIXEL_BUDGET = budget
+cfg = apply_overrides(read_run_config(run), sys.argv[3:])
+# warm-up on 50 + 50 images of the same store: code pages, kernels and caches of every step are
+# then resident, so what grows below is the data (a warm-up peak still counts in ru_maxrss)
+evaluate(run, apply_overrides(cfg, ["eval.max_train_samples=50", "eval.max_test_samples=50"]), verbose=False)
+ev, mem = watched(evaluate, run, cfg)
+print(json.dumps({**mem, "eval": ev}))
+"""
+
+_TRAIN_RSS = _WATCH + r"""
+from contrastkit.config import load_config
+from contrastkit.tasks.runner import train
+
+run, overrides = Path(sys.argv[1]), sys.argv[2:]
+(run / "warm").mkdir()
+(run / "r").mkdir()
+# warm-up: two steps (kernels, optimiser state, threads), then the measured run from a new folder
+train(load_config(None, [*overrides, "train.max_steps=2"]), run / "warm", progress=False, verbose=False)
+summary, mem = watched(train, load_config(None, overrides), run / "r", progress=False, verbose=False)
+print(json.dumps({**mem, "steps": summary.steps}))
+"""
+
+
+def _child(script: str, *args: str) -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc (Linux)")
+def test_train_from_a_store_several_times_a_memory_cap_stays_under_it(tmp_path: Path) -> None:
+    """Training reads rows of the store at random, with pread rather than through the map, so the
+    process holds a batch, not the store, however many rows training has read. The store (59 MiB
+    of uint8 pixels, 234 MiB as float) is ~4x the cap; 60 steps of 32 rows read 1,920 rows at
+    random, which read through the map would map nearly all of it (the kernel maps the cached
+    neighbours of each faulting row too: measured 58.5 MiB)."""
+    from contrastkit.data.image.store import write_store
+
+    cap_mib, n, size = 16, 20_000, 32
+    rng = np.random.default_rng(0)
+    chunks = ((rng.integers(0, 256, (4000, 3, size, size), dtype=np.uint8), np.arange(4000) % 10) for _ in range(n // 4000))
+    test = [(rng.integers(0, 256, (100, 3, size, size), dtype=np.uint8), np.arange(100) % 10)]
+    write_store(tmp_path / "s", {"train": chunks, "test": test}, classes=[f"c{i}" for i in range(10)])
+    store_mib = n * 3 * size * size / 2**20
+    assert store_mib > 3.5 * cap_mib
+    sets = tiny_overrides(**{"train.max_steps": 60, "train.batch_size": 32, "model.encoder": "convnet5", "model.width": 2})
+    out = _child(_TRAIN_RSS, str(tmp_path), *sets, "data.name=store", f"data.root={tmp_path / 's'}")
+    print(f"training on a {store_mib:.0f} MiB store: at most {out['store_pages_mib']:.1f} MiB of it mapped, "
+          f"anonymous memory grew {out['anon_growth_mib']:.1f} MiB")
+    assert out["steps"] == 60
+    assert out["store_pages_mib"] + out["anon_growth_mib"] < cap_mib, out
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc (Linux)")
@@ -291,9 +354,6 @@ def test_evaluate_a_store_streams_under_a_memory_cap(tmp_path: Path, capsys: pyt
     """Evaluation of a store whose float pixels are 3.5x a cap (its uint8 pixels near it) stays
     under the cap: features block by block from the memory map, its pages given back, the
     raw-pixel baseline on a sample."""
-    import subprocess
-    import sys
-
     cap_mib, size = 32, 128
     store = tmp_path / "s"
     assert main(["prepare", "digits", "--out", str(store), "--size", str(size), "--workers", "0", "--quiet"]) == 0
@@ -310,13 +370,7 @@ def test_evaluate_a_store_streams_under_a_memory_cap(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     quick = [f"data.root={store}", "eval.batch_size=16", "eval.plots=false", "eval.few_label_shots=[1]",
              "eval.few_label_draws=1", "eval.linear_probe=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _EVAL_RSS, str(tmp_path / "r"), str(8 << 20), *quick],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _child(_EVAL_RSS, str(tmp_path / "r"), str(8 << 20), *quick)
     encoders = out["eval"]["encoders"]
     assert set(encoders) == {"ssl", "random_init", "raw_pixels"}
     assert 0.1 < encoders["ssl"]["knn"]["accuracy"] <= 1.0

@@ -51,7 +51,23 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 DIGITS_SPLIT_SEED = 0
 _CHUNK = 4096
-_STATS_BYTES = 4 << 20
+_STATS_BYTES = 32 << 20  # uint8 bytes per block of the statistics pass
+
+
+def channel_histogram(block: Tensor) -> Tensor:
+    """(C, 256) int64: how often each uint8 value occurs per channel in `block` (N, C, H, W)."""
+    return torch.stack([torch.bincount(block[:, c].reshape(-1), minlength=256) for c in range(block.shape[1])])
+
+
+def stats_from_histogram(hist: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation in [0, 1] of the pixels counted in `hist` (C, 256):
+    exact sums over the counts (no float pass over the pixels), std at least 1e-6."""
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    counts = hist.to(torch.float64)
+    total = counts.sum(dim=1).clamp_min(1.0)
+    mean = (counts * values).sum(dim=1) / total
+    var = ((counts * values.square()).sum(dim=1) / total - mean.square()).clamp_min(0.0)
+    return tuple(mean.tolist()), tuple(var.sqrt().clamp_min(1e-6).tolist())
 
 
 @dataclass
@@ -110,11 +126,8 @@ class ImageDataset:
 
     def _compute_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         if self._stats is None:
-            c = self.channels
-            total = torch.zeros(c, dtype=torch.float64)
-            total_sq = torch.zeros(c, dtype=torch.float64)
-            # blocks of at most _STATS_BYTES as float64, whatever the image size
-            rows = max(1, min(_CHUNK, _STATS_BYTES // max(1, 8 * c * self.images.shape[2] * self.images.shape[3])))
+            hist = torch.zeros(self.channels, 256, dtype=torch.int64)
+            rows = max(1, min(_CHUNK, _STATS_BYTES // max(1, self.images[0].numel())))
             for start in range(0, len(self), rows):
                 if self.rows is None:
                     block = span = self.images[start : start + rows]
@@ -122,19 +135,19 @@ class ImageDataset:
                     picked = self.rows[start : start + rows]
                     block = self.images.index_select(0, picked)
                     span = self.images[int(picked.min()) : int(picked.max()) + 1]
-                chunk = block.to(torch.float64).div_(255.0)
-                total += chunk.sum(dim=(0, 2, 3))
-                total_sq += chunk.square().sum(dim=(0, 2, 3))
+                hist += channel_histogram(block)
                 if self.mapped:
                     from contrastkit.data.image.mapped import release
 
                     release(span)
-            count = max(1, len(self) * self.images.shape[2] * self.images.shape[3])
-            mean = total / count
-            var = (total_sq / count - mean.square()).clamp_min(0.0)
-            std = var.sqrt().clamp_min(1e-6)
-            self._stats = (tuple(mean.tolist()), tuple(std.tolist()))
+            self._stats = stats_from_histogram(hist)
         return self._stats
+
+    def set_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Use these per-channel statistics (e.g. a store's, computed when it was prepared)."""
+        if len(mean) != self.channels or len(std) != self.channels:
+            raise ValueError(f"{self.channels} channels, got mean {list(mean)} and std {list(std)}")
+        self._stats = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
 
     def mean(self) -> tuple[float, ...]:
         """Per-channel pixel mean in [0, 1] (computed once, then cached)."""

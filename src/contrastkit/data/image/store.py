@@ -10,8 +10,9 @@ splits or ``NAME:SPLIT``) and writes, per split:
 - ``SPLIT.labels.npy``: int64 labels (N,), -1 everywhere for an unlabeled split;
 
 and, written last and atomically, ``manifest.json``: format and version, the source, the
-channels, the size, the class names, the resize rule, per split the image count and the number
-of corrupt files skipped, and per file its size in bytes and sha256.
+channels, the size, the class names, the resize rule, per split the image count, the number
+of corrupt files skipped and the per-channel pixel mean and std (the normalisation statistics:
+training need not pass over the store for them), and per file its size in bytes and sha256.
 
 Resizing (folders): each image is decoded (torchvision, EXIF orientation applied, first frame of
 an animation), its shorter side resized to S (bilinear, antialiased, rounded to uint8), then
@@ -28,7 +29,7 @@ skipped); until then the store cannot be opened.
 
 ``open_store(STORE, split)`` checks the manifest against the files (present, sizes, sha256 — the
 hash is checked once and remembered in ``.verified.json`` while the files' sizes and mtimes stay
-the same) and returns an :class:`ImageDataset` whose images are a read-only memory map: batches
+the same; ``prepare`` writes it, having just hashed the files) and returns an :class:`ImageDataset` whose images are a read-only memory map: batches
 read only their rows, so resident memory stays bounded however large the store.
 """
 
@@ -41,7 +42,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from contrastkit.data.image import mapped
 from contrastkit.data.image.datasets import (
@@ -61,7 +63,9 @@ from contrastkit.data.image.datasets import (
     _image_files,
     _resize_center_crop,
     _to_channels,
+    channel_histogram,
     load_image_dataset,
+    stats_from_histogram,
 )
 from contrastkit.data.image.shards import (
     finish_shards,
@@ -148,6 +152,47 @@ def prepare_store(
     manifest = _finish(out, plan, state)
     manifest["seconds"] = round(elapsed, 3)
     return manifest
+
+
+def write_store(
+    out: str | Path,
+    splits: Mapping[str, Iterable[tuple[np.ndarray, np.ndarray]]],
+    *,
+    classes: Sequence[str] = (),
+    source: str = "arrays",
+) -> dict[str, Any]:
+    """Write a store from images already decoded (generated, or read by your own code): per split
+    name, chunks of (uint8 images (n, C, S, S), int64 labels (n,); -1 for unlabeled), every chunk
+    of the same C and S. Chunks are appended as they come, so a split may be far larger than
+    memory. Not resumable (the chunks are the caller's). Returns the manifest."""
+    out = Path(out).expanduser()
+    if (out / MANIFEST).is_file():
+        raise UserError(f"{out} already holds a store; write to a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    shape: tuple[int, ...] | None = None
+    state: dict[str, Any] = {"splits": {}}
+    for name, chunks in splits.items():
+        written = 0
+        with open(out / images_file(name), "wb") as fi, open(out / f"{name}.labels.i64", "wb") as fl:
+            for images, labels in chunks:
+                images = np.ascontiguousarray(images)
+                labels = np.asarray(labels, dtype=np.int64)
+                if images.dtype != np.uint8 or images.ndim != 4 or images.shape[2] != images.shape[3]:
+                    raise ValueError(f"images must be uint8 (n, C, S, S), got {images.dtype} {images.shape}")
+                if shape is not None and images.shape[1:] != shape:
+                    raise ValueError(f"every chunk must be {shape}, got {images.shape[1:]}")
+                if labels.shape != images.shape[:1]:
+                    raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
+                shape = images.shape[1:]
+                fi.write(images.data)
+                fl.write(labels.tobytes())
+                written += len(images)
+        state["splits"][name] = {"written": written, "corrupt": 0}
+    if shape is None:
+        raise ValueError("no images given")
+    plan = {"channels": shape[0], "size": shape[1], "source": source, "kind": "arrays", "classes": list(classes),
+            "splits": [_Split(name, [], [], rec["written"]) for name, rec in state["splits"].items()]}
+    return _finish(out, plan, state)
 
 
 def _plan(source: str, size: int | None) -> dict[str, Any]:
@@ -431,13 +476,14 @@ def _finish(out: Path, plan: dict[str, Any], state: dict[str, Any]) -> dict[str,
             labels = np.fromfile(tmp, dtype=np.int64, count=n)
             np.save(out / labels_file(split.name), labels)
             tmp.unlink()
+        image_entry, hist = _image_entry(img, c, s)
+        mean, std = stats_from_histogram(hist)
         splits[split.name] = {
             "count": n,
             "corrupt": rec["corrupt"],
-            "files": {
-                "images": _file_entry(img),
-                "labels": _file_entry(out / labels_file(split.name)),
-            },
+            "mean": list(mean),
+            "std": list(std),
+            "files": {"images": image_entry, "labels": _file_entry(out / labels_file(split.name))},
         }
     manifest = {
         "format": FORMAT,
@@ -452,12 +498,29 @@ def _finish(out: Path, plan: dict[str, Any], state: dict[str, Any]) -> dict[str,
         **plan.get("extra", {}),
     }
     _save_json(out / MANIFEST, manifest)
-    (out / PROGRESS).unlink()
+    # the files were hashed just now: the first open need not hash them again
+    entries = [entry for rec in splits.values() for entry in rec["files"].values()]
+    _save_json(out / VERIFIED, _verified_marker(out, entries, hashlib.sha256((out / MANIFEST).read_bytes()).hexdigest()))
+    (out / PROGRESS).unlink(missing_ok=True)
     return manifest
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
     return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _image_entry(path: Path, channels: int, size: int) -> tuple[dict[str, Any], Tensor]:
+    """The manifest entry of an images file and its per-channel value histogram (C, 256), both
+    from one pass over the file in blocks of whole images."""
+    digest = hashlib.sha256()
+    hist = torch.zeros(channels, 256, dtype=torch.int64)
+    image_bytes = channels * size * size
+    with open(path, "rb") as fh:
+        while data := fh.read(max(1, _HASH_BLOCK // image_bytes) * image_bytes):
+            digest.update(data)
+            pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            hist += channel_histogram(pixels.view(-1, channels, size, size))
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}, hist
 
 
 def _sha256(path: Path) -> str:
@@ -500,7 +563,9 @@ def read_manifest(store: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _verify_files(root: Path, entries: list[dict[str, Any]], manifest_hash: str) -> None:
+def _verified_marker(root: Path, entries: list[dict[str, Any]], manifest_hash: str) -> dict[str, Any]:
+    """What ``.verified.json`` records once the files matched their sha256: the manifest's hash
+    and each file's size and mtime (a file changed since is hashed again)."""
     seen: dict[str, list[int]] = {}
     for entry in entries:
         f = root / entry["name"]
@@ -513,7 +578,11 @@ def _verify_files(root: Path, entries: list[dict[str, Any]], manifest_hash: str)
                 f"{entry['bytes']}; prepare it again"
             )
         seen[entry["name"]] = [st.st_size, st.st_mtime_ns]
-    marker = {"manifest": manifest_hash, "files": seen}
+    return {"manifest": manifest_hash, "files": seen}
+
+
+def _verify_files(root: Path, entries: list[dict[str, Any]], manifest_hash: str) -> None:
+    marker = _verified_marker(root, entries, manifest_hash)
     try:
         if json.loads((root / VERIFIED).read_text()) == marker:
             return
@@ -553,7 +622,11 @@ def open_store(store: str | Path | None, split: str = "train", image_size: int |
     labels = np.load(root / labels_file(split))
     classes = list(manifest["classes"])
     labelled = bool(classes) and labels.shape == (n,) and bool((labels >= 0).all())
-    return ImageDataset(
+    data = ImageDataset(
         images, torch.from_numpy(labels) if labelled else None, classes if labelled else [], "store", mapped=True
     )
+    rec = splits[split]
+    if isinstance(rec.get("mean"), list) and isinstance(rec.get("std"), list) and len(rec["mean"]) == c == len(rec["std"]):
+        data.set_stats(rec["mean"], rec["std"])  # computed when the store was prepared
+    return data
 
