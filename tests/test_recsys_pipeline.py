@@ -130,6 +130,35 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert len(log) == 4 and log[0].startswith("epoch,step,loss")
 
 
+def test_seconds_per_epoch_leaves_out_every_validation_and_only_those(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each validation (made to take 0.4 s) is counted in the run's seconds and subtracted from the
+    training time once; the last one too (it used to be subtracted without being counted)."""
+    import time
+
+    import contrastkit.tasks.recsys as recsys
+
+    real = recsys.evaluate_split
+
+    def slow(*args: object, **kwargs: object) -> dict[str, float]:
+        time.sleep(0.4)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(recsys, "evaluate_split", slow)
+    root = write_tiny_movielens(tmp_path / "ml")
+    cfg = load_config("ml100k-lightgcn", [s for s in tiny_sets(root, **{"train.epochs": 3}) if s != "--set"])
+    run = new_run_dir(cfg, str(tmp_path / "run"), resume=False)
+    t0 = time.perf_counter()
+    results = run_all(cfg, run, progress=False, verbose=False)
+    es, train = results["early_stopping"], results["train"]
+    assert es["validations"] == 3 and es["validation_seconds"] >= 1.2
+    assert train["seconds"] >= es["validation_seconds"]  # all three are inside the run's time
+    assert es["train_seconds"] == pytest.approx(train["seconds"] - es["validation_seconds"])
+    assert 0 < es["train_seconds"] < time.perf_counter() - t0 - 1.2
+    assert es["seconds_per_epoch"] == pytest.approx(es["train_seconds"] / 3)
+
+
 def test_resume_continues_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = write_tiny_movielens(tmp_path / "ml")
     run = tmp_path / "run"

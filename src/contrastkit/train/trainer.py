@@ -445,6 +445,9 @@ class Trainer:
                 if self.batch_in_epoch >= steps_per_epoch:
                     self.epoch += 1
                     self.batch_in_epoch = 0
+            # each step's time runs to the end of the next one's; the last step's callbacks (a final
+            # validation, say) and checkpoint are counted here
+            self.elapsed += time.perf_counter() - t0
         bar.close()
         self.save_checkpoint()
         if stopped_by == "preempted":
