@@ -51,23 +51,24 @@ SIZE = 32
 ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def _overrides(name: str, images: str, store: str, warmup: int, steps: int, threads: int) -> list[str]:
+def _overrides(name: str, images: str, store: str, warmup: int, steps: int, threads: int,
+               extra: list[str]) -> list[str]:
     common = [*SIMCLR_OVERRIDES, f"train.max_steps={warmup + steps}", f"train.num_threads={threads}",
-              "eval.enabled=false"]
+              "eval.enabled=false", *extra]
     if name == "store":
         return [*common, "data.name=store", f"data.root={store}"]
     data = [*common, "data.name=folder", f"data.root={images}", f"data.image_size={SIZE}"]
     return [*data, "data.stream=true", "data.workers=2"] if name == "stream" else data
 
 
-def child_ours(name: str, images: str, store: str, warmup: int, steps: int, threads: int) -> float:
+def child_ours(name: str, images: str, store: str, warmup: int, steps: int, threads: int, extra: list[str]) -> float:
     import torch
 
     from contrastkit.config import load_config
     from contrastkit.tasks.runner import train
 
     torch.set_num_threads(threads)
-    cfg = load_config(SIMCLR_RECIPE, _overrides(name, images, store, warmup, steps, threads))
+    cfg = load_config(SIMCLR_RECIPE, _overrides(name, images, store, warmup, steps, threads, extra))
     marks: dict[int, float] = {}
 
     def mark(step: int, logs: dict[str, float]) -> None:
@@ -79,7 +80,7 @@ def child_ours(name: str, images: str, store: str, warmup: int, steps: int, thre
     return cfg.train.batch_size * steps / (marks[warmup + steps] - marks[warmup])
 
 
-def child_imagefolder(images: str, store: str, warmup: int, steps: int, threads: int) -> float:
+def child_imagefolder(images: str, store: str, warmup: int, steps: int, threads: int, extra: list[str]) -> float:
     import torch
     from torchvision import datasets, transforms
 
@@ -88,7 +89,7 @@ def child_imagefolder(images: str, store: str, warmup: int, steps: int, threads:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = load_config(SIMCLR_RECIPE, _overrides("store", images, store, warmup, steps, threads))
+    cfg = load_config(SIMCLR_RECIPE, _overrides("store", images, store, warmup, steps, threads, extra))
     ops = {op["op"]: op for op in cfg.data.augment or []}
     stats = load_split(cfg, "train")  # the store: only for the normalisation statistics
     mean, std = stats.mean(), stats.std()
@@ -136,7 +137,8 @@ def child_imagefolder(images: str, store: str, warmup: int, steps: int, threads:
 
 def run(name: str, args: argparse.Namespace, store: str) -> float:
     cmd = [sys.executable, __file__, "--child", name, "--images", args.images, "--store", store,
-           "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads)]
+           "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads),
+           *(x for o in args.set for x in ("--set", o))]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ENV}, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -153,15 +155,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    ap.add_argument("--set", action="append", default=[],
+                    help="recipe override for every contender, e.g. model.width=8 (a lighter network)")
     ap.add_argument("--child", choices=CONTENDERS)
     ap.add_argument("--out", default="runs/bench-data-train")
     args = ap.parse_args()
     store = args.store or f"{args.images.rstrip('/')}-store{SIZE}"
     if args.child:
         if args.child == "imagefolder":
-            value = child_imagefolder(args.images, store, args.warmup, args.steps, args.threads)
+            value = child_imagefolder(args.images, store, args.warmup, args.steps, args.threads, args.set)
         else:
-            value = child_ours(args.child, args.images, store, args.warmup, args.steps, args.threads)
+            value = child_ours(args.child, args.images, store, args.warmup, args.steps, args.threads, args.set)
         print(json.dumps({"images_per_sec": value}))
         return
     make_folder(Path(args.images), args.count)
@@ -179,7 +183,7 @@ def main() -> None:
 
     med = {name: statistics.median(v) for name, v in results.items()}
     print(f"\n{date.today()} · {platform.machine()} · {os.cpu_count()} CPUs · {args.threads} threads · "
-          f"torch {torch.__version__} · batch 256 · convnet5 w32 · {SIZE} px · {args.steps} timed steps after "
+          f"torch {torch.__version__} · batch 256 · convnet5 {' '.join(args.set) or 'w32'} · {SIZE} px · {args.steps} timed steps after "
           f"{args.warmup} · median of {args.rounds} interleaved rounds\n")
     print("| run | images/s (median) | rounds | vs memory | vs imagefolder |")
     print("|---|---|---|---|---|")
@@ -189,7 +193,7 @@ def main() -> None:
         print(f"| {name} | {med[name]:.0f} | {', '.join(f'{v:.0f}' for v in values)} | {vs_m} | {vs_i} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    payload: dict[str, Any] = {"date": str(date.today()), "threads": args.threads, "steps": args.steps,
+    payload: dict[str, Any] = {"date": str(date.today()), "threads": args.threads, "steps": args.steps, "set": args.set,
                                "warmup": args.warmup, "rounds": results, "median": med}
     if {"store", "memory", "imagefolder"} <= med.keys():
         payload["targets"] = {

@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,7 +277,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         PHOTOS_PREPARE: Command(replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"),
         PHOTOS_RUN: Command(after=(PHOTOS_PREPARE,), sets=PHOTOS_QUICK, expect="ssl"),
         "contrastkit prepare 'PATH/TO/shards/train-{000000..000009}.tar' --out stores/shards --size 32": Command(
-            exempt="needs a folder of shards; tests/test_prepare.py prepares generated tar shards"
+            replace={"PATH/TO/shards": "{shards}"}, expect="3 classes"
         ),
         "contrastkit train cifar10-simclr --set data.name=folder --set data.root=PATH/TO/photos --set data.stream=true "
         "--out runs/photos-stream": Command(replace={"PATH/TO/photos": "{photos}"}, sets=PHOTOS_QUICK, expect="ssl"),
@@ -375,6 +376,18 @@ class Sandbox:
                     pixels = rng.integers(0, 80, (40, 48, 3)).astype(np.uint8)
                     pixels[..., c] += 150
                     Image.fromarray(pixels).save(self.photos / split / name / f"{i}.png")
+        # "WebDataset-style tar shards": the photos' training images in ten shards, class name in .txt
+        self.shards = root / "shards"
+        self.shards.mkdir()
+        files = sorted((self.photos / "train").glob("*/*.png"))
+        for s in range(10):
+            with tarfile.open(self.shards / f"train-{s:06d}.tar", "w") as tar:
+                for path in files[s::10]:
+                    tar.add(path, arcname=f"{path.parent.name}-{path.stem}.png")
+                    label = io.BytesIO(path.parent.name.encode())
+                    info = tarfile.TarInfo(f"{path.parent.name}-{path.stem}.txt")
+                    info.size = len(label.getvalue())
+                    tar.addfile(info, label)
 
     def run(self, doc: str, command: str) -> str:
         key = (doc, command)
@@ -387,7 +400,7 @@ class Sandbox:
         folder.mkdir(parents=True, exist_ok=True)
         text = command
         for old, new in spec.replace.items():
-            text = text.replace(old, new.format(repo=REPO, corpus=self.corpus, photos=self.photos))
+            text = text.replace(old, new.format(repo=REPO, corpus=self.corpus, photos=self.photos, shards=self.shards))
         argv = shlex.split(text)
         if spec.serves:
             out = _serve(argv, folder, spec.serves)

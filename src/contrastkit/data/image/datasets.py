@@ -157,14 +157,18 @@ class ImageDataset:
         """Per-channel pixel standard deviation in [0, 1] (computed once, then cached)."""
         return self._compute_stats()[1]
 
-    def subset(self, idx: Tensor) -> ImageDataset:
-        """The images (and labels) at `idx` (int indices or a boolean mask) as a new data set."""
+    def _pick(self, idx: Tensor) -> tuple[Tensor | None, Tensor]:
+        """The labels at `idx` (int indices or a boolean mask) and the rows of the images they are."""
         idx = torch.as_tensor(idx)
         if idx.dtype == torch.bool:
             idx = idx.nonzero().flatten()
         idx = idx.to(torch.int64)
         labels = self.labels.index_select(0, idx) if self.labels is not None else None
-        rows = self.rows.index_select(0, idx) if self.rows is not None else idx
+        return labels, self.rows.index_select(0, idx) if self.rows is not None else idx
+
+    def subset(self, idx: Tensor) -> ImageDataset:
+        """The images (and labels) at `idx` (int indices or a boolean mask) as a new data set."""
+        labels, rows = self._pick(idx)
         return ImageDataset(self.images.index_select(0, rows), labels, list(self.classes), self.name)
 
     def select(self, idx: Tensor) -> ImageDataset:
@@ -172,12 +176,7 @@ class ImageDataset:
         row numbers, not a copy of the images (training and statistics read them by index)."""
         if not self.mapped:
             return self.subset(idx)
-        idx = torch.as_tensor(idx)
-        if idx.dtype == torch.bool:
-            idx = idx.nonzero().flatten()
-        idx = idx.to(torch.int64)
-        labels = self.labels.index_select(0, idx) if self.labels is not None else None
-        rows = self.rows.index_select(0, idx) if self.rows is not None else idx
+        labels, rows = self._pick(idx)
         return ImageDataset(self.images, labels, list(self.classes), self.name, mapped=True, rows=rows)
 
 
