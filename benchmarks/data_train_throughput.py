@@ -36,7 +36,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from data_images import SIMCLR_OVERRIDES, SIMCLR_RECIPE, make_folder  # noqa: E402
+from train_throughput import timed_steps  # noqa: E402
 
 CONTENDERS = ("memory", "store", "imagefolder", "stream")
 SIZE = 32
@@ -65,19 +65,10 @@ def child_ours(name: str, images: str, store: str, warmup: int, steps: int, thre
     import torch
 
     from contrastkit.config import load_config
-    from contrastkit.tasks.runner import train
 
     torch.set_num_threads(threads)
     cfg = load_config(SIMCLR_RECIPE, _overrides(name, images, store, warmup, steps, threads, extra))
-    marks: dict[int, float] = {}
-
-    def mark(step: int, logs: dict[str, float]) -> None:
-        if step in (warmup, warmup + steps):
-            marks[step] = time.perf_counter()
-
-    with tempfile.TemporaryDirectory() as tmp:
-        train(cfg, Path(tmp), progress=False, callbacks=[mark], verbose=False)
-    return cfg.train.batch_size * steps / (marks[warmup + steps] - marks[warmup])
+    return cfg.train.batch_size * steps / timed_steps(cfg, warmup, steps)
 
 
 def child_imagefolder(images: str, store: str, warmup: int, steps: int, threads: int, extra: list[str]) -> float:

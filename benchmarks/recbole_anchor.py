@@ -1,5 +1,8 @@
-"""RecBole anchor for benchmarks/recsys_ml100k.py: train one RecBole model on a split written by
-contrastkit (RecBole "benchmark files": <name>.train/.valid/.test.inter) and report its metrics.
+"""RecBole anchor for benchmarks/recsys_ml100k.py and benchmarks/recsys_given_beauty.py: train one
+RecBole model on a split written by contrastkit (RecBole "benchmark files":
+<name>.train/.valid/.test.inter) and report its metrics, its seconds per epoch, and every
+validation with the wall time since the start of ``fit`` (so that "time to the best validation
+epoch" is measured as contrastkit's: training plus the validations before it).
 
 Runs in a separate environment holding RecBole 1.2.1 (it needs NumPy < 2 and SciPy < 1.12):
     python benchmarks/recbole_anchor.py --data-dir D --dataset NAME --model LightGCN --params JSON --out F
@@ -23,6 +26,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="RecBole model name, e.g. LightGCN or SGL")
     parser.add_argument("--params", default="{}", help="JSON of RecBole config overrides")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--metrics", nargs="+", default=["Recall", "NDCG", "Precision", "Hit", "MRR"])
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -42,7 +46,7 @@ def main() -> None:
         "ITEM_ID_FIELD": "item_id",
         "load_col": {"inter": ["user_id", "item_id"]},
         "eval_args": {"group_by": "user", "order": "RO", "mode": "full"},
-        "metrics": ["Recall", "NDCG", "Precision", "Hit", "MRR"],
+        "metrics": args.metrics,
         "topk": [10, 20, 50],
         "valid_metric": "NDCG@20",
         "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1, "alpha": 1.0,
@@ -66,25 +70,40 @@ def main() -> None:
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
     epoch_times: list[float] = []
-    original = trainer._train_epoch
+    validations: list[dict[str, float]] = []
+    original_train, original_valid = trainer._train_epoch, trainer._valid_epoch
+    t_fit = [0.0]
 
     def timed_epoch(*a: Any, **k: Any) -> Any:
         t0 = time.perf_counter()
-        out = original(*a, **k)
+        out = original_train(*a, **k)
         epoch_times.append(time.perf_counter() - t0)
         return out
 
+    def timed_valid(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        score, result = original_valid(*a, **k)
+        validations.append({"epoch": len(epoch_times), "score": float(score),
+                             "seconds": time.perf_counter() - t0, "elapsed": time.perf_counter() - t_fit[0]})
+        return score, result
+
     trainer._train_epoch = timed_epoch  # type: ignore[method-assign]
-    t0 = time.perf_counter()
+    trainer._valid_epoch = timed_valid  # type: ignore[method-assign]
+    t_fit[0] = time.perf_counter()
     _score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    fit_seconds = time.perf_counter() - t0
+    fit_seconds = time.perf_counter() - t_fit[0]
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    best = max(validations, key=lambda v: v["score"]) if validations else None
     result = {
         "model": args.model,
         "valid": {k.lower(): float(v) for k, v in dict(best_valid).items()},
         "test": {k.lower(): float(v) for k, v in dict(test).items()},
         "epochs": len(epoch_times),
         "seconds_per_epoch": sum(epoch_times) / max(len(epoch_times), 1),
+        "validation_seconds": sum(v["seconds"] for v in validations),
+        "best_epoch": best["epoch"] if best else None,
+        "seconds_to_best": best["elapsed"] if best else None,
+        "validations": validations,
         "fit_seconds": fit_seconds,
         "users": int(dataset.user_num - 1),
         "items": int(dataset.item_num - 1),

@@ -24,13 +24,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from recsys_ml100k import run_recbole, table  # noqa: E402  (the same RecBole anchor and table)
+
 RECBOLE = {"lightgcn": "LightGCN"}  # SimGCL / XSimGCL are not in RecBole 1.2.1 (RecBole-GNN only)
 
 
@@ -103,49 +105,6 @@ def recbole_params(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_recbole(args: argparse.Namespace, data_dir: Path, model: str, params: dict[str, Any], out: Path) -> dict[str, Any]:
-    result_file = out / f"recbole-{model}.json"
-    cmd = [args.recbole_python, str(HERE / "recbole_given_anchor.py"), "--data-dir", str(data_dir),
-           "--dataset", "beauty", "--model", model, "--params", json.dumps(params),
-           "--threads", str(args.threads), "--out", str(result_file)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
-    wall = time.perf_counter() - t0
-    (out / f"recbole-{model}.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        return {"library": "RecBole 1.2.1", "model": model, "error": tail[0]}
-    res = json.loads(result_file.read_text())
-    return {
-        "library": "RecBole 1.2.1", "model": model, "valid_ndcg@20": res["valid"].get("ndcg@20"),
-        "recall@20": res["test"].get("recall@20"), "ndcg@20": res["test"].get("ndcg@20"),
-        "seconds_per_epoch": res["seconds_per_epoch"], "epochs": res["epochs"], "best_epoch": res["best_epoch"],
-        "seconds_to_best": res["seconds_to_best"], "validation_seconds": res["validation_seconds"],
-        "seconds_total": wall, "users": res["users"], "items": res["items"],
-    }
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    def f(v: Any, spec: str) -> str:
-        return "–" if v is None else format(v, spec)
-
-    lines = [
-        "| library | model | valid NDCG@20 | test Recall@20 | test NDCG@20 | s/epoch | epochs (best) | s to best | s total |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['library']} | {r['model']} | failed: {r['error']} | | | | | | |")
-            continue
-        best = f" ({r['best_epoch']})" if r.get("best_epoch") else ""
-        lines.append(
-            f"| {r['library']} | {r['model']} | {f(r.get('valid_ndcg@20'), '.4f')} | {f(r['recall@20'], '.4f')} | "
-            f"{f(r['ndcg@20'], '.4f')} | {f(r.get('seconds_per_epoch'), '.2f')} | {f(r.get('epochs'), '.0f')}{best} | "
-            f"{f(r.get('seconds_to_best'), '.0f')} | {f(r.get('seconds_total'), '.0f')} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=str(HERE.parents[1] / "shared" / "data" / "amazon-beauty"))
@@ -189,7 +148,8 @@ def main() -> None:
             if exported is None:
                 exported = export_recbole(Path(args.root), out / "recbole_data" / "beauty", "beauty")
                 info["recbole_files"] = exported
-            rows.append(run_recbole(args, out / "recbole_data", anchor, recbole_params(cfg, args), out))
+            rows.append(run_recbole(args.recbole_python, out / "recbole_data", "beauty", anchor,
+                                    recbole_params(cfg, args), out, args.threads, ("Recall", "NDCG")))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
             save()
     print()

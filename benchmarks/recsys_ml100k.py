@@ -95,10 +95,12 @@ def recbole_params(cfg: Config, model: str) -> dict[str, Any]:
 
 
 def run_recbole(python: str, data_dir: Path, name: str, model: str, params: dict[str, Any],
-                out: Path, threads: int) -> dict[str, Any]:
+                out: Path, threads: int, metrics: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One RecBole model through benchmarks/recbole_anchor.py in RecBole's environment: a table row."""
     result_file = out / f"recbole-{model}.json"
     cmd = [python, str(HERE / "recbole_anchor.py"), "--data-dir", str(data_dir), "--dataset", name,
-           "--model", model, "--params", json.dumps(params), "--threads", str(threads), "--out", str(result_file)]
+           "--model", model, "--params", json.dumps(params), "--threads", str(threads), "--out", str(result_file),
+           *(["--metrics", *metrics] if metrics else [])]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
     wall = time.perf_counter() - t0
@@ -108,16 +110,11 @@ def run_recbole(python: str, data_dir: Path, name: str, model: str, params: dict
         return {"library": "RecBole 1.2.1", "model": model, "error": tail[0]}
     res = json.loads(result_file.read_text())
     return {
-        "library": "RecBole 1.2.1",
-        "model": model,
-        "valid_ndcg@20": res["valid"].get("ndcg@20"),
-        "recall@20": res["test"].get("recall@20"),
-        "ndcg@20": res["test"].get("ndcg@20"),
-        "seconds_per_epoch": res["seconds_per_epoch"],
-        "epochs": res["epochs"],
-        "best_epoch": None,
-        "seconds_to_best": None,
-        "seconds_total": wall,
+        "library": "RecBole 1.2.1", "model": model, "valid_ndcg@20": res["valid"].get("ndcg@20"),
+        "recall@20": res["test"].get("recall@20"), "ndcg@20": res["test"].get("ndcg@20"),
+        "seconds_per_epoch": res["seconds_per_epoch"], "epochs": res["epochs"], "best_epoch": res.get("best_epoch"),
+        "seconds_to_best": res.get("seconds_to_best"), "validation_seconds": res.get("validation_seconds"),
+        "seconds_total": wall, "users": res["users"], "items": res["items"],
     }
 
 
@@ -136,8 +133,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         best = f" ({r['best_epoch']})" if r.get("best_epoch") else ""
         lines.append(
             f"| {r['library']} | {r['model']} | {f(r.get('valid_ndcg@20'), '.4f')} | {f(r['recall@20'], '.4f')} | "
-            f"{f(r['ndcg@20'], '.4f')} | {f(r['seconds_per_epoch'], '.2f')} | {f(r['epochs'], '.0f')}{best} | "
-            f"{f(r.get('seconds_to_best'), '.0f')} | {f(r['seconds_total'], '.0f')} |"
+            f"{f(r['ndcg@20'], '.4f')} | {f(r.get('seconds_per_epoch'), '.2f')} | {f(r.get('epochs'), '.0f')}{best} | "
+            f"{f(r.get('seconds_to_best'), '.0f')} | {f(r.get('seconds_total'), '.0f')} |"
         )
     return "\n".join(lines)
 

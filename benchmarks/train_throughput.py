@@ -58,13 +58,19 @@ def child_ours(warmup: int, steps: int, threads: int, extra: list[str]) -> float
     import torch
 
     from contrastkit.config import load_config
-    from contrastkit.tasks.runner import train
 
     torch.set_num_threads(threads)
     cfg = load_config(
         "fashion-mnist-simclr",
         _recipe_overrides([f"train.max_steps={warmup + steps}", f"train.num_threads={threads}", *extra]),
     )
+    return BATCH * steps / timed_steps(cfg, warmup, steps)
+
+
+def timed_steps(cfg: Any, warmup: int, steps: int) -> float:
+    """Seconds of steps warmup + 1 .. warmup + steps of a contrastkit training run of `cfg`."""
+    from contrastkit.tasks.runner import train
+
     marks: dict[int, float] = {}
 
     def mark(step: int, logs: dict[str, float]) -> None:
@@ -73,7 +79,7 @@ def child_ours(warmup: int, steps: int, threads: int, extra: list[str]) -> float
 
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp), progress=False, callbacks=[mark], verbose=False)
-    return BATCH * steps / (marks[warmup + steps] - marks[warmup])
+    return marks[warmup + steps] - marks[warmup]
 
 
 def child_lightly(warmup: int, steps: int, threads: int) -> float:

@@ -222,6 +222,10 @@ COMMANDS: dict[str, dict[str, Command]] = {
         'python benchmarks/data_train_throughput.py --images /tmp/bench/jpegs --rounds 3 --warmup 2 --steps 8 --out runs/bench-data-train': Command(
             exempt="benchmark (minutes of timing); run by hand, figures in this document",
         ),
+        "python benchmarks/data_train_throughput.py --images /tmp/bench/jpegs --rounds 5 --warmup 3 --steps 20 "
+        "--set model.width=8 --out runs/bench-data-train-w8": Command(
+            exempt="benchmark (minutes of timing); run by hand, figures in this document",
+        ),
         'python benchmarks/data_store_memory.py generate --store /tmp/bench/store1m --count 1000000': Command(
             exempt="benchmark (writes a 12 GB store); run by hand, figures in this document",
         ),
