@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from contrastkit.data.image.mapped import take
 from contrastkit.evaluate.episodes import episode_accuracy
 from contrastkit.evaluate.features import extract_features, flatten_pixels
 from contrastkit.evaluate.few_label import few_label_probe
@@ -176,13 +177,14 @@ def evaluate_run(
                 "seed": seed,
             }
             t1 = time.perf_counter()
+            labelled = take(train_images, idx)  # a copy (of a store: read, not mapped)
             pre = finetune(
-                copy.deepcopy(encoder), feature_dim, train_images[idx], train_labels[idx],
+                copy.deepcopy(encoder), feature_dim, labelled, train_labels[idx],
                 test_images, test_labels, **common,
             )
             torch.manual_seed(seed + 12345)
             scratch = finetune(
-                make_random_encoder(), feature_dim, train_images[idx], train_labels[idx],
+                make_random_encoder(), feature_dim, labelled, train_labels[idx],
                 test_images, test_labels, **common,
             )
             results["finetune"][label] = {"pretrained": pre, "scratch": scratch, "labels": len(idx)}
@@ -208,7 +210,7 @@ def _pixel_sample(
     picks = [
         torch.randperm(n, generator=gen)[: max(1, int(n * fraction))].sort().values for n in (n_tr, n_te)
     ]
-    return train[picks[0]], test[picks[1]], picks[0], picks[1]
+    return take(train, picks[0]), take(test, picks[1]), picks[0], picks[1]
 
 
 def _per_class_subset(labels: Tensor, num_classes: int, shots: int, seed: int) -> Tensor:

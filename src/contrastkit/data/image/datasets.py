@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastkit.data.image.mapped import release, take
 from contrastkit.errors import UserError, check_choice, closest
 
 DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "store")
@@ -129,17 +130,12 @@ class ImageDataset:
             hist = torch.zeros(self.channels, 256, dtype=torch.int64)
             rows = max(1, min(_CHUNK, _STATS_BYTES // max(1, self.images[0].numel())))
             for start in range(0, len(self), rows):
-                if self.rows is None:
-                    block = span = self.images[start : start + rows]
-                else:  # selected rows of a map, in order; the span they lie in is given back
-                    picked = self.rows[start : start + rows]
-                    block = self.images.index_select(0, picked)
-                    span = self.images[int(picked.min()) : int(picked.max()) + 1]
+                if self.rows is not None:  # selected rows of a map: read, not mapped
+                    hist += channel_histogram(take(self.images, self.rows[start : start + rows]))
+                    continue
+                block = self.images[start : start + rows]
                 hist += channel_histogram(block)
-                if self.mapped:
-                    from contrastkit.data.image.mapped import release
-
-                    release(span)
+                release(block)
             self._stats = stats_from_histogram(hist)
         return self._stats
 
@@ -169,7 +165,7 @@ class ImageDataset:
     def subset(self, idx: Tensor) -> ImageDataset:
         """The images (and labels) at `idx` (int indices or a boolean mask) as a new data set."""
         labels, rows = self._pick(idx)
-        return ImageDataset(self.images.index_select(0, rows), labels, list(self.classes), self.name)
+        return ImageDataset(take(self.images, rows), labels, list(self.classes), self.name)
 
     def select(self, idx: Tensor) -> ImageDataset:
         """Like :meth:`subset`, but a memory-mapped data set stays mapped: the result holds the

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from contrastkit.data.image.augment import BatchAugmentation
-from contrastkit.data.image.mapped import read_rows
+from contrastkit.data.image.mapped import take
 
 Augment = Callable[[Tensor, torch.Generator | None], Tensor]
 
@@ -138,8 +138,7 @@ class InMemoryViewLoader(ViewLoaderBase):
         """Rows `idx` of the (memory-mapped) images, read in sorted order, on the device."""
         rows, order = (self.rows.index_select(0, idx) if self.rows is not None else idx).sort()
         x = torch.empty((idx.numel(), *self.images.shape[1:]), dtype=self.images.dtype)
-        read = read_rows(self.images, rows)  # a store: pread, not through the map (mapped.py)
-        x[order] = read if read is not None else self.images.index_select(0, rows)
+        x[order] = take(self.images, rows)  # a store: pread, not through the map (mapped.py)
         if self.device.type == "cuda":
             x = x.pin_memory()
         return x.to(self.device, non_blocking=True)

@@ -24,7 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_PAGE = mmap.PAGESIZE
+# a fault maps the whole page-cache folio it hits, and folios go up to 2 MiB (PMD size): what is
+# given back after a block is widened to that alignment on both sides
+_FOLIO = max(mmap.PAGESIZE, 2 << 20)
 # start address -> (end address, weak reference to the mmap object)
 _MAPPINGS: dict[int, tuple[int, weakref.ref[Any]]] = {}
 # start address -> (file, offset of the mapping's first byte in it)
@@ -68,13 +70,14 @@ def release(block: Tensor) -> None:
     found = _mapping(ptr)
     if found is not None:
         start, end, mm = found
-        # the mapping's own offset: the block's first page .. its last byte
-        offset = (ptr - start) // _PAGE * _PAGE
-        _dontneed(mm, offset, min(end, ptr + block.numel() * block.element_size()) - start)
+        # the mapping's own offset, widened to whole folios around the block
+        offset = (ptr - start) // _FOLIO * _FOLIO
+        stop = -(-(ptr - start + block.numel() * block.element_size()) // _FOLIO) * _FOLIO
+        _dontneed(mm, offset, min(end - start, stop))
 
 
 def read_rows(images: Tensor, rows: Tensor) -> Tensor | None:
-    """Rows `rows` (sorted, int64) of a registered mapped tensor `images` (N, ...), read from its
+    """Rows `rows` (int64; sorted reads sequentially) of a registered mapped tensor `images` (N, ...), read from its
     file with ``pread`` into a new tensor, never through the map; None for any other tensor.
 
     Random rows read through a map cost far more resident memory than their bytes: each fault
@@ -102,3 +105,10 @@ def read_rows(images: Tensor, rows: Tensor) -> Tensor | None:
     finally:
         os.close(fd)
     return out
+
+
+def take(images: Tensor, rows: Tensor) -> Tensor:
+    """A copy of rows `rows` of `images`: read with pread from a registered mapping (see
+    :func:`read_rows`), ``index_select`` from any other tensor."""
+    read = read_rows(images, rows)
+    return read if read is not None else images.index_select(0, rows)

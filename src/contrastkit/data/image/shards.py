@@ -38,8 +38,7 @@ import warnings
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -300,9 +299,9 @@ def _shard_results(paths: list[Path], size: int, workers: int) -> Iterator[dict[
         for p in paths:
             yield read_shard(str(p), size)
         return
-    from contrastkit.data.image.store import _init_worker
+    from contrastkit.data.image.store import decode_pool
 
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with decode_pool(workers) as pool:
         pending: deque[Future[dict[str, Any]]] = deque()
         todo = iter(paths)
         for p in todo:  # one decoded shard per worker (plus one) in memory at most

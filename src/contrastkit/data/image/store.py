@@ -45,7 +45,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,12 @@ def prepare_store(
     if (out / MANIFEST).is_file():
         _refuse_complete(out, source, size)
     started = time.monotonic()
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    start_workers(n_workers)
     plan = _plan(source, size)
     params = {k: plan[k] for k in ("source", "kind", "size", "channels", "classes", "digest")}
     out.mkdir(parents=True, exist_ok=True)
     state = _resume_state(out, params, plan["splits"])
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
     done_images = 0
     for split in plan["splits"]:
         left = None if stop_after is None else stop_after - done_images
@@ -368,22 +370,26 @@ def _write_split(
     from tqdm import tqdm
 
     rec = state["splits"][split.name]
-    c, s = plan["channels"], plan["size"]
+    image_bytes = plan["channels"] * plan["size"] ** 2
     capacity = max(1, split.count)
-    images = np.memmap(out / images_file(split.name), np.uint8, "r+" if rec["done"] else "w+",
-                       shape=(capacity, c, s, s))
-    labels_tmp = out / f"{split.name}.labels.i64"
-    labels = np.memmap(labels_tmp, np.int64, "r+" if rec["done"] else "w+", shape=(capacity,))
+    paths = (out / images_file(split.name), out / f"{split.name}.labels.i64")
+    if not rec["done"]:  # a new split: both files at full capacity (trimmed by _finish)
+        for path, nbytes in zip(paths, (capacity * image_bytes, capacity * 8), strict=True):
+            with open(path, "wb") as fh:
+                fh.truncate(nbytes)
+    # written with pwrite, not through a map: no page faults in this process, which shares the
+    # CPU with the decoding workers
+    fds = [os.open(path, os.O_RDWR) for path in paths]
     written_now = 0
     bar = tqdm(total=split.count, initial=rec["done"], unit="img", desc=f"prepare {split.name}",
                disable=not progress, dynamic_ncols=True, leave=True)
     try:
         for start, block, block_labels, n_files in _blocks(plan, split, rec["done"], workers, chunk):
             w = rec["written"]
-            images[w : w + len(block)] = block
-            labels[w : w + len(block)] = block_labels
-            images.flush()
-            labels.flush()
+            _pwrite(fds[0], np.ascontiguousarray(block, dtype=np.uint8), w * image_bytes)
+            _pwrite(fds[1], np.ascontiguousarray(block_labels, dtype=np.int64), w * 8)
+            for fd in fds:  # on disk before the progress file says so
+                os.fdatasync(fd)
             rec["done"] = start + n_files
             rec["written"] = w + len(block)
             rec["corrupt"] += n_files - len(block)
@@ -394,8 +400,16 @@ def _write_split(
                 raise StoreInterrupted(f"stopped after {written_now} images")
     finally:
         bar.close()
-        del images, labels
+        for fd in fds:
+            os.close(fd)
     return written_now
+
+
+def _pwrite(fd: int, array: np.ndarray, offset: int) -> None:
+    view = memoryview(array.data).cast("B")
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
 
 
 def _blocks(
@@ -421,8 +435,7 @@ def _blocks(
             x, kept = _decode_chunk(*job(b))
             yield b, x, labels[b : b + chunk][kept], min(chunk, split.count - b)
         return
-    ctx = get_context("spawn")  # torch is not fork-safe once its thread pools started
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+    with decode_pool(workers) as pool:
         pending: deque[tuple[int, Future[tuple[np.ndarray, np.ndarray]]]] = deque()
         todo = iter(starts)
         for b in todo:  # keep 2 chunks per worker in flight: memory stays bounded
@@ -440,6 +453,33 @@ def _blocks(
 
 def _init_worker() -> None:
     torch.set_num_threads(1)
+
+
+def _worker_context() -> BaseContext:
+    """Decoding workers are forked from a server process that imported this module (torch,
+    torchvision) once and never ran a torch op — fork-safe, unlike forking this process once its
+    thread pools started, and a worker starts in milliseconds where a spawned one imports torch
+    and torchvision again (~3 s each, every split). Spawn where there is no forkserver."""
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "torchvision.io"])
+    return ctx
+
+
+def start_workers(workers: int) -> None:
+    """Start the decoding workers' server now (it imports in the background while the caller
+    lists its files)."""
+    ctx = _worker_context()
+    if workers > 1 and ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def decode_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` decoding processes (one torch thread each)."""
+    return ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_init_worker)
 
 
 def _decode_chunk(paths: list[str], size: int, rgb: bool) -> tuple[np.ndarray, np.ndarray]:
