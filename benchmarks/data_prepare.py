@@ -3,8 +3,8 @@
 benchmark 1).
 
 - ``prepare``: the CLI as users run it, ``contrastkit prepare FOLDER --out STORE --size S
-  --workers W`` (listing, header pass, decode + resize + centre crop in W spawned processes,
-  writing the memory-mapped file, sha256 of every file, manifest), into a fresh folder each time.
+  --workers W`` (listing, header pass, decode + resize + centre crop in W worker processes,
+  writing the store's files, sha256 of every file, manifest), into a fresh folder each time.
 - ``imagefolder``: ``torchvision.datasets.ImageFolder`` with ``Resize(S)`` (shorter side,
   bilinear, antialiased) + ``CenterCrop(S)`` + ``PILToTensor`` in a ``DataLoader`` (batch 256,
   W workers), every batch copied into one preallocated uint8 array in memory (no file written,
@@ -12,10 +12,10 @@ benchmark 1).
 
 Both run in a fresh process (imports included in the wall time; each child also reports its
 time after imports: for ``prepare`` the "N images in T s" line it prints, which includes
-spawning its workers), interleaved A B A B ... on the same folder (in the page cache after the
+starting its workers), interleaved A B A B ... on the same folder (in the page cache after the
 first round); the table quotes the median of the rounds and the ratio.
 
-    python benchmarks/data_prepare.py --images /tmp/bench/jpegs --count 6000 --rounds 3 --out runs/bench-data-prepare
+    python benchmarks/data_prepare.py --images /tmp/bench/jpegs30k --count 30000 --rounds 3 --out runs/bench-data-prepare-30k
 """
 
 from __future__ import annotations

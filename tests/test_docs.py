@@ -213,7 +213,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "/work/benchvenv/bin/python benchmarks/train_throughput.py --rounds 3 --steps 30 --warmup 5": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
         ),
-        'python benchmarks/data_prepare.py --images /tmp/bench/jpegs --count 6000 --rounds 3 --out runs/bench-data-prepare': Command(
+        'python benchmarks/data_prepare.py --images /tmp/bench/jpegs30k --count 30000 --rounds 3 --out runs/bench-data-prepare-30k': Command(
             exempt="benchmark (minutes of timing); run by hand, figures in this document",
         ),
         'python benchmarks/data_prepare.py --images /tmp/bench/jpegs --per-image 500 --out runs/bench-data-prepare': Command(
