@@ -72,7 +72,7 @@ ML100K_RUN = "contrastkit train ml100k-lightgcn --set recsys.root=PATH/TO/ml-100
 R18_RUN = "contrastkit train digits-simclr --set model.encoder=resnet18 --set train.epochs=2 --out runs/r18"
 PHOTOS_PREPARE = "contrastkit prepare PATH/TO/photos --out stores/photos --size 32"
 PHOTOS_RUN = "contrastkit train cifar10-simclr --set data.name=store --set data.root=stores/photos --out runs/photos"
-PHOTOS_QUICK = ["train.max_steps=3", "train.batch_size=32", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL]
+PHOTOS_QUICK = ["train.max_steps=3", "train.batch_size=8", "eval.finetune=false", "eval.baselines=false", *DIGITS_EVAL]
 RL_QUICK = [
     "rl.steps=120", "rl.learning_starts=40", "rl.train_freq=10", "rl.gradient_steps=4", "rl.eval_every=60",
     "rl.eval_episodes=2", "rl.probe_steps=150", "rl.buffer_size=300", "rl.height=24", "rl.width=48",

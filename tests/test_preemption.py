@@ -31,7 +31,7 @@ from .text_helpers import tiny_text_sets, write_text_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process runs set 1 thread: restore it after
 
-STEPS = 300
+STEPS = 200
 TINY = tiny_overrides(**{
     "train.max_steps": STEPS, "train.checkpoint_every": 50, "train.num_threads": 1, "train.log_every": 1,
 })
@@ -200,7 +200,7 @@ def test_a_second_signal_during_the_save_corrupts_nothing(
 
 # ----------------------------------------------------------------------------- two processes
 
-STEPS2 = 160
+STEPS2 = 120
 TWO = [*tiny_overrides(**{"train.max_steps": STEPS2, "train.checkpoint_every": 40, "train.log_every": 1,
                            "train.dist_timeout_minutes": 0.5, "eval.plots": False})]
 
