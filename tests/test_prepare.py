@@ -85,6 +85,22 @@ def test_store_is_a_memory_map(tmp_path: Path) -> None:
     assert not data.subset(torch.arange(5)).mapped  # a subset is a small resident copy
 
 
+def test_rows_are_read_from_the_file_equal_to_the_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from contrastkit.data.image import mapped
+    from contrastkit.data.image.store import write_store
+
+    rng = np.random.default_rng(1)
+    write_store(tmp_path / "s", {"train": [(rng.integers(0, 256, (50, 3, 5, 5), dtype=np.uint8), np.zeros(50))]})
+    images = open_store(tmp_path / "s").images
+    rows = torch.tensor([0, 3, 3, 17, 49])
+    expected = images.index_select(0, rows)
+    assert torch.equal(mapped.take(images, rows), expected)
+    monkeypatch.delattr(mapped.os, "preadv")  # the plain pread path (platforms without preadv)
+    assert torch.equal(mapped.take(images, rows), expected)
+    assert mapped.read_rows(expected, rows[:2]) is None  # not a mapping: index_select
+    assert torch.equal(mapped.take(expected, torch.tensor([4, 0])), expected[[4, 0]])
+
+
 def _err(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

@@ -21,6 +21,7 @@ import os
 import weakref
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -77,14 +78,15 @@ def release(block: Tensor) -> None:
 
 
 def read_rows(images: Tensor, rows: Tensor) -> Tensor | None:
-    """Rows `rows` (int64; sorted reads sequentially) of a registered mapped tensor `images` (N, ...), read from its
-    file with ``pread`` into a new tensor, never through the map; None for any other tensor.
+    """Rows `rows` (int64; sorted, they are read in file order) of a registered mapped tensor
+    `images` (N, ...), read from its file with ``pread`` into a new tensor, never through the map;
+    None for any other tensor (or where there is no ``pread``).
 
     Random rows read through a map cost far more resident memory than their bytes: each fault
     maps the neighbours already in the page cache too (fault-around windows, whole large folios:
     ~1 MiB per 3 KiB row was seen on Linux 6.18). Read with ``pread`` they stay page cache, which
     the kernel owns and reclaims, and the process holds only the batch."""
-    if not _MAPPINGS or not images.is_contiguous():
+    if not _MAPPINGS or not images.is_contiguous() or not hasattr(os, "pread"):  # no pread: Windows
         return None
     ptr = images.data_ptr()
     found = _mapping(ptr)
@@ -99,7 +101,12 @@ def read_rows(images: Tensor, rows: Tensor) -> Tensor | None:
     fd = os.open(path, os.O_RDONLY)
     try:
         for i, r in enumerate(rows.tolist()):
-            got = os.preadv(fd, [view[i]], base + r * row_bytes)
+            if hasattr(os, "preadv"):  # straight into the batch
+                got = os.preadv(fd, [view[i]], base + r * row_bytes)
+            else:
+                data = os.pread(fd, row_bytes, base + r * row_bytes)
+                got = len(data)
+                view[i, :got] = np.frombuffer(data, dtype=np.uint8)
             if got != row_bytes:
                 raise OSError(f"{path}: short read of row {r} ({got} of {row_bytes} bytes)")
     finally:

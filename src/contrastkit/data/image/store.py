@@ -136,8 +136,9 @@ def prepare_store(
         _refuse_complete(out, source, size)
     started = time.monotonic()
     n_workers = (os.cpu_count() or 1) if workers is None else workers
-    start_workers(n_workers)
     plan = _plan(source, size)
+    if plan["kind"] != "dataset":
+        start_workers(n_workers)  # their server imports while the progress is read
     params = {k: plan[k] for k in ("source", "kind", "size", "channels", "classes", "digest")}
     out.mkdir(parents=True, exist_ok=True)
     state = _resume_state(out, params, plan["splits"])
