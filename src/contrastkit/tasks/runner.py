@@ -22,14 +22,17 @@ from contrastkit.runs import read_results, read_run_config, save_run_config, wri
 from contrastkit.tasks.base import Callback, RunContext, get_task
 from contrastkit.train import Trainer, TrainerOptions, TrainSummary, resolve_device
 from contrastkit.train.distributed import init_from_env, shutdown
+from contrastkit.train.malloc import keep_freed_memory
 
 
 def setup_runtime(cfg: Config, *, distributed: bool = True) -> torch.device:
-    """Seeds, threads and matmul precision; with ``distributed``, under torchrun, the process
+    """Seeds, threads, glibc's malloc thresholds and matmul precision; with ``distributed``, under torchrun, the process
     group too. Returns the device (cuda:LOCAL_RANK under torchrun on GPUs). Evaluation and
     export pass ``distributed=False``: they run in one process, after training."""
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    if cfg.train.keep_freed_memory:
+        keep_freed_memory()  # see contrastkit.train.malloc
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():

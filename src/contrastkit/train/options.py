@@ -44,6 +44,9 @@ class TrainConfig:
     checkpoint_every: int = option(500, "steps between checkpoints", ge=1)
     log_every: int = option(10, "steps between log rows", ge=1)
     num_threads: int | None = option(None, "torch CPU threads (default: torch's choice)", ge=1)
+    keep_freed_memory: bool = option(
+        True, "glibc: keep freed CPU memory for reuse instead of page-faulting it in again every step"
+    )
     progress: bool = option(True, "progress bar")
     sync_batchnorm: bool = option(True, "SyncBatchNorm under torchrun on GPUs")
     dist_timeout_minutes: float = option(10.0, "timeout of every collective under torchrun", gt=0)
