@@ -232,9 +232,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
         'python benchmarks/data_store_memory.py measure --store /tmp/bench/store1m --control /tmp/bench/store50k --steps 300 --eval-samples 5000 --set model.width=8 --out runs/bench-data-store-memory': Command(
             exempt="benchmark (trains on the 12 GB store); run by hand, figures in this document",
         ),
-        "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty20-ours --models "
+        "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty20b-ours --models "
         "lightgcn --epochs 20 --eval-every 5 --threads 1 &": Command(exempt="benchmark (12 minutes); run by hand"),
-        "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty20-recbole --models "
+        "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty20b-recbole --models "
         "lightgcn --no-ours --recbole-python /work/benchvenv-recbole/bin/python --epochs 20 --eval-every 5 --threads 1": Command(
             exempt="benchmark (18 minutes of RecBole in its own environment); run by hand, figures in this document",
         ),
