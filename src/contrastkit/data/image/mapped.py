@@ -98,10 +98,11 @@ def read_rows(images: Tensor, rows: Tensor) -> Tensor | None:
     row_bytes = images[0].numel() * images.element_size()
     base = offset + (ptr - start)
     view = out.view(torch.uint8).numpy().reshape(rows.numel(), row_bytes)
+    vectored = hasattr(os, "preadv")  # straight into the batch
     fd = os.open(path, os.O_RDONLY)
     try:
         for i, r in enumerate(rows.tolist()):
-            if hasattr(os, "preadv"):  # straight into the batch
+            if vectored:
                 got = os.preadv(fd, [view[i]], base + r * row_bytes)
             else:
                 data = os.pread(fd, row_bytes, base + r * row_bytes)

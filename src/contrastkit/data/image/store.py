@@ -29,8 +29,9 @@ skipped); until then the store cannot be opened.
 
 ``open_store(STORE, split)`` checks the manifest against the files (present, sizes, sha256 — the
 hash is checked once and remembered in ``.verified.json`` while the files' sizes and mtimes stay
-the same; ``prepare`` writes it, having just hashed the files) and returns an :class:`ImageDataset` whose images are a read-only memory map: batches
-read only their rows, so resident memory stays bounded however large the store.
+the same; ``prepare`` writes it, having just hashed the files) and returns an
+:class:`ImageDataset` whose images are a read-only memory map: batches read only their rows, so
+resident memory stays bounded however large the store.
 """
 
 from __future__ import annotations
