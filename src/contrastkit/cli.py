@@ -13,8 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from contrastkit import __version__
 from contrastkit.errors import UserError
+from contrastkit.version import __version__
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
@@ -132,7 +132,7 @@ def _launch_nproc(args: argparse.Namespace) -> int:
         args.out = str(Path("runs") / f"{Path(args.recipe or 'digits-simclr').stem}-{datetime.now():%Y%m%d-%H%M%S}")
     out = Path(args.out)
     if not args.resume:
-        from contrastkit.config import load_config
+        from contrastkit.recipes import load_config
 
         cfg = load_config(args.recipe, args.overrides)  # one-line errors before any process starts
         if cfg.train.batch_size % args.nproc:
@@ -156,9 +156,7 @@ def _resume_command(out: str | Path, nproc: int = 1) -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from contrastkit.config import apply_overrides, load_config
-    from contrastkit.runs import CONFIG_FILE, new_run_dir, read_run_config
-    from contrastkit.tasks.runner import run_all
+    from contrastkit.api import train
     from contrastkit.train.distributed import env_world_size
 
     if args.nproc is not None:
@@ -166,55 +164,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--nproc must be >= 1, got {args.nproc}")
         if args.nproc > 1 and env_world_size() == 1:
             return _launch_nproc(args)
-
-    if args.resume and args.out and (Path(args.out) / CONFIG_FILE).is_file():
-        if args.recipe:
-            raise UserError("--resume continues the run's own recipe; drop the recipe argument")
-        # overrides on resume: e.g. more epochs, other evaluation settings
-        cfg = apply_overrides(read_run_config(Path(args.out)), args.overrides)
-    else:
-        cfg = load_config(args.recipe, args.overrides)
-    if args.no_eval:
-        cfg.eval.enabled = False
-    run_dir = new_run_dir(cfg, args.out, args.resume)
-    results = run_all(cfg, run_dir, resume=args.resume, progress=not args.quiet)
-    if results:  # under torchrun only rank 0 has results to show
-        _print_results(results, run_dir, cfg.task)
+    if args.resume and args.recipe:
+        raise UserError("--resume continues the run's own recipe; drop the recipe argument")
+    run = train(args.recipe, overrides=args.overrides, out=args.out, resume=args.resume, evaluate=not args.no_eval,
+                progress=not args.quiet)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for the job
+        _print_results(run, run.results)
     return 0
 
 
-def _print_results(results: dict[str, Any], run_dir: Path, task_name: str, *, headline: bool = True) -> None:
-    from contrastkit.tasks import get_task
-
-    task = get_task(task_name)
+def _print_results(run: Any, results: dict[str, Any], *, headline: bool = True) -> None:
     if headline:
         print()
-        print(task.headline(results))
+        print(run.headline(results))
     if "eval" in results:
         print()
-        print(task.results_table(results["eval"]))
+        print(run.results_table(results["eval"]))
     print()
-    print(f"results: {Path(run_dir) / 'results.json'}")
-    if (Path(run_dir) / "plots").is_dir() and results.get("eval", {}).get("plots"):
-        print(f"plots:   {Path(run_dir) / 'plots'}")
+    print(f"results: {run.path / 'results.json'}")
+    if (run.path / "plots").is_dir() and results.get("eval", {}).get("plots"):
+        print(f"plots:   {run.path / 'plots'}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from contrastkit.config import apply_overrides
-    from contrastkit.runs import read_results, read_run_config, write_results
-    from contrastkit.tasks.runner import evaluate
+    from contrastkit.runner import evaluate, load_run
 
-    run_dir = Path(args.run_dir)
-    cfg = apply_overrides(read_run_config(run_dir), args.overrides)
-    results = read_results(run_dir)
-    results["eval"] = evaluate(run_dir, cfg)
-    write_results(run_dir, results)
-    _print_results(results, run_dir, cfg.task, headline=False)
+    run = load_run(args.run_dir, args.overrides)
+    evaluate(run)
+    _print_results(run, run.results, headline=False)
     return 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from contrastkit.tasks.runner import embed
+    from contrastkit.runner import embed
 
     n, d = embed(Path(args.run_dir), args.data, Path(args.out), batch_size=args.batch_size)
     print(f"wrote {n} × {d} features to {args.out}")
@@ -242,24 +224,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         shots=args.shots, progress=args.progress,
     )
     print()
-    image = not any("figures" in r for r in rows)
-    what = "accuracy (%) on the test split" if image else "results"
-    print(f"{what} after {args.budget_minutes:g} min of training each:")
-    print(compare_table(rows, args.shots))
+    print(f"after {args.budget_minutes:g} min of training each (accuracies in %):" if rows and "kNN" in rows[0].get("figures", {})
+          else f"after {args.budget_minutes:g} min of training each:")
+    print(compare_table(rows))
     print(f"\nresults: {out / 'compare.json'}")
     return 0 if all(r.get("exit_code") == 0 for r in rows) else 1
 
 
-def _neighbours(args: argparse.Namespace, capability: str, key: str, title: str) -> int:
-    """`recommend` / `similar`: the run's task answers with rows of item, title and score."""
-    from contrastkit.runs import read_run_config
-    from contrastkit.tasks import capable
+def _neighbours(args: argparse.Namespace, command: str, key: str, title: str) -> int:
+    """`recommend` / `similar`: the run answers with rows of item, title and score."""
+    from contrastkit.runner import load_run
+    from contrastkit.tasks import FindsSimilar, Recommends, capable
 
     if args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
-    run_dir = Path(args.run_dir)
-    cfg = read_run_config(run_dir)
-    rows = getattr(capable(cfg, capability, capability), capability)(run_dir, getattr(args, key), args.k)
+    run: Any = capable(load_run(args.run_dir), Recommends if command == "recommend" else FindsSimilar, command)
+    rows = run.recommend(args.user, args.k) if command == "recommend" else run.similar(args.item, args.k)
     print(title.format(n=len(rows), id=getattr(args, key)))
     for rank, row in enumerate(rows, 1):
         print(f"{rank:3d}. {row['item']:>8}  {row['score']:8.4f}  {row['title']}".rstrip())
@@ -278,11 +258,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from contrastkit.errors import check_choice
     from contrastkit.index.faiss_index import INDEX_KINDS
     from contrastkit.index.search import build_index
+    from contrastkit.runner import load_run
 
     check_choice("--kind", args.kind, INDEX_KINDS)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    folder, meta = build_index(Path(args.run_dir), args.data, kind=args.kind, name=args.name, batch_size=args.batch_size)
+    run = load_run(args.run_dir)
+    folder, meta = build_index(run, args.data, kind=args.kind, name=args.name, batch_size=args.batch_size)
     print(f"indexed {meta.count} {meta.modality} embeddings ({meta.dim}-d, {meta.kind}, {meta.metric}) in {folder}")
     return 0
 
@@ -291,10 +273,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import json
 
     from contrastkit.index.search import search_run
+    from contrastkit.runner import load_run
 
     if args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
-    meta, modality, hits = search_run(Path(args.run_dir), args.query, k=args.k, name=args.index)
+    meta, modality, hits = search_run(load_run(args.run_dir), args.query, k=args.k, name=args.index)
     print(f"{modality} query → {meta.modality} index {meta.source!r} ({meta.count} items, {meta.kind}):")
     for hit in hits:
         item = hit.item
@@ -340,7 +323,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from contrastkit.config import recipe_names
+    from contrastkit.recipes import recipe_names
 
     for name in recipe_names():
         print(name)

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contrastkit.config import load_config
 from contrastkit.errors import UserError
-from contrastkit.evaluate.tables import format_table, pct
-from contrastkit.tasks.base import Task, all_tasks, get_task
-
-COLUMNS = ("recipe", "method", "kNN", "linear", "10/class", "train s", "steps", "peak MB", "eff. rank")
+from contrastkit.evaluate.tables import format_table
+from contrastkit.recipes import load_config
+from contrastkit.runner import open_run
+from contrastkit.tasks import Task, TrainedRun, all_tasks, get_task
 
 
 def compare(
@@ -43,10 +42,10 @@ def compare(
         listed = ", ".join(f"{r}: {c.task}" for r, c in zip(recipes, cfgs, strict=True))
         raise UserError(f"compare needs recipes of one task; got {listed}")
     task = get_task(tasks[0])
-    if task.name != "image" and not _offers_compare(task):
-        able = ", ".join(t.name for t in all_tasks() if t.name == "image" or _offers_compare(t))
+    if not _offers_compare(task):
+        able = ", ".join(t.name for t in all_tasks() if _offers_compare(t))
         raise UserError(f"compare works on recipes of task {able}; got task {task.name}")
-    data = {(c.data.name, c.data.root) for c in cfgs} if task.name == "image" else set()
+    data = {(c.data.name, c.data.root) for c in cfgs} if "data" in cfgs[0].sections else set()
     if len(data) > 1:
         listed = ", ".join(f"{r}: {c.data.name}" for r, c in zip(recipes, cfgs, strict=True))
         raise UserError(f"compare needs recipes on the same data; got {listed} (or pass --set data.name=...)")
@@ -55,9 +54,12 @@ def compare(
         raise UserError(f"output folder {str(out)!r} already exists and is not empty; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     names = _unique_names(recipes)
-    common = [f"train.time_budget_minutes={budget_minutes}", *overrides]
-    if task.name == "image":  # long enough to fill the budget; the probes the table shows
-        common[1:1] = ["train.epochs=100000", f"eval.few_label_shots=[{shots}]", "eval.finetune=false", "eval.plots=false"]
+    common = [f"train.time_budget_minutes={budget_minutes}"]
+    if "epochs" not in task.unread.get("train", ()):  # long enough to fill the budget
+        common.append("train.epochs=100000")
+    if hasattr(cfgs[0].eval, "few_label_shots"):  # the probes the table shows
+        common += [f"eval.few_label_shots=[{shots}]", "eval.finetune=false", "eval.plots=false"]
+    common += overrides
     rows: list[dict[str, Any]] = []
     for recipe, name in zip(recipes, names, strict=True):
         run_dir = out / name
@@ -71,7 +73,7 @@ def compare(
         log = (run_dir.parent / f"{name}.log").open("w")
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)
         log.close()
-        row = _row(recipe, run_dir, proc.returncode, time.perf_counter() - t0, shots, task)
+        row = _row(recipe, run_dir, proc.returncode, time.perf_counter() - t0, cfgs[len(rows)])
         rows.append(row)
         if proc.returncode != 0:
             print(f"  {recipe} failed (exit {proc.returncode}); see {run_dir.parent / f'{name}.log'}", flush=True)
@@ -81,8 +83,8 @@ def compare(
     return rows
 
 
-def _offers_compare(task: Task) -> bool:
-    return type(task).compare_row is not Task.compare_row
+def _offers_compare(task: type[Task]) -> bool:
+    return any(run.compare_row is not TrainedRun.compare_row for run in task.runs)
 
 
 def _unique_names(recipes: list[str]) -> list[str]:
@@ -96,66 +98,27 @@ def _unique_names(recipes: list[str]) -> list[str]:
     return names
 
 
-def _row(recipe: str, run_dir: Path, code: int, wall: float, shots: int, task: Task) -> dict[str, Any]:
+def _row(recipe: str, run_dir: Path, code: int, wall: float, cfg: Any) -> dict[str, Any]:
     row: dict[str, Any] = {"recipe": recipe, "run_dir": str(run_dir), "exit_code": code, "wall_seconds": wall}
     path = run_dir / "results.json"
     if not path.is_file():
         return row
     res = json.loads(path.read_text())
-    tr, ev = res.get("train", {}), res.get("eval", {})
-    if task.name != "image":  # the task's own headline figures, then the common ones
-        row.update(
-            method=res.get("config", {}).get("method", {}).get("name"),
-            figures=task.compare_row(res),
-            train_seconds=tr.get("seconds"),
-            steps=tr.get("steps"),
-            peak_memory_mb=tr.get("peak_memory_mb"),
-        )
-        return row
-    ssl = ev.get("encoders", {}).get("ssl", {})
-    few = ssl.get("few_label", {}).get("shots", {}).get(str(shots), {}) or {}
+    tr = res.get("train", {})
     row.update(
         method=res.get("config", {}).get("method", {}).get("name"),
-        knn=ssl.get("knn", {}).get("accuracy"),
-        linear=ssl.get("linear_probe", {}).get("accuracy"),
-        few_label=few.get("mean"),
-        few_label_std=few.get("std"),
+        figures=open_run(cfg, run_dir).compare_row(res),
         train_seconds=tr.get("seconds"),
         steps=tr.get("steps"),
         peak_memory_mb=tr.get("peak_memory_mb"),
-        effective_rank=ev.get("diagnostics", {}).get("eff_rank"),
-        collapsed_at_step=tr.get("collapsed_at_step"),
     )
     return row
 
 
-def compare_table(rows: list[dict[str, Any]], shots: int = 10) -> str:
-    """Fixed-width table of a comparison (image tasks: accuracies in %; other tasks: the
-    figures of their ``compare_row``)."""
-    if any("figures" in r for r in rows):
-        return _figures_table(rows)
-
-    def num(v: float | None, fmt: str = "{:.0f}") -> str:
-        return "-" if v is None else fmt.format(v)
-
-    header = [c if c != "10/class" else f"{shots}/class" for c in COLUMNS]
-    body = []
-    for r in rows:
-        few = pct(r.get("few_label"))
-        if r.get("few_label_std") is not None:
-            few += f"±{100 * r['few_label_std']:.1f}"
-        body.append([
-            r["recipe"] + (" (failed)" if r.get("exit_code") else "") + (" (collapsed)" if r.get("collapsed_at_step") else ""),
-            str(r.get("method") or "-"),
-            pct(r.get("knn")),
-            pct(r.get("linear")),
-            few,
-            num(r.get("train_seconds")),
-            num(r.get("steps")),
-            num(r.get("peak_memory_mb")),
-            num(r.get("effective_rank"), "{:.1f}"),
-        ])
-    return format_table(header, body, left=2)
+def compare_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed-width table of a comparison: recipe, method, the figures of each run's
+    ``compare_row`` (for images: accuracies in %), time, steps and peak memory."""
+    return _figures_table(rows)
 
 
 COMMON = ("recipe", "method", "train s", "steps", "peak MB")  # columns every comparison shows

@@ -9,7 +9,6 @@ sphere, 0 when collapsed to a point), an effective rank well above 1, and unifor
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -73,36 +72,3 @@ def collapse_stats(z1: Tensor, z2: Tensor | None = None) -> dict[str, float]:
     if z2 is not None:
         out["alignment"] = alignment(z1, z2)
     return out
-
-
-class CollapseMonitor:
-    """Trainer callback: warns once when the logged embeddings collapse.
-
-    Collapse means ``emb_std`` below ``min_std`` (all rows near one point) or ``eff_rank``
-    below ``min_rank`` (all rows on a line), seen for ``patience`` logged steps in a row.
-    """
-
-    def __init__(self, min_std: float = 0.05, min_rank: float = 1.5, patience: int = 3) -> None:
-        self.min_std, self.min_rank, self.patience = min_std, min_rank, patience
-        self.bad = 0
-        self.warned = False
-        self.collapsed_at: int | None = None
-
-    def __call__(self, step: int, logs: dict[str, float]) -> None:
-        if self.warned or "emb_std" not in logs:
-            return
-        std, rank = logs["emb_std"], logs.get("eff_rank", float("inf"))
-        if std < self.min_std or rank < self.min_rank:
-            self.bad += 1
-        else:
-            self.bad = 0
-        if self.bad >= self.patience:
-            self.warned = True
-            self.collapsed_at = step
-            warnings.warn(
-                f"representation collapse at step {step}: embedding std {std:.3f} (healthy ~1), "
-                f"effective rank {rank:.2f}; try a lower optim.lr, another method.temperature, "
-                "or a larger predictor/momentum",
-                RuntimeWarning,
-                stacklevel=2,
-            )

@@ -117,7 +117,7 @@ DATA: list[tuple[str, Callable[[], Path], str]] = [
 
 def report() -> str:
     """The doctor's screen."""
-    from contrastkit import __version__
+    from contrastkit.version import __version__
 
     lines = [
         f"contrastkit  {__version__} ({Path(__file__).resolve().parent})",

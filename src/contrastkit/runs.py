@@ -1,5 +1,6 @@
 """Run folders, handled once for every task: a new folder (never overwriting one without
 ``--resume``), its ``config.yaml``, its ``results.json`` (written atomically), its checkpoints.
+(Reading a run's config needs the task registry: :func:`contrastkit.recipes.read_run_config`.)
 
 Layout common to every task: ``config.yaml``, ``train_log.csv``, ``tensorboard/``,
 ``checkpoints/last.pt``, ``results.json``; each task adds its own artifacts (see its module).
@@ -12,15 +13,14 @@ import math
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import yaml
 
+from contrastkit.config import Config, save_config
 from contrastkit.errors import UserError
-
-if TYPE_CHECKING:
-    from contrastkit.config import Config
+from contrastkit.train.checkpoint import load_latest_checkpoint
+from contrastkit.train.distributed import env_world_size
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
@@ -30,8 +30,6 @@ CHECKPOINT = Path(CHECKPOINTS) / "last.pt"
 
 def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
     """The run folder: --out, or runs/<name>-<timestamp>; refuses to overwrite without --resume."""
-    from contrastkit.train.distributed import env_world_size
-
     if env_world_size() > 1:  # under torchrun every process must agree on the folder
         if out is None:
             raise UserError("under torchrun pass --out RUN_DIR (every process must write to the same folder)")
@@ -57,23 +55,7 @@ def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
     return path
 
 
-def read_run_config(run_dir: Path) -> Config:
-    """The config a run was trained with (an older contrastkit's config.yaml is migrated)."""
-    from contrastkit.config import config_from_dict
-
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(f"{str(run_dir)!r} is not a contrastkit run folder (no {CONFIG_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{str(path)!r} is not valid YAML; was the run folder edited?") from None
-    return config_from_dict(data, saved=True)
-
-
 def save_run_config(cfg: Config, run_dir: Path) -> None:
-    from contrastkit.config import save_config
-
     save_config(cfg, Path(run_dir) / CONFIG_FILE)
 
 
@@ -112,10 +94,25 @@ def _jsonable(obj: Any) -> Any:
 def load_run_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The run's newest readable checkpoint (last.pt, else previous.pt with a warning); a
     one-line error when it has none."""
-    from contrastkit.train.checkpoint import load_latest_checkpoint
-
     folder = Path(run_dir) / CHECKPOINTS
     if not any((folder / name).is_file() for name in ("last.pt", "previous.pt")):
         raise UserError(f"{str(run_dir)!r} has no checkpoint yet ({CHECKPOINT}); train it first")
     state, _ = load_latest_checkpoint(folder, map_location)
     return state
+
+
+def checkpoint_part(state: dict[str, Any], key: str = "model") -> Any:
+    """A part of what the training step saved (``model``, ``optimizer``, ``policy``, ...), from a
+    checkpoint of this contrastkit or an older one (which kept the step's state at the top)."""
+    inner = state.get("state")
+    if isinstance(inner, dict) and key in inner:
+        return inner[key]
+    if key in state:
+        return state[key]
+    raise UserError(f"this checkpoint has no {key!r} (it holds: {', '.join(sorted(inner or state))})")
+
+
+def load_run_weights(run_dir: Path, map_location: str | torch.device = "cpu", key: str = "model") -> dict[str, Any]:
+    """The trained weights (``key`` of the step's state) of the run's newest readable checkpoint."""
+    part: dict[str, Any] = checkpoint_part(load_run_checkpoint(run_dir, map_location), key)
+    return part

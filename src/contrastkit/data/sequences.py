@@ -288,6 +288,10 @@ class SkipGramLoader:
                 "tokens": min(self.batch_size, self._tokens.numel() - step * self.batch_size),
             }
 
+    def units(self, batch: dict[str, Any]) -> int:
+        """Corpus tokens (positions) a batch covers."""
+        return int(batch["tokens"])
+
     def state_dict(self) -> dict[str, Any]:
         return {}  # batches depend on (seed, epoch, step) only
 

@@ -8,11 +8,14 @@ with an optional CIFAR stem (3×3 stride-1 first conv, no max-pool, as in SimCLR
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 from torchvision.models import ResNet, resnet18, resnet50
 
 from contrastkit.errors import UserError, check_choice
+from contrastkit.nn.heads import HeadOptions
+from contrastkit.options import option
 
 IMAGE_ENCODERS: tuple[str, ...] = ("small_resnet", "convnet5", "resnet18", "resnet50")
 
@@ -153,3 +156,18 @@ def build_image_encoder(
             stacklevel=2,
         )
     return TorchvisionResNet(18 if name == "resnet18" else 50, in_channels, cifar_stem=cifar_stem)
+
+
+@dataclass
+class ModelConfig(HeadOptions):
+    """The ``model:`` section of the image tasks: the image encoder (backbone) and the methods'
+    projection head."""
+
+    encoder: str = option("small_resnet", "image encoder", choices=IMAGE_ENCODERS)
+    width: int = option(32, "base width (channels) of the encoder", ge=1)
+    cifar_stem: bool = option(True, "3x3 stem without max-pool for small images (ResNets)")
+
+
+def build_encoder(model: ModelConfig, channels: int, size: int) -> ImageEncoder:
+    """A fresh encoder as the ``model`` section describes it, for ``channels`` × ``size``² images."""
+    return build_image_encoder(model.encoder, channels, width=model.width, cifar_stem=model.cifar_stem, image_size=size)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -305,3 +306,43 @@ def build_text_encoder(
         )
     source: str | Path = minilm_path() if name == "minilm" else name
     return load_pretrained_text_encoder(source, pooling=pooling, max_length=max_length, dropout=dropout)
+
+
+# ----------------------------------------------------------------------------- a run's text tower
+
+ENCODER_DIR = "text_encoder"  # a run's text tower, as a transformers folder
+
+
+def text_encoder_for_training(
+    text: Any, run_dir: Path, corpus: Iterable[str], *, resume: bool = False, rank: int = 0
+) -> TextEncoder:
+    """The text tower of a new run, built from the ``text`` section (its files saved in the run
+    folder so that a resumed run rebuilds the same tokenizer), or of the run being resumed.
+    Under torchrun only rank 0 writes into the run folder."""
+    folder = Path(run_dir) / ENCODER_DIR
+    if rank != 0:
+        folder = Path(tempfile.mkdtemp(prefix=f"contrastkit-rank{rank}-"))
+    if resume and (folder / "config.json").is_file():
+        return load_pretrained_text_encoder(folder, pooling=text.pooling, max_length=text.max_length, weights=False)
+    encoder = build_text_encoder(
+        text.encoder, pooling=text.pooling, max_length=text.max_length, dropout=text.dropout, corpus=corpus,
+        tiny_width=text.tiny_width, tiny_layers=text.tiny_layers, tiny_vocab_size=text.tiny_vocab_size, folder=folder,
+    )
+    encoder.save(folder, weights=False)  # config + tokenizer now: a resumed run rebuilds from them
+    return encoder
+
+
+def saved_text_encoder(text: Any, run_dir: Path) -> TextEncoder:
+    """A run's text tower rebuilt from its folder (the weights come from its checkpoint)."""
+    folder = Path(run_dir) / ENCODER_DIR
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{str(run_dir)!r} has no {ENCODER_DIR}/ folder; was it trained?")
+    return load_pretrained_text_encoder(folder, pooling=text.pooling, max_length=text.max_length, weights=False)
+
+
+def initial_text_encoder(text: Any, run_dir: Path) -> TextEncoder:
+    """A run's text tower before training: the pretrained encoder it started from, or (``tiny``)
+    a random one with the run's vocabulary."""
+    if text.encoder == "tiny":
+        return saved_text_encoder(text, run_dir)
+    return build_text_encoder(text.encoder, pooling=text.pooling, max_length=text.max_length)

@@ -332,3 +332,24 @@ def _episode_name(key: str) -> str:
     """'5way1shot' → '5-way 1-shot'."""
     ways, _, shots = key.partition("way")
     return f"{ways}-way {shots.removesuffix('shot')}-shot"
+
+
+def compare_figures(results: dict[str, Any]) -> dict[str, Any]:
+    """An image run's headline figures for ``contrastkit compare``: accuracies (%) of the SSL
+    encoder (kNN, linear, the first few-label probe), effective rank, collapse."""
+    ev = results.get("eval", {})
+    ssl = ev.get("encoders", {}).get("ssl", {})
+    shots = (results.get("config", {}).get("eval", {}).get("few_label_shots") or [10])[0]
+    few = ssl.get("few_label", {}).get("shots", {}).get(str(shots), {}) or {}
+    few_text = pct(few.get("mean"))
+    if few.get("std") is not None:
+        few_text += f"±{100 * few['std']:.1f}"
+    rank = ev.get("diagnostics", {}).get("eff_rank")
+    collapsed = results.get("train", {}).get("collapsed_at_step")
+    return {
+        "kNN": pct(ssl.get("knn", {}).get("accuracy")),
+        "linear": pct(ssl.get("linear_probe", {}).get("accuracy")),
+        f"{shots}/class": few_text,
+        "eff. rank": None if rank is None else f"{rank:.1f}",
+        "collapsed at": collapsed,
+    }

@@ -3,14 +3,14 @@ embeddings, in a format other tools load — each checked against `contrastkit e
 
 | format | runs | writes | module |
 |---|---|---|---|
-| ``torchvision``, ``timm`` | image, image_text (ResNet encoders) | a strict-loading state dict + snippet | backbone.py |
-| ``onnx`` | image, text, image_text | ONNX graph(s), checked with onnxruntime | onnx_export.py |
-| ``huggingface`` (``sentence-transformers``) | text | a transformers + sentence-transformers folder | hf_folder.py |
-| ``arrays`` | every built-in task | embeddings + ids (+ labels) as .npz / .parquet | arrays.py |
+| ``torchvision``, ``timm`` | runs that encode images (ResNet encoders) | a strict-loading state dict + snippet | backbone.py |
+| ``onnx`` | runs that encode images and / or texts | ONNX graph(s), checked with onnxruntime | onnx_export.py |
+| ``huggingface`` (``sentence-transformers``) | runs that encode texts, without a projection | a transformers + sentence-transformers folder | hf_folder.py |
+| ``arrays`` | runs that write embeddings | embeddings + ids (+ labels) as .npz / .parquet | arrays.py |
 
-The towers (what `embed` computes with) are loaded in towers.py. Optional packages (onnx,
-onnxruntime, timm, sentence-transformers, pyarrow: ``contrastkit[export]``) are imported only
-by the format that needs them.
+The towers (what `embed` computes with) come from the run object (towers.py). Optional
+packages (onnx, onnxruntime, timm, sentence-transformers, pyarrow: ``contrastkit[export]``) are
+imported only by the format that needs them.
 """
 
 from __future__ import annotations
@@ -18,58 +18,70 @@ from __future__ import annotations
 from pathlib import Path
 
 from contrastkit.errors import UserError, check_choice
+from contrastkit.tasks import EncodesImages, EncodesTexts, Task, TrainedRun, all_tasks
 
-FORMATS: dict[str, tuple[str, ...]] = {  # format → the tasks whose runs it exports
-    "torchvision": ("image", "image_text"),
-    "timm": ("image", "image_text"),
-    "onnx": ("image", "text", "image_text"),
-    "huggingface": ("text",),
-    "arrays": ("image", "text", "image_text", "recsys", "sequences"),
-}
+FORMATS: tuple[str, ...] = ("torchvision", "timm", "onnx", "huggingface", "arrays")
 ALIASES = {"sentence-transformers": "huggingface"}
 FORMAT_NAMES: tuple[str, ...] = (*FORMATS, *ALIASES)
 
 
-def formats_for(task: str) -> list[str]:
-    """The formats a run of ``task`` exports to."""
-    return [name for name, tasks in FORMATS.items() if task in tasks]
+def _writes_embeddings(run: type[TrainedRun]) -> bool:
+    return run.embed is not TrainedRun.embed
+
+
+def supports(run: type[TrainedRun], fmt: str) -> bool:
+    """Whether runs of this kind export to ``fmt``."""
+    if fmt in ("torchvision", "timm"):
+        return issubclass(run, EncodesImages)
+    if fmt == "onnx":
+        return issubclass(run, EncodesImages) or issubclass(run, EncodesTexts)
+    if fmt == "huggingface":
+        return issubclass(run, EncodesTexts) and not issubclass(run, EncodesImages)
+    return _writes_embeddings(run)
+
+
+def formats_for(task: type[Task]) -> list[str]:
+    """The formats runs of ``task`` export to."""
+    return [f for f in FORMATS if any(supports(r, f) for r in task.runs)]
 
 
 def export_run(run_dir: Path, fmt: str, out: Path, data: str | None = None) -> list[str]:
     """Export the run in ``run_dir`` as ``fmt`` to ``out``; returns the lines to print (what was
     written, how to load it, parity with `embed`). User mistakes raise one-line UserErrors."""
-    from contrastkit.runs import read_run_config
+    from contrastkit.runner import load_run
 
     check_choice("--format", fmt, FORMAT_NAMES)
     fmt = ALIASES.get(fmt, fmt)
-    cfg = read_run_config(Path(run_dir))
-    if cfg.task not in FORMATS[fmt]:
-        able = formats_for(cfg.task)
+    run = load_run(run_dir, {"train.device": "cpu"})  # exports are written and checked on the CPU
+    if not supports(type(run), fmt):
+        able = [t.name for t in all_tasks() if fmt in formats_for(t)]
+        own = [f for f in FORMATS if supports(type(run), f)]
         raise UserError(
-            f"--format {fmt} exports runs of task {' / '.join(FORMATS[fmt])}; this run's task is "
-            f"{cfg.task!r}, which exports to: {', '.join(able) or 'none of the formats'}"
+            f"--format {fmt} exports runs of task {' / '.join(able)}; this run's task is {run.task!r}, "
+            f"which exports to: {', '.join(own) or 'none of the formats'}"
         )
     if data is not None and fmt != "arrays":
         raise UserError(f"--data chooses the data set of --format arrays; --format {fmt} exports a model")
     if fmt == "arrays":
         from contrastkit.export.arrays import export_arrays
 
-        return export_arrays(Path(run_dir), cfg, data, out)
+        return export_arrays(run, data, out)
     from contrastkit.export.towers import image_tower, text_tower
 
     if fmt in ("torchvision", "timm"):
         from contrastkit.export.backbone import check_backbone, export_backbone
 
-        check_backbone(cfg.model.encoder, fmt)
-        return export_backbone(image_tower(run_dir, cfg), fmt, out)
+        assert isinstance(run, EncodesImages)
+        check_backbone(run.image_input().arch, fmt)
+        return export_backbone(image_tower(run), fmt, out)
     if fmt == "huggingface":
         from contrastkit.export.hf_folder import check_huggingface, export_huggingface
 
-        check_huggingface(cfg.text.pooling, out)
-        return export_huggingface(text_tower(run_dir, cfg), out)
+        check_huggingface(run.config.text.pooling, out)
+        return export_huggingface(text_tower(run), out)
     from contrastkit.export.onnx_export import check_onnx, export_onnx
 
-    check_onnx(out)  # before loading the run
-    image = image_tower(run_dir, cfg) if cfg.task in ("image", "image_text") else None
-    text = text_tower(run_dir, cfg) if cfg.task in ("text", "image_text") else None
+    check_onnx(out)  # before loading the models
+    image = image_tower(run) if isinstance(run, EncodesImages) else None
+    text = text_tower(run) if isinstance(run, EncodesTexts) else None
     return export_onnx(image, text, out)

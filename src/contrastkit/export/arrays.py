@@ -16,20 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from contrastkit.config import Config
 from contrastkit.errors import UserError
+from contrastkit.tasks import EmbedsItems, TrainedRun
 
 SUFFIXES: tuple[str, ...] = (".npz", ".parquet")
 NPZ_NAMES = {"id": "ids", "label": "labels", "kind": "kinds", "text": "texts", "count": "counts"}
 
 
-def export_arrays(run_dir: Path, cfg: Config, spec: str | None, out: Path) -> list[str]:
+def export_arrays(run: TrainedRun, spec: str | None, out: Path) -> list[str]:
     """Write ``out`` (.npz or .parquet) from `embed` of ``spec`` (None: the task's default)."""
     if out.suffix not in SUFFIXES:
         raise UserError(f"--out {str(out)!r}: arrays go into a .npz or a .parquet file; name it *.npz or *.parquet")
     if out.suffix == ".parquet":
         _pyarrow()  # before the embedding work
-    embeddings, columns = embed_table(run_dir, cfg, spec)
+    embeddings, columns = embed_table(run, spec)
     out.parent.mkdir(parents=True, exist_ok=True)
     n, d = embeddings.shape
     if out.suffix == ".npz":
@@ -47,18 +47,15 @@ def export_arrays(run_dir: Path, cfg: Config, spec: str | None, out: Path) -> li
     return [f"wrote {out}: {n} × {d} embeddings (as contrastkit embed) with {what}", "load it with:", *load]
 
 
-def embed_table(run_dir: Path, cfg: Config, spec: str | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def embed_table(run: TrainedRun, spec: str | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """`contrastkit embed RUN --data SPEC` read back: the (N, D) float32 embeddings and their
     columns (``id`` always; ``label``, ``text``, ``kind``, ``count`` where embed writes them)."""
-    from contrastkit.tasks import get_task
-    from contrastkit.tasks.runner import embed
-
-    # tasks with embed_items (image, text, image_text) write a .npy plus side files; recsys and
-    # sequences runs write their default sets (users + items, tokens) into one .npz
-    one_npz = getattr(get_task(cfg.task), "embed_items", None) is None and spec in (None, "all", "tokens")
+    # runs that embed items (images, texts) write a .npy plus side files; recommendation and
+    # word-vector runs write their default sets (users + items, tokens) into one .npz
+    one_npz = not isinstance(run, EmbedsItems) and spec in (None, "all", "tokens")
     with tempfile.TemporaryDirectory(prefix="contrastkit-export-") as tmp:
         path = Path(tmp) / ("embed.npz" if one_npz else "embed.npy")
-        embed(run_dir, spec, path)
+        run.embed(spec, path)
         return _read_npz(path) if one_npz else _read_npy(path)
 
 

@@ -1,24 +1,25 @@
 """The trained towers of a run, on the CPU, as `contrastkit embed` computes with them.
 
-An exporter gets an :class:`ImageTower` or a :class:`TextTower`: the network (the run's last
-checkpoint, as `embed` loads it), the input conventions (size, channels, mean / std; tokenizer and
-pooling), a few sample inputs from the run's own data where that is cheap, and ``reference``:
-the features of those inputs through the very code path of `contrastkit embed`. Every format
-checks its output against ``reference``.
+An exporter gets an :class:`ImageTower` or a :class:`TextTower`, made from a run object that
+encodes images or texts (:class:`~contrastkit.tasks.EncodesImages`,
+:class:`~contrastkit.tasks.EncodesTexts`): the network (the run's last checkpoint, as `embed`
+loads it), the input conventions (size, channels, mean / std; tokenizer and pooling), a few
+sample inputs from the run's own data where that is cheap, and ``reference``: the features of
+those inputs through the very code path of `contrastkit embed`. Every format checks its output
+against ``reference``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from contrastkit.config import Config
 from contrastkit.errors import UserError
+from contrastkit.tasks import EncodesImages, EncodesTexts, TrainedRun
 
 TOLERANCE = 1e-4  # max abs difference (float32) an exported model may have from `embed`
 SAMPLE_IMAGES = 8
@@ -107,103 +108,36 @@ class _FromIds(nn.Module):
         return out
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- from a run
 
 
-def _cpu(cfg: Config) -> Config:
-    cfg.train.device = "cpu"  # exports are written and checked on the CPU
-    return cfg
-
-
-def image_tower(run_dir: Path, cfg: Config) -> ImageTower:
-    """The image tower of an image or image_text run."""
-    if cfg.task == "image":
-        return _image_run(run_dir, _cpu(cfg))
-    if cfg.task == "image_text":
-        return _image_text_run(run_dir, _cpu(cfg))
-    raise UserError(f"run task {cfg.task!r} has no image encoder")
-
-
-def _image_run(run_dir: Path, cfg: Config) -> ImageTower:
-    from contrastkit.evaluate.features import extract_features
-    from contrastkit.tasks.image import _Reference
-
-    ref = _Reference(run_dir, cfg)
-    encoder = ref.encoder().eval()
-    transform = cast(Any, ref.transform)
+def image_tower(run: TrainedRun) -> ImageTower:
+    """The image tower of a run that encodes images (open the run on the CPU: exports are
+    written and checked there)."""
+    if not isinstance(run, EncodesImages):
+        raise UserError(f"run task {run.task!r} has no image encoder")
+    encoder, proj = run.image_model()
+    inp = run.image_input()
 
     def reference(images: Tensor) -> Tensor:
-        return extract_features(encoder, images, ref.transform, batch_size=512, device="cpu")
+        return run.encode_images(images)
 
     return ImageTower(
-        encoder=encoder, proj=None, arch=cfg.model.encoder, cifar_stem=cfg.model.cifar_stem,
-        channels=ref.train.channels, size=ref.size,
-        mean=transform.get_buffer("mean").tolist(), std=transform.get_buffer("std").tolist(),
-        samples=ref.train.images[:SAMPLE_IMAGES].clone(), reference=reference,
+        encoder=encoder.eval(), proj=cast(Any, proj), arch=inp.arch, cifar_stem=inp.cifar_stem, channels=inp.channels,
+        size=inp.size, mean=inp.mean, std=inp.std, samples=run.sample_images(SAMPLE_IMAGES), reference=reference,
     )
 
 
-def _image_text_run(run_dir: Path, cfg: Config) -> ImageTower:
-    from contrastkit.tasks import get_task
-    from contrastkit.tasks.image_text import encode_images
-    from contrastkit.tasks.text import read_meta
-
-    model = cast(Any, get_task(cfg.task)).trained_model(run_dir, cfg, torch.device("cpu"))
-    meta = read_meta(run_dir)
-    channels, size = int(meta["channels"]), int(meta["size"])
-    if cfg.text.train_file:  # images of a table: random pixels rather than decoding the table
-        gen = torch.Generator().manual_seed(0)
-        samples = torch.randint(0, 256, (SAMPLE_IMAGES, channels, size, size), generator=gen, dtype=torch.uint8)
-    else:
-        from contrastkit.tasks.image import load_split
-
-        samples = load_split(cfg, "train").images[:SAMPLE_IMAGES].clone()
-
-    def reference(images: Tensor) -> Tensor:
-        return encode_images(model, meta, images)
-
-    return ImageTower(
-        encoder=model.encoder, proj=model.image_proj, arch=cfg.model.encoder, cifar_stem=cfg.model.cifar_stem,
-        channels=channels, size=size, mean=[float(m) for m in meta["mean"]], std=[float(s) for s in meta["std"]],
-        samples=samples, reference=reference,
-    )
-
-
-def text_tower(run_dir: Path, cfg: Config) -> TextTower:
-    """The text tower of a text or image_text run."""
-    from contrastkit.tasks import get_task
-
-    if cfg.task not in ("text", "image_text"):
-        raise UserError(f"run task {cfg.task!r} has no text encoder")
-    task = cast(Any, get_task(cfg.task))
-    model = task.trained_model(run_dir, _cpu(cfg), torch.device("cpu"))
-    encoder = task.text_tower(model)
-    proj = model.text_proj if cfg.task == "image_text" else None
+def text_tower(run: TrainedRun) -> TextTower:
+    """The text tower of a run that encodes texts (opened on the CPU)."""
+    if not isinstance(run, EncodesTexts):
+        raise UserError(f"run task {run.task!r} has no text encoder")
+    encoder, proj = run.text_model()
 
     def reference(texts: list[str]) -> Tensor:
-        out: Tensor = task.encode_texts(model, texts)
-        return out
+        return run.encode_texts(texts)
 
     return TextTower(
-        encoder=encoder, proj=proj, pooling=encoder.pooling, max_length=encoder.max_length,
-        samples=_sample_texts(run_dir, cfg), reference=reference,
+        encoder=encoder, proj=cast(Any, proj), pooling=encoder.pooling, max_length=encoder.max_length,
+        samples=run.sample_texts()[:14] + SAMPLE_TEXTS, reference=reference,
     )
-
-
-def _sample_texts(run_dir: Path, cfg: Config) -> list[str]:
-    """Up to 14 texts of the run (training texts where its file can still be read; an image_text
-    run on a labelled data set: its zero-shot prompts) and two of ours."""
-    from contrastkit.data.text.captions import prompts
-    from contrastkit.data.text.corpus import read_sentences
-    from contrastkit.tasks.text import read_meta
-
-    t = cfg.text
-    columns = t.train_columns[1:] if cfg.task == "image_text" else t.train_columns  # not the image column
-    try:
-        if t.train_file:
-            own = read_sentences(t.train_file, columns, t.train_filter, data_root=t.data_root, limit=14)
-        else:
-            own = [p for group in prompts(read_meta(run_dir).get("classes") or [], t.zero_shot_templates) for p in group]
-    except (UserError, OSError, ValueError):
-        own = []
-    return own[:14] + SAMPLE_TEXTS

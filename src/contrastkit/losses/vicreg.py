@@ -32,15 +32,16 @@ def vicreg_loss(
     var_weight: float = 25.0,
     cov_weight: float = 1.0,
     eps: float = 1e-4,
-) -> tuple[Tensor, dict[str, float]]:
-    """Weighted sum of invariance (MSE), variance and covariance terms; returns (loss, parts)."""
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted sum of invariance (MSE), variance and covariance terms; returns (loss, parts), the
+    parts as detached scalar tensors."""
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise ValueError(f"expected two (N, D) tensors of the same shape; got {tuple(z1.shape)} and {tuple(z2.shape)}")
     inv = F.mse_loss(upcast(z1), upcast(z2))
     var = (variance_term(z1, eps=eps) + variance_term(z2, eps=eps)) / 2
     cov = covariance_term(z1) + covariance_term(z2)
     loss = sim_weight * inv + var_weight * var + cov_weight * cov
-    parts = {"invariance": float(inv.detach()), "variance": float(var.detach()), "covariance": float(cov.detach())}
+    parts = {"invariance": inv.detach(), "variance": var.detach(), "covariance": cov.detach()}
     return loss, parts
 
 

@@ -40,4 +40,4 @@ class BarlowTwins(TwoViewMethod):
         z2 = self.projector(self.encoder(x2))
         # under DDP the statistics are those of the global batch (autograd-aware all-gather)
         loss = barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), lambda_offdiag=self.opts.barlow_lambda)
-        return StepOutput(loss=loss, logs=self.make_logs(loss, z1, z2))
+        return self.output(loss, z1, z2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -9,12 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.diagnostics import collapse_stats
+from contrastkit.encoders.image import ModelConfig, build_encoder
 from contrastkit.errors import UserError
 from contrastkit.losses.info_nce import info_nce
-from contrastkit.methods.registry import MethodOptions, resolve_options
+from contrastkit.methods.registry import MethodOptions, get_method, resolve_options
 from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, world
 from contrastkit.negatives.mining import NegativeSampling, negative_sampling_from_config
 from contrastkit.nn import MLPHead
+from contrastkit.nn.heads import HeadOptions
 from contrastkit.nn.momentum import MOMENTUM_SCHEDULES
 from contrastkit.options import names_of, option
 from contrastkit.similarity import SIMILARITIES
@@ -22,10 +26,14 @@ from contrastkit.similarity import SIMILARITIES
 
 @dataclass
 class StepOutput:
-    """A training step's loss (to back-propagate) and scalar logs (for progress and CSV)."""
+    """A training step's loss (to back-propagate), its scalar logs — tensors (detached) or
+    numbers: the loop turns them into numbers on logged steps only, so that a step never waits
+    for the device — and ``diagnostics``, computed only on logged steps (e.g. collapse
+    statistics of the batch's embeddings)."""
 
     loss: Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, Any] = field(default_factory=dict)
+    diagnostics: Callable[[], dict[str, float]] | None = None
 
 
 class Method(Protocol):
@@ -36,16 +44,6 @@ class Method(Protocol):
     def training_step(self, batch: dict[str, Any]) -> StepOutput: ...
 
     def on_step_end(self, step: int, total_steps: int) -> None: ...
-
-
-@dataclass
-class HeadOptions:
-    """The projection head of an image method (the recipe's ``model.projection_*`` keys)."""
-
-    projection_dim: int = option(128, "width of the projection (the loss's embedding)", ge=1)
-    projection_hidden_dim: int = option(512, "hidden width of the projection MLP", ge=1)
-    projection_layers: int = option(2, "linear layers of the projection MLP", ge=1)
-    projection_batch_norm: bool = option(True, "BatchNorm in the projection MLP's hidden layers")
 
 
 @dataclass
@@ -144,11 +142,14 @@ class TwoViewMethod(nn.Module):
             raise UserError(f"{name} trains on exactly 2 views per image; set data.views=2 (got {len(views)})")
         return views[0], views[1]
 
-    def make_logs(self, loss: Tensor, z1: Tensor, z2: Tensor, **extra: float) -> dict[str, float]:
-        logs = {"loss": float(loss.detach()), **extra}
-        if self.diagnostics:
-            logs.update(collapse_stats(z1.detach(), z2.detach()))
-        return logs
+    def output(self, loss: Tensor, z1: Tensor, z2: Tensor, **extra: Any) -> StepOutput:
+        """The step's output: the loss, ``extra`` logs, and (``method.diagnostics``) the collapse
+        statistics of the two views' embeddings, computed on logged steps only."""
+        logs = {"loss": loss.detach(), **extra}
+        if not self.diagnostics:
+            return StepOutput(loss, logs)
+        a, b = z1.detach(), z2.detach()
+        return StepOutput(loss, logs, lambda: collapse_stats(a, b))
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.progress = min(1.0, (step + 1) / max(total_steps, 1))
@@ -189,3 +190,11 @@ def contrast_across_ranks(
 def embedding_stats(z: Tensor, z2: Tensor | None = None) -> dict[str, float]:
     """Collapse diagnostics of a batch of embeddings (see contrastkit.diagnostics)."""
     return collapse_stats(z, z2)
+
+
+def build_image_method(method: MethodOptions, model: ModelConfig, channels: int, size: int) -> nn.Module:
+    """The configured image method around a fresh encoder built from the ``model`` section."""
+    encoder = build_encoder(model, channels, size)
+    spec = get_method(method.name, "image")
+    head = HeadOptions(**{f.name: getattr(model, f.name) for f in dataclasses.fields(HeadOptions)})
+    return spec.build(method, encoder=encoder, feature_dim=int(encoder.out_dim), head=head)

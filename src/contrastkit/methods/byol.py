@@ -51,8 +51,7 @@ class BYOL(TwoViewMethod):
         with torch.no_grad():
             t = self.target(torch.cat([x2, x1]))  # targets for p1 and p2
         loss = normalized_mse_loss(p[:n], t[:n]) + normalized_mse_loss(p[n:], t[n:])
-        logs = self.make_logs(loss, z[:n], z[n:], momentum=float(self.target.current))
-        return StepOutput(loss=loss, logs=logs)
+        return self.output(loss, z[:n], z[n:], momentum=self.target.current.clone())
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         super().on_step_end(step, total_steps)

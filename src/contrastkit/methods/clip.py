@@ -176,21 +176,22 @@ class CLIP(nn.Module):
             zi = self.embed_images(images)
             zt = self.embed_texts(ids, mask)
             loss = self.loss_from_embeddings(zi, zt, labels)
-        with torch.no_grad():
-            a, b = F.normalize(zi.detach().float(), dim=1), F.normalize(zt.detach().float(), dim=1)
+        logs: dict[str, Tensor] = {"loss": loss.detach()}
+        if self.loss_name == "siglip":
+            logs["scale"] = self.siglip.log_scale.detach().exp()
+            logs["bias"] = self.siglip.bias.detach().clone()
+        else:
+            logs["scale"] = self.logit_scale.detach().exp()
+        zi_d, zt_d = zi.detach(), zt.detach()
+
+        def retrieval_accuracy() -> dict[str, float]:  # on logged steps only
+            a, b = F.normalize(zi_d.float(), dim=1), F.normalize(zt_d.float(), dim=1)
             sims = a @ b.T
             ref = labels if labels is not None else torch.arange(a.shape[0], device=a.device)
-            logs = {
-                "loss": float(loss.detach()),
-                "i2t_acc": float((ref[sims.argmax(1)] == ref).float().mean()),
-                "t2i_acc": float((ref[sims.argmax(0)] == ref).float().mean()),
-            }
-            if self.loss_name == "siglip":
-                logs["scale"] = float(self.siglip.log_scale.exp())
-                logs["bias"] = float(self.siglip.bias)
-            else:
-                logs["scale"] = float(self.logit_scale.exp())
-        return StepOutput(loss=loss, logs=logs)
+            return {"i2t_acc": float((ref[sims.argmax(1)] == ref).float().mean()),
+                    "t2i_acc": float((ref[sims.argmax(0)] == ref).float().mean())}
+
+        return StepOutput(loss=loss, logs=logs, diagnostics=retrieval_accuracy)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Clamp the CLIP logit scale to [0, log(max_logit_scale)] after each update (as OpenCLIP)."""

@@ -155,10 +155,10 @@ class GANMethod(nn.Module):
     def generate(self, n: int, gen: torch.Generator, device: torch.device) -> Tensor:
         return self.generator(self.noise(n, gen, device))
 
-    def d_step(self, real: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def d_step(self, real: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
-    def g_step(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, dict[str, float]]:
+    def g_step(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
 
@@ -177,19 +177,19 @@ class DCGAN(GANMethod):
     def _d_input(self, x01: Tensor, gen: torch.Generator) -> Tensor:
         return self.view(x01, gen) if self.opts.augment else self.plain(x01)
 
-    def d_step(self, real: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def d_step(self, real: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.no_grad():
             fake = to_unit(self.generate(real.shape[0], gen, real.device))
         out_real = self.head(self.backbone(self._d_input(_real01(real), gen)))
         out_fake = self.head(self.backbone(self._d_input(fake, gen)))
         loss = F.softplus(-out_real).mean() + F.softplus(out_fake).mean()
-        return loss, {"d_loss": float(loss.detach()), "d_real": float(torch.sigmoid(out_real.detach()).mean()),
-                      "d_fake": float(torch.sigmoid(out_fake.detach()).mean())}
+        return loss, {"d_loss": loss.detach(), "d_real": torch.sigmoid(out_real.detach()).mean(),
+                      "d_fake": torch.sigmoid(out_fake.detach()).mean()}
 
-    def g_step(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, dict[str, float]]:
+    def g_step(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.head(self.backbone(self._d_input(to_unit(self.generate(n, gen, device)), gen)))
         loss = F.softplus(-out).mean()
-        return loss, {"g_loss": float(loss.detach())}
+        return loss, {"g_loss": loss.detach()}
 
 
 def _mlp(dim: int, out: int) -> nn.Sequential:
@@ -224,7 +224,7 @@ class ContraD(GANMethod):
         self.proj_real = _mlp(dim, options.projection_dim)
         self.proj_fake = _mlp(dim, options.projection_dim)
 
-    def d_step(self, real: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+    def d_step(self, real: Tensor, gen: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         n, t = real.shape[0], self.opts.temperature
         with torch.no_grad():
             fake = to_unit(self.generate(n, gen, real.device))
@@ -237,11 +237,11 @@ class ContraD(GANMethod):
         out_real, out_fake = self.head(h_real[:n].detach()), self.head(h_fake.detach())
         dis = F.softplus(-out_real).mean() + F.softplus(out_fake).mean()
         loss = con_real + self.opts.lambda_con * con_fake + self.opts.lambda_dis * dis
-        return loss, {"d_loss": float(loss.detach()), "con_real": float(con_real.detach()),
-                      "con_fake": float(con_fake.detach()), "dis": float(dis.detach()),
-                      "d_real": float(torch.sigmoid(out_real.detach()).mean()), "d_fake": float(torch.sigmoid(out_fake.detach()).mean())}
+        return loss, {"d_loss": loss.detach(), "con_real": con_real.detach(), "con_fake": con_fake.detach(),
+                      "dis": dis.detach(), "d_real": torch.sigmoid(out_real.detach()).mean(),
+                      "d_fake": torch.sigmoid(out_fake.detach()).mean()}
 
-    def g_step(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, dict[str, float]]:
+    def g_step(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
         out = self.head(self.backbone(self.view(to_unit(self.generate(n, gen, device)), gen)))
         loss = F.softplus(-out).mean()
-        return loss, {"g_loss": float(loss.detach())}
+        return loss, {"g_loss": loss.detach()}

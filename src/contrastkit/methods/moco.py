@@ -153,8 +153,7 @@ class MoCoV2(_MomentumContrast):
             self.queue.enqueue(gather_no_grad(torch.nn.functional.normalize(k2.float(), dim=1)))
             if self.symmetric:
                 self.queue.enqueue(gather_no_grad(torch.nn.functional.normalize(k1.float(), dim=1)))
-        logs = self.make_logs(loss, q1, k2, momentum=float(self.key_encoder.current))
-        return StepOutput(loss=loss, logs=logs)
+        return self.output(loss, q1, k2, momentum=self.key_encoder.current.clone())
 
 
 @register_method("moco_v3", options=MoCoV3Options, tasks=("image",), paper="Chen, Xie & He 2021, arXiv:2104.02057")
@@ -185,5 +184,4 @@ class MoCoV3(_MomentumContrast):
         k1, k2 = self.keys(x1), self.keys(x2)
         scale = 2.0 * self.opts.temperature
         loss = scale * (self.contrast(q1, k2, None, True) + self.contrast(q2, k1, None, True))
-        logs = self.make_logs(loss, q1, q2, momentum=float(self.key_encoder.current))
-        return StepOutput(loss=loss, logs=logs)
+        return self.output(loss, q1, q2, momentum=self.key_encoder.current.clone())

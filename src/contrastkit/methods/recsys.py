@@ -149,13 +149,14 @@ class GraphRecommender(nn.Module):
         ue = users[u]
         bpr = bpr_loss((ue * items[p]).sum(1), (ue * items[n]).sum(1))
         loss = bpr + self._reg_loss(u, p, n)
-        logs = {"bpr": float(bpr.detach())}
+        logs = {"bpr": bpr.detach()}
         if contrast is not None:
             loss = loss + contrast
-            logs["contrast"] = float(contrast.detach())
-        logs["loss"] = float(loss.detach())
-        logs["emb_std"] = normalised_std(ue[:256].detach())  # collapse check on a cheap sample
-        return StepOutput(loss=loss, logs=logs)
+            logs["contrast"] = contrast.detach()
+        logs["loss"] = loss.detach()
+        sample = ue[:256].detach()
+        # collapse check on a cheap sample, on logged steps
+        return StepOutput(loss=loss, logs=logs, diagnostics=lambda: {"emb_std": normalised_std(sample)})
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """No momentum encoder or schedule of its own."""

@@ -72,4 +72,4 @@ class SimCLR(TwoViewMethod):
             # rank-major [rank][view][row] -> view-major, the order of one process on the whole batch
             keys = keys.view(world_size, v, n, -1).transpose(0, 1).reshape(-1, keys.shape[1])
             self.queue.enqueue(keys)
-        return StepOutput(loss=loss, logs=self.make_logs(loss, z[:n], z[n : 2 * n]))
+        return self.output(loss, z[:n], z[n : 2 * n])

@@ -119,12 +119,14 @@ class SimCSE(nn.Module):
         else:
             z = self.encoder(all_ids, all_mask)
             loss = self.loss_from_views(list(z.split(b)))
-        logs = {"loss": float(loss.detach())}
-        first = z[:b].detach()
-        logs.update(embedding_stats(first))
-        with torch.no_grad():
-            logs["pos_cos"] = float(F.cosine_similarity(first.float(), z[b : 2 * b].detach().float()).mean())
-        return StepOutput(loss=loss, logs=logs)
+        first, second = z[:b].detach(), z[b : 2 * b].detach()
+
+        def diagnostics() -> dict[str, float]:  # on logged steps only
+            stats = embedding_stats(first)
+            stats["pos_cos"] = float(F.cosine_similarity(first.float(), second.float()).mean())
+            return stats
+
+        return StepOutput(loss=loss, logs={"loss": loss.detach()}, diagnostics=diagnostics)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """SimCSE has no momentum encoder or schedule of its own."""

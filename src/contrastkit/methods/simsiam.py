@@ -46,4 +46,4 @@ class SimSiam(TwoViewMethod):
         p = self.predictor(z)
         z1, z2, p1, p2 = z[:n], z[n:], p[:n], p[n:]
         loss = (negative_cosine_loss(p1, z2) + negative_cosine_loss(p2, z1)) / 2
-        return StepOutput(loss=loss, logs=self.make_logs(loss, z1, z2))
+        return self.output(loss, z1, z2)

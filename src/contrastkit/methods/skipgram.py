@@ -51,11 +51,10 @@ def _rows(index: Tensor, values: Tensor) -> Tensor:
 class SkipGram(nn.Module):
     """Skip-gram: every token's vector predicts its context tokens against noise (word2vec).
 
-    With ``optim.name: sgd`` (no momentum, no weight decay) the trainer takes the plain-SGD fast
-    path, :meth:`sgd_step`; any other optimiser goes through :meth:`loss` and autograd.
+    With ``optim.name: sgd`` (no momentum, no weight decay) the sequences task trains with the
+    plain-SGD fast path, :meth:`sgd_step`; any other optimiser goes through :meth:`loss` and
+    autograd (:meth:`training_step`).
     """
-
-    sgd_fast_path = True
 
     def __init__(
         self, vocab_size: int, options: SkipGramOptions | None = None, *, log_noise: Tensor | None = None, **overrides: Any
@@ -127,11 +126,12 @@ class SkipGram(nn.Module):
         return negative_sampling_loss(positive, per_pair, reduction="sum")
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
-        lr = batch.get("sgd_lr")
-        loss = self.sgd_step(batch, float(lr)) if lr is not None else self.loss(batch)
+        """The loss of a batch through autograd (any optimiser); :class:`SkipGramSGDStep` takes
+        the plain-SGD fast path instead."""
+        loss = self.loss(batch)
         pairs = max(int(batch["contexts"].numel()), 1)
-        logs = {"loss": float(loss.detach()) / pairs, "pairs": float(pairs)}
-        return StepOutput(loss=loss if self.opts.reduction == "sum" or lr is not None else loss / pairs, logs=logs)
+        logs = {"loss": loss.detach().double() / pairs, "pairs": float(pairs)}
+        return StepOutput(loss=loss if self.opts.reduction == "sum" else loss / pairs, logs=logs)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """No momentum encoder or schedule of its own."""

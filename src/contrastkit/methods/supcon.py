@@ -71,5 +71,5 @@ class SupCon(TwoViewMethod):
             loss = contrast_across_ranks(z, per_sample, v, **kwargs)
         else:
             loss = info_nce(z, labels=per_sample.repeat(v), **kwargs)
-        labeled = float((labels >= 0).float().mean()) if labels is not None else 0.0
-        return StepOutput(loss=loss, logs=self.make_logs(loss, z[:n], z[n : 2 * n], labeled=labeled))
+        labeled = (labels >= 0).float().mean() if labels is not None else 0.0
+        return self.output(loss, z[:n], z[n : 2 * n], labeled=labeled)

@@ -42,4 +42,4 @@ class VICReg(TwoViewMethod):
         loss, parts = vicreg_loss(
             gather_with_grad(z1), gather_with_grad(z2), sim_weight=o.vicreg_sim, var_weight=o.vicreg_var, cov_weight=o.vicreg_cov
         )
-        return StepOutput(loss=loss, logs=self.make_logs(loss, z1, z2, **parts))
+        return self.output(loss, z1, z2, **parts)

@@ -3,9 +3,12 @@ arXiv:2002.05709; BYOL / SimSiam predictors use the same block)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 from contrastkit.errors import UserError, check_choice
+from contrastkit.options import option
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -63,3 +66,13 @@ class MLPHead(nn.Module):
 
 
 ProjectionHead = MLPHead
+
+
+@dataclass
+class HeadOptions:
+    """The projection head of an image method (the recipe's ``model.projection_*`` keys)."""
+
+    projection_dim: int = option(128, "width of the projection (the loss's embedding)", ge=1)
+    projection_hidden_dim: int = option(512, "hidden width of the projection MLP", ge=1)
+    projection_layers: int = option(2, "linear layers of the projection MLP", ge=1)
+    projection_batch_norm: bool = option(True, "BatchNorm in the projection MLP's hidden layers")

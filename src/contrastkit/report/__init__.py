@@ -15,10 +15,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from contrastkit.report.build import REPORT_FILE, build_html, load_run, write_report
+from contrastkit.report.build import REPORT_FILE, build_html, read_run_files, write_report
 from contrastkit.report.html import fmt_number
 
-__all__ = ["REPORT_FILE", "build_html", "fmt_number", "load_run", "refresh_run_report", "write_report"]
+__all__ = ["REPORT_FILE", "build_html", "fmt_number", "read_run_files", "refresh_run_report", "write_report"]
 
 
 def refresh_run_report(run_dir: Path, results: dict[str, Any] | None = None, *, verbose: bool = True) -> Path | None:

@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-from contrastkit import __version__
 from contrastkit.errors import UserError
 from contrastkit.report import figures
 from contrastkit.report.html import esc, page, render, table
 from contrastkit.runs import CONFIG_FILE, RESULTS_FILE
 from contrastkit.train.loggers import flatten_dict
+from contrastkit.version import __version__
 
 REPORT_FILE = "report.html"
 DIAGNOSTIC_COLUMNS = ("eff_rank", "emb_std", "uniformity", "alignment", "pos_cos")
@@ -60,7 +60,7 @@ class RunFiles:
         return self.logs.get("train_log", {})
 
 
-def load_run(path: Path, label: str, results: dict[str, Any] | None = None) -> RunFiles:
+def read_run_files(path: Path, label: str, results: dict[str, Any] | None = None) -> RunFiles:
     """Read a run folder (``results``: use these instead of its results.json). A one-line error
     when the folder is missing or is no run; anything else missing becomes a note."""
     path = Path(path)
@@ -99,10 +99,14 @@ def load_run(path: Path, label: str, results: dict[str, Any] | None = None) -> R
 
 
 def _task(run: RunFiles) -> Any:
+    """The run object of the folder (its task's headline and results table), or None when the
+    folder's config cannot be read by this contrastkit."""
+    from contrastkit.recipes import config_from_dict
     from contrastkit.tasks import get_task
 
     try:
-        return get_task(run.task_name)
+        cfg = config_from_dict(run.config, saved=True)
+        return get_task(cfg.task)(cfg).load(run.path)
     except Exception:
         return None
 
@@ -213,7 +217,7 @@ def run_section(run: RunFiles, anchor: str) -> str:
 # ----------------------------------------------------------------------------- several runs
 
 HEADLINE = re.compile(r"^(accuracy|mean|spearman|pearson|eff_rank|emb_std|uniformity|(recall|ndcg)@\d+)$")
-TRAIN_KEYS = ("steps", "epochs_done", "final_loss", "seconds", "images_per_sec", "stopped_by")
+TRAIN_KEYS = ("steps", "epochs_done", "final_loss", "seconds", "throughput", "unit", "images_per_sec", "stopped_by")
 
 
 def headline_values(run: RunFiles) -> dict[str, Any]:
@@ -290,7 +294,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, *, results: dict
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {str(out)!r} is a folder; give a file name such as {out / REPORT_FILE}")
-    runs = [load_run(p, label, results if len(paths) == 1 else None) for p, label in zip(paths, _labels(paths), strict=True)]
+    runs = [read_run_files(p, label, results if len(paths) == 1 else None) for p, label in zip(paths, _labels(paths), strict=True)]
     text = build_html(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

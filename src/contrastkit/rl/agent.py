@@ -4,9 +4,9 @@ the agent, its optimiser(s) and the replay buffer, evaluation episodes and the s
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -158,29 +158,83 @@ def episode_returns(model: DQN, env: gym.Env, episodes: int, seed: int) -> list[
     return out
 
 
-class Periodic(BaseCallback):
-    """Every ``eval_every`` environment steps ``evaluate(step)``; every ``save_every`` steps
-    ``save()``; training stops at step ``stop_at`` (SB3 would finish its round of
-    ``train_freq`` steps), or as soon as ``time.monotonic()`` passes ``deadline``
-    (``train.time_budget_minutes``: then ``timed_out`` is set)."""
+@dataclass
+class AgentOutput:
+    """An agent step's TD loss (None until learning starts), and its logs."""
 
-    def __init__(self, eval_every: int, evaluate: Callable[[int], None], save_every: int,
-                 save: Callable[[], None], stop_at: int, train_freq: int, deadline: float | None = None) -> None:
-        super().__init__()
-        self.eval_every, self.evaluate, self.save_every, self.save = eval_every, evaluate, save_every, save
-        self.stop_at, self.train_freq, self.deadline, self.timed_out = stop_at, train_freq, deadline, False
+    loss: Tensor | None
+    logs: dict[str, Any]
+    diagnostics: Callable[[], dict[str, float]] | None = None
 
-    def _on_step(self) -> bool:
-        step = int(self.num_timesteps)
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.timed_out = True
-            return False
-        if self.eval_every and step % self.eval_every == 0:
-            self.evaluate(step)
-        if step % self.save_every == 0:
-            self.save()
-        # at a round's end SB3 still trains on it, then stops by itself
-        return step < self.stop_at or step % self.train_freq == 0
+
+class AgentStep:
+    """One environment step of the agent (its epsilon-greedy action, the transition into the
+    replay buffer) and, every ``train_freq`` steps past ``learning_starts``, its gradient steps
+    (with CURL's update): what Stable-Baselines3's ``learn`` does, one step at a time, so that the
+    one training loop owns the budget, signals, logs and checkpoints. ``extra``: what the task
+    keeps with the agent's state (ATC's pre-training)."""
+
+    def __init__(self, model: ContrastiveDQN, total_steps: int, *, buffer: bool, extra: dict[str, Any]) -> None:
+        self.model, self.total_steps, self.buffer, self.extra = model, total_steps, buffer, extra
+        self.train_freq = int(cast(Any, model.train_freq).frequency)
+        self._callback: BaseCallback | None = None
+        self._td: Tensor | None = None
+
+    def __call__(self, batch: Any, clock: Any) -> AgentOutput:
+        from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+
+        model = self.model
+        if self._callback is None:  # after a resume, from the restored counters
+            _, self._callback = model._setup_learn(self.total_steps - int(model.num_timesteps), None, False)
+        assert model.replay_buffer is not None and model.env is not None
+        model.collect_rollouts(model.env, callback=self._callback, train_freq=TrainFreq(1, TrainFrequencyUnit.STEP),
+                               replay_buffer=model.replay_buffer, action_noise=model.action_noise,
+                               learning_starts=model.learning_starts, log_interval=4)
+        steps = int(model.num_timesteps)
+        logs: dict[str, Any] = {"epsilon": float(model.exploration_rate), "episodes": float(model._episode_num)}
+        if steps > model.learning_starts and steps % self.train_freq == 0:
+            gradient_steps = model.gradient_steps if model.gradient_steps >= 0 else self.train_freq
+            if gradient_steps > 0:
+                model.train(batch_size=model.batch_size, gradient_steps=gradient_steps)
+                _, td, contrastive = model.loss_log[-1]
+                self._td = torch.tensor(td)
+                if np.isfinite(contrastive):
+                    logs["contrastive"] = contrastive
+        if model.ep_info_buffer:
+            logs["return"] = float(np.mean([info["r"] for info in model.ep_info_buffer]))
+        return AgentOutput(self._td, logs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**agent_state(self.model, buffer=self.buffer), "extra": self.extra}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.extra.update(state.get("extra") or {})
+        self.restored = load_agent_state(self.model, state)
+
+
+class EnvSteps:
+    """The loop's "batches" of an agent: one per environment step (they carry nothing: the
+    agent draws its experience itself); the whole run is one epoch."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.batch_size = 1
+
+    def __len__(self) -> int:
+        return self.total
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[None]:
+        for _ in range(start, self.total):
+            yield None
+
+    def units(self, batch: Any) -> int:
+        return 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing: the environment's state is the agent's."""
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contrastkit.data.image.decode import IMAGE_SUFFIXES
 from contrastkit.errors import UserError
 from contrastkit.serve.explorer import Explorer, NotFound
 
@@ -109,7 +110,7 @@ def create_app(
         path = ex.resolve_file(relative)
         if path is None:
             raise NotFound(f"no file {relative!r} in the run folder")
-        image = path.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp")
+        image = path.suffix.lower() in IMAGE_SUFFIXES
         return send_file(path, mimetype=None if image else "text/plain; charset=utf-8", max_age=0)
 
     @app.errorhandler(UserError)

@@ -1,8 +1,9 @@
 """What ``contrastkit serve`` shows of a run, without the web: queries against the run's
 indexes, a gallery of test images with their neighbours, a user's history beside their
-recommendations, and the run folder's files. Everything is found through the run's task
-(its capabilities ``encode_query``, ``gallery_spec``, ``interaction_data``, ``recommend``);
-the searching is :mod:`contrastkit.index.search`'s.
+recommendations, and the run folder's files. Everything is found through the run object and
+the capabilities it declares (:class:`~contrastkit.tasks.AnswersQueries`,
+:class:`~contrastkit.tasks.BrowsesImages`, :class:`~contrastkit.tasks.Recommends`); the
+searching is :mod:`contrastkit.index.search`'s.
 
 Nothing here writes to the run folder. Files are served only from inside it (resolved, links
 followed); images of data sets are rendered to PNG in memory and named by number.
@@ -20,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from contrastkit.data.image.decode import IMAGE_SUFFIXES, is_image_file
 from contrastkit.errors import UserError
+from contrastkit.tasks import AnswersQueries, BrowsesImages, EmbedsItems, Recommends
 
 MAX_K = 100
 MAX_QUERY_CHARS = 1000
 MAX_HISTORY = 500
-FILE_SUFFIXES: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".json", ".jsonl", ".csv", ".txt", ".yaml", ".yml",
-)
+FILE_SUFFIXES: tuple[str, ...] = (*IMAGE_SUFFIXES, ".json", ".jsonl", ".csv", ".txt", ".yaml", ".yml")
 FILE_FOLDERS: tuple[str, ...] = ("", "plots")  # where the page lists files (any inside may be fetched)
 
 
@@ -68,17 +69,16 @@ class Explorer:
 
     def __init__(self, run_dir: str | Path, *, log: Callable[[str], None] | None = None) -> None:
         from contrastkit.index.search import available_indexes, open_index
-        from contrastkit.runs import read_run_config
-        from contrastkit.tasks import get_task
+        from contrastkit.runner import load_run
 
         if not Path(run_dir).is_dir():
             raise UserError(f"run folder {str(run_dir)!r} does not exist")
         self.run_dir = Path(run_dir).resolve()
-        self.cfg = read_run_config(self.run_dir)
-        self.task = get_task(self.cfg.task)
+        self.run = load_run(self.run_dir)
+        self.cfg = self.run.config
         self.lock = threading.Lock()  # one model computation at a time
         self.log = log or (lambda message: None)
-        self.modalities = self.task.query_modalities if getattr(self.task, "encode_query", None) else ()
+        self.modalities = self.run.query_modalities() if isinstance(self.run, AnswersQueries) else ()
         names = available_indexes(self.run_dir) if self.modalities else []
         self.indexes = {name: open_index(self.run_dir, name) for name in names}
         self.gallery = self._gallery()
@@ -86,7 +86,7 @@ class Explorer:
         sources += [ix.meta.source for ix in self.indexes.values() if ix.meta.modality == "image"]
         self.image_specs = list(dict.fromkeys(sources))  # image sources, served by number: /image/<n>/<i>
         self._datasets: dict[str, Any] = {}
-        self.interactions = self._interactions()
+        self.interactions = self.run.interactions() if isinstance(self.run, Recommends) else None
         if not (self.indexes or self.gallery or self.interactions):
             hint = f"; build one with: contrastkit index {run_dir} --data SPEC" if self.modalities else ""
             raise UserError(
@@ -97,13 +97,13 @@ class Explorer:
     # ------------------------------------------------------------------ start-up
 
     def _gallery(self) -> Gallery | None:
-        spec_of = getattr(self.task, "gallery_spec", None)
-        spec = spec_of(self.cfg) if spec_of is not None else None
-        if spec is None:
+        run = self.run
+        spec = run.gallery_spec() if isinstance(run, BrowsesImages) else None
+        if spec is None or not isinstance(run, EmbedsItems):
             return None
         self.log(f"embedding the images of {spec} with the run's encoder ...")
         try:
-            vectors, items, _ = self.task.embed_items(self.run_dir, self.cfg, spec)  # type: ignore[attr-defined]
+            vectors, items, _ = run.embed_items(spec)
         except UserError as exc:
             if not self.indexes:
                 raise
@@ -115,12 +115,6 @@ class Explorer:
             bank = EmbeddingIndex.build(vectors, items, kind="flat", modality="image", source=spec)
             self.indexes[f"{spec} (in memory)"] = bank
         return Gallery(spec, vectors, items)
-
-    def _interactions(self) -> Any:
-        get = getattr(self.task, "interaction_data", None)
-        if get is None or getattr(self.task, "recommend", None) is None:
-            return None
-        return get(self.run_dir, self.cfg)
 
     # ------------------------------------------------------------------ answers
 
@@ -182,19 +176,17 @@ class Explorer:
         from contrastkit.index.search import encode_query
 
         with self.lock:
-            vector, _ = encode_query(self.run_dir, query)
+            vector, _ = encode_query(self.run, query)
             return self._hits(index_name, vector, k)
 
     def search_text(self, query: str, index_name: str | None = None, k: int = 10) -> dict[str, Any]:
-        from contrastkit.index.search import is_image_query
-
         query = query.strip()
         self._index(index_name)
         if "text" not in self.modalities:
             raise UserError("this run is searched with images: upload an image file")
         if not query or len(query) > MAX_QUERY_CHARS:
             raise UserError(f"type a query of 1 to {MAX_QUERY_CHARS} characters")
-        if is_image_query(query):  # the CLI reads image paths; the page never reads the server's files
+        if is_image_file(query):  # the CLI reads image paths; the page never reads the server's files
             raise UserError("a text query may not name an image file; upload the image instead")
         name, hits = self._search(query, index_name, k)
         return {"query": {"text": query}, "index": name, "hits": hits}
@@ -239,8 +231,9 @@ class Explorer:
         if data.train_time is not None:
             items = items[np.argsort(data.train_time[rows], kind="stable")]
         history = [{"text": data.title(j) or data.item_ids[j], "name": data.item_ids[j]} for j in items[:MAX_HISTORY]]
+        assert isinstance(self.run, Recommends)
         with self.lock:
-            recs = self.task.recommend(self.run_dir, user, check_k(k))  # type: ignore[attr-defined]
+            recs = self.run.recommend(user, check_k(k))
         return {
             "user": user, "history": history, "history_count": int(items.size),
             "recommendations": [{"score": r["score"], "text": r["title"] or r["item"], "name": r["item"]} for r in recs],
@@ -252,14 +245,13 @@ class Explorer:
         """Image i of image source ``source`` as PNG bytes."""
         from PIL import Image
 
-        from contrastkit.tasks.image import images_for_spec
-
         if not 0 <= source < len(self.image_specs):
             raise NotFound(f"no image source {source}")
         spec = self.image_specs[source]
         with self.lock:
             if spec not in self._datasets:
-                self._datasets[spec] = images_for_spec(self.cfg, spec, None).images
+                assert isinstance(self.run, BrowsesImages)
+                self._datasets[spec] = self.run.images(spec)
             images = self._datasets[spec]
         if not 0 <= i < images.shape[0]:
             raise NotFound(f"no image {i} in {spec}")

@@ -1,46 +1,49 @@
-"""The task protocol: one application (images, text, recommendation, ...) as a plug-in.
+"""The task protocol: one application (images, text, recommendation, ...) as a plug-in, and the
+run object through which a finished run is used.
 
-A task is a :class:`Task` subclass registered with :func:`register_task`. It owns the config
-sections it reads (``sections``), names the method used when a recipe gives none, and fills
-in the steps of one life cycle, which :mod:`contrastkit.tasks.runner` drives the same way for
-every task:
+A task is a :class:`Task` subclass registered with :func:`register_task`; one instance serves
+one run (``Task(cfg)``). It declares the config sections it reads (``sections``, ``unread``),
+names the method used when a recipe gives none, and has three hooks, all with one calling
+convention (the :class:`RunContext` of the run):
 
-    validate → data → model → loader (+ callbacks) → Trainer.fit → after_training
-             → evaluate → results table          (and later: embed / index / search / ...)
+    training(ctx) -> Training        the step, its batches, callbacks and unit, for the one loop
+    after_training(ctx, summary)     save the trained artifacts; extra results.json entries
+    load(run_dir) -> TrainedRun      the run folder opened for use
 
-A task whose training is no stream of batches (an RL agent, a GAN) overrides :meth:`Task.fit`
-instead of data / model / loader and keeps the rest of the cycle.
-
-Run folders (config.yaml, results.json, checkpoints, resume) are handled once, in
-:mod:`contrastkit.runs`; the CLI finds a task by its name through :func:`get_task`.
+A :class:`TrainedRun` evaluates the run, prints its results and writes embeddings; what more it
+can do is declared by the capability protocols below (:class:`EncodesImages`,
+:class:`EncodesTexts`, :class:`EmbedsItems`, :class:`AnswersQueries`, :class:`BrowsesImages`,
+:class:`Recommends`, :class:`FindsSimilar`), which the CLI, ``serve``, ``export`` and ``index``
+test with ``isinstance``. No task imports another: what two tasks share lives below ``tasks/``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from contrastkit.config import Config
 from contrastkit.errors import UserError, check_choice
-
-if TYPE_CHECKING:
-    from contrastkit.config import Config
-    from contrastkit.train import Trainer, TrainSummary
+from contrastkit.runs import read_results
+from contrastkit.train import Training, TrainSummary, setup_runtime
 
 T = TypeVar("T", bound="type[Task]")
 M = TypeVar("M")
-Callback = Callable[[int, dict[str, float]], None]
+
+# files whose change means new weights (a run object then loads its models again)
+WEIGHT_FILES = ("config.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "encoder.safetensors", "text_encoder")
 
 
 @dataclass
 class RunContext:
-    """What every step of a training run may need: the config, the run folder, the device and
-    the process's place under torchrun."""
+    """What every training hook needs: the config, the run folder, the device and the process's
+    place under torchrun."""
 
     cfg: Config
     run_dir: Path
@@ -49,7 +52,6 @@ class RunContext:
     world_size: int = 1
     resume: bool = False
     verbose: bool = True
-    state: dict[str, Any] = field(default_factory=dict)  # what a task keeps between its steps
 
     @property
     def is_main(self) -> bool:
@@ -64,91 +66,204 @@ class RunContext:
             print(message, flush=True)
 
 
-class Task:
-    """Base of every task: override the steps; the defaults say what is optional."""
+# ----------------------------------------------------------------------------- the run object
 
-    name: ClassVar[str] = ""
-    sections: ClassVar[dict[str, type]] = {}  # config sections of this task: key → dataclass
-    default_method: ClassVar[str] = ""
-    unit: ClassVar[str] = "samples"  # what the training throughput counts
-    query_modalities: ClassVar[tuple[str, ...]] = ()  # what encode_query takes: "text", "image"
 
-    # ---------------------------------------------------------------- 1. validate
+class TrainedRun:
+    """A run folder opened for use: its config, results, evaluation and embeddings. Models are
+    loaded when first needed and kept (once per state of the run's saved weights: a run that
+    trains on while this object lives is picked up)."""
 
-    def validate(self, cfg: Config) -> None:
-        """Rules across sections (each field is already checked against its declaration)."""
+    def __init__(self, path: Path, cfg: Config) -> None:
+        self.path = Path(path)
+        self.config = cfg
+        self._device: torch.device | None = None
+        self._cache: dict[str, tuple[tuple[int, ...], Any]] = {}
 
-    # ---------------------------------------------------------------- 2-4. data, model, loader
+    @property
+    def task(self) -> str:
+        return self.config.task
 
-    def data(self, ctx: RunContext) -> Any:
-        """Load (and for a new run, prepare and save into the run folder) the training data."""
-        raise NotImplementedError
+    @property
+    def device(self) -> torch.device:
+        """Where the run's models compute (``train.device``; a finished run uses one process)."""
+        if self._device is None:
+            self._device = setup_runtime(self.config.train, training=False)
+        return self._device
 
-    def model(self, ctx: RunContext, data: Any) -> nn.Module:
-        """The configured method around the task's encoders (on the CPU; the trainer moves it)."""
-        raise NotImplementedError
+    @property
+    def results(self) -> dict[str, Any]:
+        """The run's results.json as it is now ({"run_dir": ...} before training ended)."""
+        return read_results(self.path)
 
-    def loader(self, ctx: RunContext, data: Any, model: nn.Module) -> Any:
-        """Batches for ``model.training_step``: ``len()``, ``batch_size``, ``batches(epoch,
-        start)``, ``state_dict()`` / ``load_state_dict()`` (see data/image/loader.py)."""
-        raise NotImplementedError
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, task={self.task!r}, method={self.config.method.name!r})"
 
-    def callbacks(self, ctx: RunContext, trainer: Trainer, data: Any, model: nn.Module) -> list[Callback]:
-        """Extra per-step callbacks (e.g. early stopping); loaded again on resume by the task."""
-        return []
+    def cached(self, what: str, build: Callable[[], M]) -> M:
+        """``build()`` once per ``what`` and state of the run's saved weights."""
+        stamps = tuple(p.stat().st_mtime_ns for p in (self.path / name for name in WEIGHT_FILES) if p.exists())
+        hit = self._cache.get(what)
+        if hit is None or hit[0] != stamps:
+            hit = (stamps, build())
+            self._cache[what] = hit
+        value: M = hit[1]
+        return value
 
-    def fit(self, ctx: RunContext) -> tuple[TrainSummary, dict[str, Any]] | None:
-        """Training that is not batches through the :class:`~contrastkit.train.Trainer` (an
-        agent acting in an environment, a generator and a discriminator taking turns): run it
-        here, from ``ctx`` (``ctx.resume`` set: continue from the run folder's checkpoint), and
-        return the summary and extra results.json entries. ``None``, the default, means the
-        standard path (data → model → loader → Trainer.fit → after_training)."""
-        return None
+    # ------------------------------------------------------------------ what every run offers
 
-    def describe(self, ctx: RunContext, data: Any) -> str:
-        """One line: what is trained on what (printed before training)."""
-        return f"training {ctx.cfg.method.name} on {ctx.device}"
-
-    def after_training(self, ctx: RunContext, data: Any, model: nn.Module, summary: TrainSummary) -> dict[str, Any]:
-        """Save the trained artifacts (rank 0 only) and return extra entries for results.json."""
-        return {}
-
-    # ---------------------------------------------------------------- 5. evaluate
-
-    def evaluate(self, run_dir: Path, cfg: Config, *, verbose: bool = True) -> dict[str, Any]:
-        """Evaluate the run's trained model; the result becomes results.json's ``eval``."""
-        raise UserError(f"task {self.name!r} has no evaluation")
+    def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
+        """Evaluate the run's trained model (results.json's ``eval``)."""
+        raise UserError(f"task {self.task!r} has no evaluation")
 
     def results_table(self, ev: dict[str, Any]) -> str:
         """The evaluation for the terminal: a title line and a small fixed-width table."""
         return "(no evaluation table)"
 
-    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
-        """The run's headline figures for ``contrastkit compare`` (column name → number or
-        text), from its results.json; every run of one comparison is of the same task."""
-        return {}
-
-    # ---------------------------------------------------------------- 6. embed
-
-    def embed(self, run_dir: Path, cfg: Config, spec: str | None, out: Path, *, batch_size: int) -> tuple[int, int]:
-        """Write embeddings of the data ``spec`` (None: the task's default) to ``out``."""
-        raise UserError(f"task {self.name!r} cannot export embeddings")
-
-    # ---------------------------------------------------------------- 7. summary
-
     def headline(self, results: dict[str, Any]) -> str:
         """The line `contrastkit train` prints about training."""
         tr = results.get("train", {})
+        rate, unit = tr.get("throughput", tr.get("images_per_sec", 0)), tr.get("unit", "samples")
         return (
             f"trained {tr.get('steps')} steps ({tr.get('epochs_done', 0):.1f} epochs) in "
-            f"{tr.get('seconds', 0):.0f}s, {tr.get('images_per_sec', 0):.0f} {self.unit}/s, final loss "
+            f"{tr.get('seconds', 0):.0f}s, {rate:.0f} {unit}/s, final loss "
             f"{tr.get('final_loss', float('nan')):.4f}"
         )
+
+    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
+        """Headline figures for ``contrastkit compare`` (column name → number or text)."""
+        return {}
+
+    def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
+        """Write embeddings of the data ``spec`` (None: the task's default) to ``out``; returns
+        (rows, dimensions)."""
+        raise UserError(f"task {self.task!r} cannot export embeddings")
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """How a run's image tower takes images: uint8 (N, channels, size, size), scaled to [0, 1]
+    and normalised with mean / std; ``arch`` and ``cifar_stem``: the encoder it was built as."""
+
+    arch: str
+    cifar_stem: bool
+    channels: int
+    size: int
+    mean: list[float]
+    std: list[float]
+
+
+@runtime_checkable
+class EncodesImages(Protocol):
+    """Images in, embeddings out: the image tower (and the projection of a two-tower run)."""
+
+    def image_input(self) -> ImageInput: ...
+
+    def image_model(self) -> tuple[nn.Module, nn.Module | None]: ...
+
+    def encode_images(self, images: Tensor, *, batch_size: int = 512) -> Tensor: ...
+
+    def sample_images(self, n: int) -> Tensor: ...
+
+
+@runtime_checkable
+class EncodesTexts(Protocol):
+    """Texts in, embeddings out: the text tower (a TextEncoder) and the projection, if any."""
+
+    def text_model(self) -> tuple[Any, nn.Module | None]: ...
+
+    def encode_texts(self, texts: list[str], *, batch_size: int = 256) -> Tensor: ...
+
+    def sample_texts(self) -> list[str]: ...
+
+
+@runtime_checkable
+class EmbedsItems(Protocol):
+    """Embeddings of the items of a data spec with a description per item (for an index)."""
+
+    def embed_items(
+        self, spec: str, *, batch_size: int = 256, unique: bool = False
+    ) -> tuple[np.ndarray, list[dict[str, Any]], str]: ...
+
+
+@runtime_checkable
+class AnswersQueries(Protocol):
+    """Encodes a search query (a text, or an image file) into the space of the run's index."""
+
+    def query_modalities(self) -> tuple[str, ...]: ...
+
+    def encode_query(self, query: str) -> tuple[np.ndarray, str]: ...
+
+
+@runtime_checkable
+class BrowsesImages(Protocol):
+    """Has images to show (``contrastkit serve``'s gallery): their spec and the uint8 images."""
+
+    def gallery_spec(self) -> str | None: ...
+
+    def images(self, spec: str) -> Tensor: ...
+
+
+@runtime_checkable
+class Recommends(Protocol):
+    """Recommends items to the users of its interaction data."""
+
+    def interactions(self) -> Any: ...
+
+    def recommend(self, user: str, k: int = 10) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class FindsSimilar(Protocol):
+    """Lists the items (or words) closest to one of its own."""
+
+    def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]: ...
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+class Task:
+    """Base of every task: one instance per run. Override the hooks; the defaults say what is
+    optional."""
+
+    name: ClassVar[str] = ""
+    sections: ClassVar[dict[str, type | None]] = {}  # own sections; a common one replaced, or None: not read
+    unread: ClassVar[dict[str, tuple[str, ...]]] = {}  # keys of a section this task does not read
+    default_method: ClassVar[str] = ""
+    runs: ClassVar[tuple[type[TrainedRun], ...]] = (TrainedRun,)  # what load() may return
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        """Rules across sections, checked when the config is built (each field is already
+        checked against its declaration)."""
+
+    def training(self, ctx: RunContext) -> Training:
+        """Data, model, step, batches and callbacks of a run (``ctx.resume``: continuing one);
+        the one loop runs it."""
+        raise NotImplementedError
+
+    def describe(self, ctx: RunContext) -> str:
+        """One line printed before training: what is trained on what."""
+        return f"training {ctx.cfg.method.name} on {ctx.device}"
+
+    def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
+        """Save the trained artifacts (rank 0 only) and return extra entries for results.json."""
+        return {}
+
+    def load(self, run_dir: Path) -> TrainedRun:
+        """The run folder opened for use (nothing is loaded until needed)."""
+        return self.runs[0](Path(run_dir), self.cfg)
 
 
 # ----------------------------------------------------------------------------- registry
 
-_TASKS: dict[str, Task] = {}
+_TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: T) -> T:
@@ -157,7 +272,7 @@ def register_task(cls: T) -> T:
         raise ValueError(f"task class {cls.__name__} has no name")
     if cls.name in _TASKS:
         raise ValueError(f"task {cls.name!r} is registered twice")
-    _TASKS[cls.name] = cls()
+    _TASKS[cls.name] = cls
     return cls
 
 
@@ -166,59 +281,32 @@ def unregister_task(name: str) -> None:
     _TASKS.pop(name, None)
 
 
-def _load_builtin() -> None:
-    import contrastkit.tasks  # noqa: F401  (imports the built-in tasks: they register)
-
-
-def all_tasks() -> list[Task]:
-    _load_builtin()
+def registered_tasks() -> list[type[Task]]:
+    """The tasks registered so far (``contrastkit.tasks`` registers the built-in ones)."""
     return list(_TASKS.values())
 
 
-def task_names() -> list[str]:
-    return [t.name for t in all_tasks()]
-
-
-def get_task(name: str) -> Task:
+def lookup_task(name: str) -> type[Task]:
     """The registered task ``name``; a one-line error listing the tasks there are."""
-    _load_builtin()
     check_choice("task", name, list(_TASKS))
     return _TASKS[name]
 
 
-def capable(cfg: Config, capability: str, command: str) -> Any:
-    """The run's task if it offers ``capability`` (a method such as ``recommend``), else a
-    one-line error naming the tasks that do."""
-    task = get_task(cfg.task)
-    if getattr(task, capability, None) is None:
-        able = [t.name for t in all_tasks() if getattr(t, capability, None) is not None]
-        raise UserError(
-            f"contrastkit {command} works on runs of task {' / '.join(able) or 'none'}; "
-            f"this run's task is {cfg.task!r}"
-        )
-    return task
+def require(run: TrainedRun, capability: type, command: str, tasks: list[type[Task]]) -> Any:
+    """``run`` if it offers ``capability`` (a protocol above), else a one-line error naming
+    the tasks whose runs do."""
+    if isinstance(run, capability):
+        return run
+    able = [t.name for t in tasks if any(issubclass(r, capability) for r in t.runs)]
+    raise UserError(
+        f"contrastkit {command} works on runs of task {' / '.join(able) or 'none'}; "
+        f"this run's task is {run.task!r}" + _not_this_kind(run, capability, tasks)
+    )
 
 
-# ----------------------------------------------------------------------------- query models
-
-# files whose change means new weights (the cache below then builds the model again)
-_WEIGHT_FILES = ("config.yaml", "checkpoints/last.pt", "encoder.safetensors", "text_encoder")
-_QUERY_MODELS: OrderedDict[tuple[str, str, tuple[int, ...]], Any] = OrderedDict()
-
-
-def for_queries(run_dir: Path, what: str, build: Callable[[], M], *, keep: int = 4) -> M:
-    """``build()`` once per run folder, ``what`` and state of the run's saved weights: a server
-    answering many queries (``contrastkit serve``) or a script searching in a loop loads the
-    model once; weights written since (a resumed run) are picked up. The ``keep`` most recent
-    models stay in memory."""
-    folder = Path(run_dir).resolve()
-    stamps = tuple(p.stat().st_mtime_ns for p in (folder / name for name in _WEIGHT_FILES) if p.exists())
-    key = (str(folder), what, stamps)
-    if key in _QUERY_MODELS:
-        _QUERY_MODELS.move_to_end(key)
-    else:
-        _QUERY_MODELS[key] = build()
-        while len(_QUERY_MODELS) > keep:
-            _QUERY_MODELS.popitem(last=False)
-    model: M = _QUERY_MODELS[key]
-    return model
+def _not_this_kind(run: TrainedRun, capability: type, tasks: list[type[Task]]) -> str:
+    """' (this kind of ... run cannot)' when the run's task has other runs that can."""
+    for task in tasks:
+        if task.name == run.task and any(issubclass(r, capability) for r in task.runs):
+            return f" ({getattr(run, 'kind', type(run).__name__)} runs cannot)"
+    return ""

@@ -2,12 +2,15 @@
 image data set whose captions are generated from class names and image attributes, or an
 (image, caption) table — evaluated by zero-shot classification and image↔text retrieval.
 
-Run folder: as the text task (``text_encoder/``, ``text_run.json`` with the image channels,
-size and normalisation), plus ``encoder.safetensors`` (the image tower).
+Run folder: ``text_encoder/`` (the text tower's transformers folder), ``text_run.json`` (the
+image channels, size and normalisation, class names, caption thresholds),
+``encoder.safetensors`` (the image tower).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -15,19 +18,33 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contrastkit.config import Config, DataConfig, ModelConfig
-from contrastkit.errors import UserError
-from contrastkit.tasks.base import RunContext, for_queries, register_task
-from contrastkit.tasks.image import build_encoder, gallery_spec, images_for_spec
-from contrastkit.tasks.text import (
-    TextConfig,
-    TextTask,
-    is_text_spec,
-    read_meta,
+from contrastkit.config import Config
+from contrastkit.data.image import eval_transform
+from contrastkit.data.image.decode import is_image_file, read_image_file
+from contrastkit.data.image.spec import (
+    DataConfig,
+    gallery_spec,
+    image_items,
+    images_for_spec,
+    load_split,
+)
+from contrastkit.data.text.spec import TextConfig, is_text_spec, read_spec_texts
+from contrastkit.encoders.image import ModelConfig, build_encoder
+from contrastkit.encoders.text import (
+    ENCODER_DIR,
+    TextEncoder,
+    initial_text_encoder,
+    saved_text_encoder,
     text_encoder_for_training,
 )
-from contrastkit.train import TrainSummary, save_safetensors
+from contrastkit.errors import UserError
+from contrastkit.evaluate.text import INITIAL, TRAINED, text_results_table
+from contrastkit.methods.registry import get_method
+from contrastkit.runs import load_run_weights
+from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
+from contrastkit.train import GradientStep, Training, TrainSummary, save_safetensors
 
+META_FILE = "text_run.json"
 RETRIEVAL_IMAGES = 1000  # test images scored by image↔text retrieval
 DEFAULT_AUGMENT: list[dict[str, Any]] = [
     {"op": "random_resized_crop", "scale": [0.7, 1.0]},
@@ -51,9 +68,7 @@ def image_text_data(cfg: Config, split: str) -> dict[str, Any]:
             res.path, t.train_columns[0], t.train_columns[1], table.rows, size=cfg.data.image_size or 64
         )
         return {"images": images, "captions": captions, "labels": None, "classes": [], **caption_rows_info(images)}
-    from contrastkit.tasks.image import load_split
-
-    data = load_split(cfg, split)
+    data = load_split(cfg.data, split)
     if data.labels is None:
         raise UserError(f"data set {cfg.data.name!r} has no labels to make captions from; use text.train_file")
     return {
@@ -62,32 +77,233 @@ def image_text_data(cfg: Config, split: str) -> dict[str, Any]:
     }
 
 
-@torch.no_grad()
-def encode_images(model: nn.Module, meta: dict[str, Any], images: Tensor, *, batch_size: int = 512) -> Tensor:
-    """Projected image-tower embeddings (N, D) on the CPU for uint8 (N, C, H, W) images."""
-    from contrastkit.data.image import eval_transform
+def _build(cfg: Config, text_encoder: TextEncoder, channels: int, size: int) -> nn.Module:
+    image_encoder = build_encoder(cfg.model, channels, size)
+    return get_method(cfg.method.name, "image_text").build(cfg.method, image_encoder=image_encoder, text_encoder=text_encoder)
 
-    m = cast(Any, model)
-    device = next(model.parameters()).device
-    transform = cast(Any, eval_transform(size=int(meta["size"]), mean=meta["mean"], std=meta["std"])).to(device)
-    chunks = [
-        m.embed_images(transform(images[start : start + batch_size].to(device))).float().cpu()
-        for start in range(0, images.shape[0], batch_size)
-    ]
-    return torch.cat(chunks)
+
+# ----------------------------------------------------------------------------- the run
+
+
+class ImageTextRun(TrainedRun):
+    """A two-tower run: both towers and their shared space, before and after training."""
+
+    def meta(self) -> dict[str, Any]:
+        """text_run.json: the image input and the caption settings of the run."""
+        path = self.path / META_FILE
+        if not path.is_file():
+            raise UserError(f"{str(self.path)!r} is not a finished image_text run (no {META_FILE}); train it first")
+        meta: dict[str, Any] = json.loads(path.read_text())
+        return meta
+
+    def image_input(self) -> ImageInput:
+        meta, m = self.meta(), self.config.model
+        return ImageInput(m.encoder, m.cifar_stem, int(meta["channels"]), int(meta["size"]),
+                          [float(v) for v in meta["mean"]], [float(v) for v in meta["std"]])
+
+    def model(self) -> nn.Module:
+        """The trained two towers from the last checkpoint."""
+
+        def build() -> nn.Module:
+            inp = self.image_input()
+            model = _build(self.config, saved_text_encoder(self.config.text, self.path), inp.channels, inp.size)
+            model.load_state_dict(load_run_weights(self.path))
+            return model.to(self.device).eval()
+
+        return self.cached("model", build)
+
+    def initial_model(self) -> nn.Module:
+        """Before training: the pretrained text encoder (or a random one), a random image tower."""
+        torch.manual_seed(self.config.train.seed + 4242)
+        inp = self.image_input()
+        text = initial_text_encoder(self.config.text, self.path)
+        return _build(self.config, text, inp.channels, inp.size).to(self.device).eval()
+
+    def image_model(self) -> tuple[nn.Module, nn.Module | None]:
+        model: Any = self.model()
+        return model.encoder, model.image_proj
+
+    def text_model(self) -> tuple[Any, nn.Module | None]:
+        model: Any = self.model()
+        return model.text_encoder, model.text_proj
+
+    @torch.no_grad()
+    def _images(self, model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+        m: Any = model
+        inp, device = self.image_input(), next(model.parameters()).device
+        transform = cast(Any, eval_transform(size=inp.size, mean=inp.mean, std=inp.std)).to(device)
+        chunks = [m.embed_images(transform(images[i : i + batch_size].to(device))).float().cpu()
+                  for i in range(0, images.shape[0], batch_size)]
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def _texts(self, model: nn.Module, texts: list[str], batch_size: int) -> Tensor:
+        m: Any = model
+        device = next(model.parameters()).device
+        chunks = []
+        for i in range(0, len(texts), batch_size):
+            enc = m.text_encoder.tokenize(texts[i : i + batch_size])
+            chunks.append(m.embed_texts(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
+        return torch.cat(chunks)
+
+    def encode_images(self, images: Tensor, *, batch_size: int = 512) -> Tensor:
+        """Projected image embeddings (N, D) on the CPU of uint8 images."""
+        return self._images(self.model(), images, batch_size)
+
+    def encode_texts(self, texts: list[str], *, batch_size: int = 256) -> Tensor:
+        """Projected text embeddings (N, D) on the CPU."""
+        return self._texts(self.model(), texts, batch_size)
+
+    def sample_images(self, n: int) -> Tensor:
+        inp = self.image_input()
+        if self.config.text.train_file:  # images of a table: random pixels rather than decoding the table
+            gen = torch.Generator().manual_seed(0)
+            return torch.randint(0, 256, (n, inp.channels, inp.size, inp.size), generator=gen, dtype=torch.uint8)
+        return load_split(self.config.data, "train").images[:n].clone()
+
+    def sample_texts(self) -> list[str]:
+        from contrastkit.data.text.captions import prompts
+        from contrastkit.data.text.corpus import read_sentences
+
+        t = self.config.text
+        try:
+            if t.train_file:  # the caption column, not the image column
+                return read_sentences(t.train_file, t.train_columns[1:], t.train_filter, data_root=t.data_root, limit=14)
+            return [p for group in prompts(self.meta().get("classes") or [], t.zero_shot_templates) for p in group][:14]
+        except (UserError, OSError, ValueError):
+            return []
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
+        """Zero-shot accuracy and image↔text retrieval of the trained towers and (``eval.baselines``)
+        of the towers before training."""
+        t0 = time.perf_counter()
+        batch = min(self.config.eval.batch_size, 256)
+        results: dict[str, Any] = {"encoders": {}}
+        candidates = [(TRAINED, self.model)]
+        if self.config.eval.baselines:
+            candidates.append((INITIAL, self.initial_model))
+        for name, make in candidates:
+            t1 = time.perf_counter()
+            res = self._evaluate_model(make(), batch)
+            res["seconds"] = time.perf_counter() - t1
+            results["encoders"][name] = res
+            if verbose:
+                print(f"  evaluated {name} in {res['seconds']:.1f}s", flush=True)
+        results["seconds"] = time.perf_counter() - t0
+        return results
+
+    def _evaluate_model(self, model: nn.Module, batch_size: int) -> dict[str, Any]:
+        from contrastkit.data.text.captions import CaptionMaker, prompts
+        from contrastkit.evaluate.retrieval import retrieval_metrics
+
+        t: TextConfig = self.config.text
+        out: dict[str, Any] = {}
+        data = image_text_data(self.config, "test")
+        if not data:
+            return out
+        images: Tensor = data["images"]
+        zi = torch.nn.functional.normalize(self._images(model, images, batch_size), dim=1)
+        if data["labels"] is not None:
+            labels: Tensor = data["labels"]
+            classes = data["classes"]
+            texts = prompts(classes, t.zero_shot_templates)
+            flat = [p for group in texts for p in group]
+            zt = torch.nn.functional.normalize(self._texts(model, flat, batch_size), dim=1)
+            class_emb = torch.nn.functional.normalize(zt.view(len(classes), len(texts[0]), -1).mean(1), dim=1)
+            pred = (zi @ class_emb.T).argmax(1)
+            out["zero_shot"] = {
+                "accuracy": float((pred == labels).float().mean()), "num_samples": int(labels.shape[0]),
+                "num_classes": len(classes), "prompts": texts[0],
+            }
+            gen = torch.Generator().manual_seed(self.config.train.seed)
+            rows = torch.randperm(images.shape[0], generator=gen)[: min(RETRIEVAL_IMAGES, images.shape[0])].tolist()
+            maker = CaptionMaker.for_images(images, labels, classes, t.caption_templates, self.meta().get("thresholds") or None)
+            captions = maker.fixed(rows, t.caption_templates[-1])
+            query_images = zi[torch.tensor(rows)]
+        else:
+            captions = list(data["captions"])
+            rows = list(range(len(captions)))
+            query_images = zi
+        unique = list(dict.fromkeys(captions))
+        cid = {c: i for i, c in enumerate(unique)}
+        caption_of = torch.tensor([cid[c] for c in captions])
+        zc = self._texts(model, unique, batch_size)
+        out["image_to_text"] = {**retrieval_metrics(query_images, zc, caption_of, ks=t.recall_k), "corpus": len(unique)}
+        images_of = [torch.nonzero(caption_of == j).flatten().tolist() for j in range(len(unique))]
+        out["text_to_image"] = {**retrieval_metrics(zc, query_images, images_of, ks=t.recall_k), "corpus": len(rows)}
+        return out
+
+    def results_table(self, ev: dict[str, Any]) -> str:
+        return text_results_table(ev)
+
+    # ------------------------------------------------------------------ embeddings, search, gallery
+
+    def embed_items(
+        self, spec: str, *, batch_size: int = 256, unique: bool = False
+    ) -> tuple[np.ndarray, list[dict[str, Any]], str]:
+        """Texts of a text spec, or images of an image spec, in the shared space."""
+        if is_text_spec(spec):
+            texts = read_spec_texts(spec, self.config.text)
+            if unique:
+                texts = list(dict.fromkeys(texts))
+            return self.encode_texts(texts, batch_size=batch_size).numpy(), [{"text": s} for s in texts], "text"
+        inp = self.image_input()
+        data = images_for_spec(self.config.data, spec, inp.size)
+        if data.channels != inp.channels:
+            raise UserError(f"data {spec!r} has {data.channels} channel(s) but the run was trained on {inp.channels}")
+        return self.encode_images(data.images, batch_size=batch_size).numpy(), image_items(spec, data), "image"
+
+    def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
+        """Embeddings of SPEC → OUT (.npy); texts go to <stem>.texts.txt."""
+        if spec is None:
+            raise UserError("--data is required for this run: sick:SPLIT, a .txt file, FILE.csv#COLUMN or images")
+        vectors, items, modality = self.embed_items(spec, batch_size=min(batch_size, 256))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.save(out, vectors.astype(np.float32))
+        if modality == "text":
+            out.with_name(out.stem + ".texts.txt").write_text("\n".join(i["text"].replace("\n", " ") for i in items) + "\n")
+        return int(vectors.shape[0]), int(vectors.shape[1])
+
+    def gallery_spec(self) -> str | None:
+        """The test images of a labelled data set for ``contrastkit serve`` (none from a table)."""
+        return None if self.config.text.train_file else gallery_spec(self.config.data)
+
+    def images(self, spec: str) -> Tensor:
+        return images_for_spec(self.config.data, spec, None).images
+
+    def query_modalities(self) -> tuple[str, ...]:
+        return ("text", "image")
+
+    def encode_query(self, query: str) -> tuple[np.ndarray, str]:
+        """A text query through the text tower, an image file through the image tower."""
+        if not is_image_file(query):
+            return self.encode_texts([query]).numpy(), "text"
+        inp = self.image_input()
+        return self.encode_images(read_image_file(query, inp.channels, inp.size)).numpy(), "image"
+
+
+# ----------------------------------------------------------------------------- the task
 
 
 @register_task
-class ImageTextTask(TextTask):
+class ImageTextTask(Task):
     """Image–text two towers (CLIP / SigLIP), evaluated zero-shot and by cross-modal retrieval."""
 
     name = "image_text"
-    sections: ClassVar[dict[str, type]] = {"data": DataConfig, "model": ModelConfig, "text": TextConfig}
+    sections: ClassVar[dict[str, type | None]] = {"data": DataConfig, "model": ModelConfig, "text": TextConfig}
+    unread: ClassVar[dict[str, tuple[str, ...]]] = {
+        "data": ("views", "label_fraction", "stream", "workers", "gpu_decode"),
+        "text": ("lazy", "workers", "augment", "sts_file", "sts_columns", "sts_filter", "retrieval_columns",
+                 "max_train_examples"),
+        "eval": ("plots",),
+    }
     default_method = "clip"
-    unit = "pairs"
-    query_modalities: ClassVar[tuple[str, ...]] = ("text", "image")
+    runs = (ImageTextRun,)
 
-    def validate(self, cfg: Config) -> None:
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
         from contrastkit.data.text.captions import check_templates
 
         t: TextConfig = cfg.text
@@ -96,9 +312,7 @@ class ImageTextTask(TextTask):
         check_templates(t.caption_templates, "text.caption_templates")
         check_templates(t.zero_shot_templates, "text.zero_shot_templates")
 
-    # ------------------------------------------------------------------ training
-
-    def data(self, ctx: RunContext) -> dict[str, Any]:
+    def _data(self, ctx: RunContext) -> dict[str, Any]:
         from contrastkit.data.text.captions import CaptionMaker
 
         data = image_text_data(ctx.cfg, "train")
@@ -119,151 +333,37 @@ class ImageTextTask(TextTask):
             data.update(captions=captions, thresholds={}, corpus=fixed)
         return data
 
-    def model(self, ctx: RunContext, data: dict[str, Any]) -> nn.Module:
-        text_encoder = text_encoder_for_training(ctx, data["corpus"])
-        return self.build_method(ctx.cfg, text_encoder, build_encoder(ctx.cfg, data["channels"], data["size"]))
-
-    def build_method(self, cfg: Config, text_encoder: Any, image_encoder: nn.Module | None = None) -> nn.Module:
-        from contrastkit.methods.registry import get_method
-
-        assert image_encoder is not None
-        return get_method(cfg.method.name, self.name).build(cfg.method, image_encoder=image_encoder, text_encoder=text_encoder)
-
-    def loader(self, ctx: RunContext, data: dict[str, Any], model: nn.Module) -> Any:
+    def training(self, ctx: RunContext) -> Training:
         from contrastkit.data.image import build_augmentation
         from contrastkit.data.text.loader import ImageTextLoader
 
         cfg = ctx.cfg
+        data = self.data = self._data(ctx)
+        text_encoder = text_encoder_for_training(cfg.text, ctx.run_dir, data["corpus"], resume=ctx.resume, rank=ctx.rank)
+        model: Any = _build(cfg, text_encoder, data["channels"], data["size"])
+        self.model = model
         spec = cfg.data.augment if cfg.data.augment is not None else DEFAULT_AUGMENT
-        augmentation = build_augmentation(
-            spec, size=data["size"], channels=data["channels"], mean=data["mean"], std=data["std"]
-        )
+        augmentation = build_augmentation(spec, size=data["size"], channels=data["channels"], mean=data["mean"], std=data["std"])
         loader = ImageTextLoader(
-            data["images"], data["captions"], self.text_tower(model).tokenize, batch_size=ctx.local_batch,
+            data["images"], data["captions"], model.text_encoder.tokenize, batch_size=ctx.local_batch,
             augmentation=augmentation.to(ctx.device), seed=cfg.train.seed, device=ctx.device,
             channels_last=cfg.train.channels_last, rank=ctx.rank, world_size=ctx.world_size,
         )
         if cfg.train.channels_last:
-            cast(Any, model).encoder.to(memory_format=torch.channels_last)
-        self.write_meta(ctx, data)
-        return loader
+            model.encoder.to(memory_format=torch.channels_last)
+        if not ctx.resume and ctx.is_main:  # before training: an interrupted run can be evaluated
+            keys = ("channels", "size", "mean", "std", "classes", "thresholds")
+            (ctx.run_dir / META_FILE).write_text(json.dumps({"task": self.name, **{k: data[k] for k in keys}}, indent=2))
+        return Training(GradientStep(model, cfg.optim, cfg.train, device=ctx.device, note=ctx.log), loader, unit="pairs")
 
-    def describe(self, ctx: RunContext, data: dict[str, Any]) -> str:
+    def describe(self, ctx: RunContext) -> str:
         return (
-            f"training {ctx.cfg.method.name} on {data['images'].shape[0]} image–caption pairs with text "
+            f"training {ctx.cfg.method.name} on {self.data['images'].shape[0]} image–caption pairs with text "
             f"encoder {ctx.cfg.text.encoder} on {ctx.device}"
         )
 
-    def meta(self, ctx: RunContext, data: dict[str, Any]) -> dict[str, Any]:
-        keys = ("channels", "size", "mean", "std", "classes", "thresholds")
-        return {"task": self.name, **{k: data[k] for k in keys}}
-
-    def text_tower(self, model: nn.Module) -> Any:
-        return cast(Any, model).text_encoder
-
-    def after_training(self, ctx: RunContext, data: Any, model: nn.Module, summary: TrainSummary) -> dict[str, Any]:
-        super().after_training(ctx, data, model, summary)
+    def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
         if ctx.is_main:
-            save_safetensors(cast(Any, model).encoder.state_dict(), ctx.run_dir / "encoder.safetensors")
+            self.model.text_encoder.save(ctx.run_dir / ENCODER_DIR)
+            save_safetensors(self.model.encoder.state_dict(), ctx.run_dir / "encoder.safetensors")
         return {}
-
-    def image_tower(self, run_dir: Path, cfg: Config) -> nn.Module | None:
-        meta = read_meta(run_dir)
-        return build_encoder(cfg, int(meta["channels"]), int(meta["size"]))
-
-    # ------------------------------------------------------------------ evaluation
-
-    @torch.no_grad()
-    def encode_texts(self, model: nn.Module, texts: list[str], *, batch_size: int = 256) -> Tensor:
-        """Projected text-tower embeddings (N, D) on the CPU."""
-        m = cast(Any, model)
-        device = next(model.parameters()).device
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            enc = m.text_encoder.tokenize(texts[start : start + batch_size])
-            chunks.append(m.embed_texts(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
-        return torch.cat(chunks)
-
-    def evaluate_model(self, model: nn.Module, cfg: Config, meta: dict[str, Any], batch_size: int) -> dict[str, Any]:
-        """Zero-shot accuracy from prompt templates and image↔text retrieval @ K."""
-        from contrastkit.data.text.captions import CaptionMaker, prompts
-        from contrastkit.evaluate.retrieval import retrieval_metrics
-
-        t: TextConfig = cfg.text
-        out: dict[str, Any] = {}
-        data = image_text_data(cfg, "test")
-        if not data:
-            return out
-        images: Tensor = data["images"]
-        zi = torch.nn.functional.normalize(encode_images(model, meta, images, batch_size=batch_size), dim=1)
-        if data["labels"] is not None:
-            labels: Tensor = data["labels"]
-            classes = data["classes"]
-            texts = prompts(classes, t.zero_shot_templates)
-            flat = [p for group in texts for p in group]
-            zt = torch.nn.functional.normalize(self.encode_texts(model, flat, batch_size=batch_size), dim=1)
-            class_emb = torch.nn.functional.normalize(zt.view(len(classes), len(texts[0]), -1).mean(1), dim=1)
-            pred = (zi @ class_emb.T).argmax(1)
-            out["zero_shot"] = {
-                "accuracy": float((pred == labels).float().mean()),
-                "num_samples": int(labels.shape[0]),
-                "num_classes": len(classes),
-                "prompts": texts[0],
-            }
-            gen = torch.Generator().manual_seed(cfg.train.seed)
-            rows = torch.randperm(images.shape[0], generator=gen)[: min(RETRIEVAL_IMAGES, images.shape[0])].tolist()
-            maker = CaptionMaker.for_images(images, labels, classes, t.caption_templates, meta.get("thresholds") or None)
-            captions = maker.fixed(rows, t.caption_templates[-1])
-            query_images = zi[torch.tensor(rows)]
-        else:
-            captions = list(data["captions"])
-            rows = list(range(len(captions)))
-            query_images = zi
-        unique = list(dict.fromkeys(captions))
-        cid = {c: i for i, c in enumerate(unique)}
-        caption_of = torch.tensor([cid[c] for c in captions])
-        zc = self.encode_texts(model, unique, batch_size=batch_size)
-        out["image_to_text"] = {**retrieval_metrics(query_images, zc, caption_of, ks=t.recall_k), "corpus": len(unique)}
-        images_of = [torch.nonzero(caption_of == j).flatten().tolist() for j in range(len(unique))]
-        out["text_to_image"] = {**retrieval_metrics(zc, query_images, images_of, ks=t.recall_k), "corpus": len(rows)}
-        return out
-
-    # ------------------------------------------------------------------ embeddings and search
-
-    def embed_items(
-        self, run_dir: Path, cfg: Config, spec: str, *, batch_size: int = 256, unique: bool = False
-    ) -> tuple[np.ndarray, list[dict[str, Any]], str]:
-        """Texts of a text spec, or images of an image spec, in the shared space."""
-        if is_text_spec(spec):
-            return super().embed_items(run_dir, cfg, spec, batch_size=batch_size, unique=unique)
-        from contrastkit.tasks.runner import setup_runtime
-
-        model = self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False))
-        meta = read_meta(run_dir)
-        data = images_for_spec(cfg, spec, int(meta["size"]))
-        if data.channels != int(meta["channels"]):
-            raise UserError(f"data {spec!r} has {data.channels} channel(s) but the run was trained on {meta['channels']}")
-        z = encode_images(model, meta, data.images, batch_size=batch_size)
-        items: list[dict[str, Any]] = []
-        for i in range(data.images.shape[0]):
-            item: dict[str, Any] = {"image": f"{spec}#{i}"}
-            if data.labels is not None and data.classes:
-                item["label"] = data.classes[int(data.labels[i])]
-            items.append(item)
-        return z.numpy(), items, "image"
-
-    def gallery_spec(self, cfg: Config) -> str | None:
-        """The test images of a labelled data set for ``contrastkit serve`` (none from a table)."""
-        return None if cfg.text.train_file else gallery_spec(cfg)
-
-    def encode_query(self, run_dir: Path, cfg: Config, query: str) -> tuple[np.ndarray, str]:
-        """A text query through the text tower, an image file through the image tower."""
-        from contrastkit.index.search import is_image_query, read_query_image
-        from contrastkit.tasks.runner import setup_runtime
-
-        if not is_image_query(query):
-            return super().encode_query(run_dir, cfg, query)
-        model = for_queries(run_dir, "trained", lambda: self.trained_model(run_dir, cfg, setup_runtime(cfg, distributed=False)))
-        meta = read_meta(run_dir)
-        x = read_query_image(query, int(meta["channels"]), int(meta["size"]))
-        return encode_images(model, meta, x).numpy(), "image"

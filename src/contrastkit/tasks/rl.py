@@ -5,7 +5,8 @@ downscaled greyscale frames; its Q-network reads them through a contrastkit conv
 (its features extractor). Methods (:mod:`contrastkit.methods.rl`): ``curl`` (auxiliary
 contrastive loss during training), ``atc`` (reward-free contrastive pre-training, then RL on
 the frozen encoder), ``pixels`` (no contrastive term) and ``state`` (the true state, the upper
-bound). Training runs in :meth:`RLTask.fit` (not through the Trainer).
+bound). The one training loop runs the agent an environment step at a time (SIGTERM →
+checkpoint with the replay buffer → exit 75; ``--resume`` continues from it, in a new episode).
 
 Evaluation: greedy episode return against environment steps (during training), the final
 return (mean ± std over ``rl.eval_episodes``), and a linear (ridge) probe of the true state
@@ -31,9 +32,9 @@ from contrastkit.errors import UserError
 from contrastkit.methods.registry import get_method
 from contrastkit.methods.rl import ATCOptions
 from contrastkit.options import option
-from contrastkit.tasks.base import RunContext, Task, register_task
-from contrastkit.train import TrainSummary
-from contrastkit.train.checkpoint import LAST, atomic_save, load_latest_checkpoint
+from contrastkit.runs import checkpoint_part, load_run_checkpoint
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
+from contrastkit.train import Callback, Trainer, Training, TrainSummary
 
 EXTRA = "task rl needs: pip install 'contrastkit[rl]'"
 
@@ -160,118 +161,59 @@ def _window_means(values: list[float], windows: int = 20) -> list[float]:
     return [float(c.mean()) for c in chunks]
 
 
-@register_task
-class RLTask(Task):
-    """Reinforcement learning from pixels; a contrastive encoder (CURL, ATC) vs pixels / state."""
+class EvaluationRounds(Callback):
+    """Greedy episodes every ``rl.eval_every`` environment steps: the return curve (saved with the
+    checkpoint, so a resumed run continues it)."""
 
-    name = "rl"
-    sections: ClassVar[dict[str, type]] = {"rl": RLConfig}
-    default_method = "curl"
-    unit = "env steps"
+    def __init__(self, model: Any, env: Any, r: RLConfig, seed: int, ctx: RunContext) -> None:
+        self.model, self.env, self.r, self.seed, self.ctx = model, env, r, seed, ctx
+        self.curve: list[dict[str, float]] = []
 
-    def validate(self, cfg: Config) -> None:
-        r: RLConfig = cfg.rl
-        for side in ("height", "width"):
-            if getattr(r, side) - 2 * r.crop_margin < 16:
-                raise UserError(
-                    f"rl.{side} {getattr(r, side)} leaves {getattr(r, side) - 2 * r.crop_margin} pixels after "
-                    f"rl.crop_margin {r.crop_margin} on each side; the encoder needs at least 16"
-                )
-        _require()
-        from contrastkit.rl.envs import check_env_id
+    def evaluate(self, step: int) -> None:
+        from contrastkit.rl.agent import episode_returns
 
-        check_env_id(r.env)
+        returns = episode_returns(self.model, self.env, self.r.eval_episodes, self.seed + 10_000)
+        self.curve.append({"step": step, "mean": float(np.mean(returns)), "std": float(np.std(returns))})
+        self.ctx.log(f"step {step}: return {np.mean(returns):.1f} ± {np.std(returns):.1f}")
 
-    def describe(self, ctx: RunContext, data: Any) -> str:
-        r: RLConfig = ctx.cfg.rl
-        seen = f"{r.frame_stack}×{r.height}×{r.width} frames" if _pixels(ctx.cfg) else "the true state"
-        return f"training DQN + {ctx.cfg.method.name} on {r.env} ({seen}) for {r.steps} steps on {ctx.device}"
+    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+        if self.r.eval_every and trainer.step % self.r.eval_every == 0:
+            self.evaluate(trainer.step)
 
-    def fit(self, ctx: RunContext) -> tuple[TrainSummary, dict[str, Any]]:
-        from contrastkit.rl.agent import Periodic, agent_state, episode_returns, load_agent_state
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": list(self.curve)}
 
-        cfg, r = ctx.cfg, ctx.cfg.rl
-        seed, folder = cfg.train.seed, ctx.run_dir / "checkpoints"
-        state = load_latest_checkpoint(folder)[0] if ctx.resume else None
-        extra: dict[str, Any] = dict(state["extra"]) if state else {"curve": [], "seconds": 0.0}
-        if cfg.method.name == "atc" and state is None:
-            t0 = time.perf_counter()
-            weights, losses = _pretrain_atc(ctx)
-            extra.update(atc_encoder=weights, atc_loss=losses, atc_seconds=time.perf_counter() - t0)
-        env, eval_env = _make_env(cfg, seed), _make_env(cfg, seed + 10_000)
-        model = _build_agent(cfg, env, ctx.device)
-        if cfg.method.name == "atc":
-            for enc in _encoders(model):
-                enc.load_state_dict(extra["atc_encoder"])
-                enc.requires_grad_(not getattr(cfg.method, "freeze_encoder", True))
-        restored = load_agent_state(model, state) if state else False
-        if state:
-            ctx.log(f"resumed at step {model.num_timesteps}/{r.steps}" + ("" if restored else " (empty replay buffer)"))
-        ctx.log(f"{self.describe(ctx, None)}")
-        start, start_seconds = time.perf_counter(), float(extra["seconds"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve = [dict(c) for c in state.get("curve", [])]
 
-        def evaluate_now(step: int) -> None:
-            returns = episode_returns(model, eval_env, r.eval_episodes, seed + 10_000)
-            extra["curve"].append({"step": step, "mean": float(np.mean(returns)), "std": float(np.std(returns))})
-            ctx.log(f"step {step}: return {np.mean(returns):.1f} ± {np.std(returns):.1f}")
 
-        def save() -> None:
-            extra["seconds"] = start_seconds + time.perf_counter() - start
-            atomic_save({**agent_state(model, buffer=r.save_buffer), "extra": extra}, folder / LAST, keep_previous=True)
+# ----------------------------------------------------------------------------- the run
 
-        remaining = r.steps - int(model.num_timesteps)
-        budget = cfg.train.time_budget_minutes
-        deadline = time.monotonic() + 60 * budget - start_seconds if budget else None
-        periodic = Periodic(r.eval_every, evaluate_now, cfg.train.checkpoint_every, save, r.steps, r.train_freq, deadline)
-        if remaining > 0:
-            model.learn(remaining, callback=periodic, reset_num_timesteps=False, progress_bar=False)
-        if not extra["curve"] or extra["curve"][-1]["step"] != model.num_timesteps:
-            evaluate_now(int(model.num_timesteps))
-        save()
-        seconds = float(extra["seconds"])
-        log = np.asarray(getattr(model, "loss_log", []) or [[0.0, np.nan, np.nan]], dtype=np.float64)
-        summary = TrainSummary(
-            steps=int(model.num_timesteps), epochs_done=0.0, seconds=seconds,
-            images_per_sec=model.num_timesteps / max(seconds, 1e-9), final_loss=float(log[-1, 1]),
-            stopped_by="time_budget" if periodic.timed_out else "steps",
-        )
-        contrastive = [float(x) for x in log[:, 2] if np.isfinite(x)]
-        rl_results = {
-            "curve": extra["curve"],
-            "td_loss": [[float(s), float(v)] for s, v in log[:, :2] if np.isfinite(v)],
-            "contrastive_loss": [[float(s), float(v)] for s, v in log[:, [0, 2]] if np.isfinite(v)] or None,
-            "replay_buffer_restored": restored if state else None,
-        }
-        if cfg.method.name == "atc":
-            rl_results["atc_pretrain_loss"] = _window_means(extra["atc_loss"])
-            contrastive = list(extra["atc_loss"])
-        if contrastive:
-            rl_results["contrastive_first_last"] = [float(np.mean(contrastive[:5])), float(np.mean(contrastive[-5:]))]
-        return summary, {"rl": rl_results}
 
-    # ------------------------------------------------------------------ evaluation
+class RLRun(TrainedRun):
+    """An agent: its policy, the return curve of its training, its encoder's state probe."""
 
-    def evaluate(self, run_dir: Path, cfg: Config, *, verbose: bool = True) -> dict[str, Any]:
+    def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
         _require()
         from contrastkit.rl.agent import encode, episode_returns, state_names, state_probe
         from contrastkit.rl.envs import collect
-        from contrastkit.tasks.runner import setup_runtime
 
+        cfg, device = self.config, self.device
         r: RLConfig = cfg.rl
-        device = setup_runtime(cfg, distributed=False)
-        state, _ = load_latest_checkpoint(Path(run_dir) / "checkpoints")
         seed = cfg.train.seed
         env = _make_env(cfg, seed + 50_000)
         model = _build_agent(cfg, env, device, buffer_size=2)
-        model.policy.load_state_dict(state["policy"])
+        state = load_run_checkpoint(self.path)
+        model.policy.load_state_dict(checkpoint_part(state, "policy"))
         returns = episode_returns(model, env, r.eval_episodes, seed + 50_000)
+        saved_curve = (state.get("callbacks") or [{}])[0].get("curve", [])  # training's, up to the checkpoint
         out: dict[str, Any] = {
-            "env": r.env, "method": cfg.method.name, "steps": int(state["num_timesteps"]),
+            "env": r.env, "method": cfg.method.name, "steps": int(checkpoint_part(state, "num_timesteps")),
             "final_return": {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": returns},
-            "curve": state["extra"]["curve"], "probe": None,
+            "curve": self.results.get("rl", {}).get("curve") or saved_curve, "probe": None,
         }
         if verbose:
-            print(f"evaluated {run_dir}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes", flush=True)
+            print(f"evaluated {self.path}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes", flush=True)
         if _pixels(cfg) and r.probe_steps > 0:
             data = collect(_make_env(cfg, seed + 60_000), r.probe_steps, seed + 60_000,
                            policy=lambda o: model.predict(o, deterministic=True)[0], epsilon=0.5)
@@ -287,7 +229,7 @@ class RLTask(Task):
                     "random_init": state_probe(random_init, data["state"], data["episode"], names),
                 }
         if cfg.eval.plots:
-            out["plots"] = [str(_plot_curve(out["curve"], cfg, Path(run_dir) / "plots" / "return_curve.png"))]
+            out["plots"] = [str(_plot_curve(out["curve"], cfg, self.path / "plots" / "return_curve.png"))]
         return out
 
     def results_table(self, ev: dict[str, Any]) -> str:
@@ -307,23 +249,102 @@ class RLTask(Task):
     def headline(self, results: dict[str, Any]) -> str:
         tr = results.get("train", {})
         curve = results.get("rl", {}).get("curve") or [{"mean": float("nan"), "std": float("nan")}]
+        rate = tr.get("throughput", tr.get("images_per_sec", 0))
         return (
             f"trained {tr.get('steps')} environment steps in {tr.get('seconds', 0):.0f}s "
-            f"({tr.get('images_per_sec', 0):.0f} steps/s); last evaluation return "
-            f"{curve[-1]['mean']:.1f} ± {curve[-1]['std']:.1f}"
+            f"({rate:.0f} steps/s); last evaluation return {curve[-1]['mean']:.1f} ± {curve[-1]['std']:.1f}"
         )
 
     def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
         ev = results.get("eval", {})
-        row: dict[str, Any] = {"method": results.get("config", {}).get("method", {}).get("name")}
+        row: dict[str, Any] = {}
         if ev:
             row["return"] = ev["final_return"]["mean"]
             row["return std"] = ev["final_return"]["std"]
             if ev.get("probe"):
                 row["probe R²"] = float(np.mean(list(ev["probe"]["trained"].values())))
-        row["steps"] = results.get("train", {}).get("steps")
-        row["train s"] = results.get("train", {}).get("seconds")
         return row
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+@register_task
+class RLTask(Task):
+    """Reinforcement learning from pixels; a contrastive encoder (CURL, ATC) vs pixels / state."""
+
+    name = "rl"
+    sections: ClassVar[dict[str, type | None]] = {"rl": RLConfig}
+    unread: ClassVar[dict[str, tuple[str, ...]]] = {
+        "optim": ("name", "weight_decay", "momentum", "warmup_fraction", "schedule", "final_lr_fraction",
+                  "grad_clip", "scale_lr_by_batch"),
+        "train": ("epochs", "max_steps", "precision", "channels_last", "compile", "sync_batchnorm",
+                  "dist_timeout_minutes"),
+        "eval": ("baselines", "batch_size"),
+    }
+    default_method = "curl"
+    runs = (RLRun,)
+
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        r: RLConfig = cfg.rl
+        for side in ("height", "width"):
+            if getattr(r, side) - 2 * r.crop_margin < 16:
+                raise UserError(
+                    f"rl.{side} {getattr(r, side)} leaves {getattr(r, side) - 2 * r.crop_margin} pixels after "
+                    f"rl.crop_margin {r.crop_margin} on each side; the encoder needs at least 16"
+                )
+        _require()
+        from contrastkit.rl.envs import check_env_id
+
+        check_env_id(r.env)
+
+    def training(self, ctx: RunContext) -> Training:
+        from contrastkit.rl.agent import AgentStep, EnvSteps
+
+        if ctx.world_size > 1:
+            raise UserError("task rl trains in one process; run it without --nproc / torchrun")
+        cfg, r = ctx.cfg, ctx.cfg.rl
+        seed = cfg.train.seed
+        extra: dict[str, Any] = {}
+        if cfg.method.name == "atc" and not ctx.resume:
+            t0 = time.perf_counter()
+            weights, losses = _pretrain_atc(ctx)
+            extra.update(atc_encoder=weights, atc_loss=losses, atc_seconds=time.perf_counter() - t0)
+        env, eval_env = _make_env(cfg, seed), _make_env(cfg, seed + 10_000)
+        model = self.agent = _build_agent(cfg, env, ctx.device)
+        if cfg.method.name == "atc":
+            for enc in _encoders(model):
+                if "atc_encoder" in extra:
+                    enc.load_state_dict(extra["atc_encoder"])
+                enc.requires_grad_(not getattr(cfg.method, "freeze_encoder", True))
+        self.step = AgentStep(model, r.steps, buffer=r.save_buffer, extra=extra)
+        self.rounds = EvaluationRounds(model, eval_env, r, seed, ctx)
+        return Training(self.step, EnvSteps(r.steps), unit="env steps", callbacks=[self.rounds], epochs=False)
+
+    def describe(self, ctx: RunContext) -> str:
+        r: RLConfig = ctx.cfg.rl
+        seen = f"{r.frame_stack}×{r.height}×{r.width} frames" if _pixels(ctx.cfg) else "the true state"
+        return f"training DQN + {ctx.cfg.method.name} on {r.env} ({seen}) for {r.steps} steps on {ctx.device}"
+
+    def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
+        model, rounds, extra = self.agent, self.rounds, self.step.extra
+        if not rounds.curve or rounds.curve[-1]["step"] != model.num_timesteps:
+            rounds.evaluate(int(model.num_timesteps))
+        log = np.asarray(getattr(model, "loss_log", []) or [[0.0, np.nan, np.nan]], dtype=np.float64)
+        contrastive = [float(x) for x in log[:, 2] if np.isfinite(x)]
+        rl_results: dict[str, Any] = {
+            "curve": rounds.curve,
+            "td_loss": [[float(s), float(v)] for s, v in log[:, :2] if np.isfinite(v)],
+            "contrastive_loss": [[float(s), float(v)] for s, v in log[:, [0, 2]] if np.isfinite(v)] or None,
+            "replay_buffer_restored": getattr(self.step, "restored", None) if ctx.resume else None,
+        }
+        if ctx.cfg.method.name == "atc":
+            rl_results["atc_pretrain_loss"] = _window_means(extra["atc_loss"])
+            contrastive = list(extra["atc_loss"])
+        if contrastive:
+            rl_results["contrastive_first_last"] = [float(np.mean(contrastive[:5])), float(np.mean(contrastive[-5:]))]
+        return {"rl": rl_results}
 
 
 def _plot_curve(curve: list[dict[str, float]], cfg: Config, out: Path) -> Path:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contrastkit.config import Config
 from contrastkit.data.interactions import InteractionData
+from contrastkit.data.interactions.spec import DATA_DIR, RecsysConfig, run_split, saved_split
 from contrastkit.data.sequences import (
     TOKENIZERS,
     SkipGramLoader,
@@ -35,19 +35,23 @@ from contrastkit.data.sequences import (
     text_sentences,
 )
 from contrastkit.errors import UserError
+from contrastkit.evaluate.ranking import embedding_scorer
+from contrastkit.evaluate.recommendation import evaluate_recommender, ranking_table
+from contrastkit.index.vectors import load_vectors, nearest, recommend, save_vectors, write_vectors
+from contrastkit.methods.base import StepOutput
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
-from contrastkit.runs import load_run_checkpoint
-from contrastkit.tasks.base import RunContext, Task, get_task, register_task
-from contrastkit.tasks.recsys import (
-    DATA_DIR,
-    RecsysConfig,
-    evaluate_split,
-    load_data,
-    save_embeddings,
-    split_protocol,
+from contrastkit.runs import load_run_weights
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
+from contrastkit.train import (
+    Clock,
+    GradientStep,
+    OptimConfig,
+    TrainConfig,
+    Training,
+    autocast_dtype,
+    peak_lr,
 )
-from contrastkit.train import TrainSummary
 
 SOURCES: tuple[str, ...] = ("text", "interactions")
 ORDERS: tuple[str, ...] = ("time", "set")
@@ -109,138 +113,68 @@ def history_scorer(inputs: Tensor, outputs: Tensor, train: np.ndarray, n_users: 
     return torch.cat([users / counts, torch.ones(n_users, 1)], 1), torch.cat([outputs, log_p], 1)
 
 
-@register_task
-class SequencesTask(Task):
-    """Token embeddings from sequences: word2vec on text, item2vec on interaction histories."""
+# ----------------------------------------------------------------------------- the step
 
-    name = "sequences"
-    sections: ClassVar[dict[str, type]] = {"sequences": SequencesConfig, "recsys": RecsysConfig}
-    default_method = "skipgram"
-    unit = "tokens"
 
-    # ------------------------------------------------------------------ training
+def plain_sgd(optim: OptimConfig, train: TrainConfig, device: torch.device) -> bool:
+    """Whether the optimiser is word2vec's plain SGD (no momentum, weight decay or clipping) in
+    full precision: then :class:`SkipGramSGDStep` applies it by hand."""
+    plain = optim.name == "sgd" and optim.momentum == 0 and optim.weight_decay == 0 and not optim.grad_clip
+    return plain and autocast_dtype(train.precision, device) is None
 
-    def data(self, ctx: RunContext) -> dict[str, Any]:
-        if ctx.world_size > 1:
-            raise UserError("task sequences trains in one process; run it without --nproc / torchrun")
-        s: SequencesConfig = ctx.cfg.sequences
-        folder = ctx.run_dir / DATA_DIR
-        if s.source == "interactions":
-            interactions = InteractionData.load(folder) if ctx.resume and folder.is_dir() else load_data(ctx.cfg)
-            if not ctx.resume:
-                interactions.save(folder)
-            if s.order == "time" and interactions.train_time is None:
-                raise UserError("sequences.order=time needs timestamps (recsys.time_column); or use sequences.order=set")
-            times = interactions.train_time if s.order == "time" else None
-            corpus = corpus_from_histories(interactions.train, times, interactions.n_items, interactions.item_ids)
-            return {"corpus": corpus, "interactions": interactions}
-        if ctx.resume and folder.is_dir():
-            return {"corpus": TokenCorpus.load(folder), "interactions": None}
-        if not s.text_file:
-            # checked here, not at load: the shipped recipe names no file and is completed with --set
-            raise UserError("sequences.source text needs sequences.text_file (a .txt file, sick:SPLIT or FILE.csv#column)")
-        sentences = text_sentences(s.text_file, tokenizer=s.tokenizer, lowercase=s.lowercase, data_root=s.data_root)
-        corpus = corpus_from_sentences(sentences, min_count=s.min_count, max_vocab=s.max_vocab)
-        corpus.save(folder)
-        return {"corpus": corpus, "interactions": None}
 
-    def model(self, ctx: RunContext, data: dict[str, Any]) -> nn.Module:
-        corpus: TokenCorpus = data["corpus"]
-        loader = self._loader(ctx, corpus)
-        return get_method(ctx.cfg.method.name, self.name).build(
-            ctx.cfg.method, vocab_size=len(corpus.vocab), log_noise=loader.log_noise
-        )
+class SkipGramSGDStep:
+    """word2vec's update: plain SGD at the scheduled learning rate with hand-written sparse
+    gradients (:meth:`SkipGram.sgd_step`: gathers and scatter-adds, no autograd), the same update
+    as autograd and ``torch.optim.SGD``, several times faster."""
 
-    def _loader(self, ctx: RunContext, corpus: TokenCorpus) -> SkipGramLoader:
-        m: Any = ctx.cfg.method  # the skip-gram options (window, negatives, sampling)
-        s: SequencesConfig = ctx.cfg.sequences
-        return SkipGramLoader(
-            corpus, batch_size=ctx.cfg.train.batch_size, window=m.window, negatives=m.negatives, sample=m.sample,
-            noise_power=m.noise_power, dynamic_window=m.dynamic_window, shared_negatives=m.shared_negatives,
-            shuffle_sentences=s.source == "interactions" and s.order == "set", seed=ctx.cfg.train.seed, device=ctx.device,
-        )
+    def __init__(self, model: nn.Module, optim: OptimConfig, train: TrainConfig, *, device: torch.device) -> None:
+        self.model = model.to(device)
+        self.lr = peak_lr(optim, train.batch_size)
 
-    def loader(self, ctx: RunContext, data: dict[str, Any], model: nn.Module) -> SkipGramLoader:
-        return self._loader(ctx, data["corpus"])
+    def __call__(self, batch: dict[str, Any], clock: Clock) -> StepOutput:
+        lr = self.lr * clock.lr_factor
+        model: Any = self.model
+        loss = model.sgd_step(batch, lr)
+        model.on_step_end(clock.step, clock.schedule_total)
+        pairs = max(int(batch["contexts"].numel()), 1)
+        return StepOutput(loss, {"loss": loss.double() / pairs, "pairs": float(pairs), "lr": lr})
 
-    def describe(self, ctx: RunContext, data: dict[str, Any]) -> str:
-        corpus: TokenCorpus = data["corpus"]
-        what = "histories" if data["interactions"] is not None else "sentences"
-        return (
-            f"training {ctx.cfg.method.name} on {corpus.tokens.size} tokens in {corpus.offsets.size - 1} {what}, "
-            f"vocabulary {len(corpus.vocab)}, on {ctx.device}"
-        )
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict()}
 
-    def after_training(self, ctx: RunContext, data: dict[str, Any], model: nn.Module, summary: TrainSummary) -> dict[str, Any]:
-        if ctx.is_main:
-            corpus: TokenCorpus = data["corpus"]
-            vectors = model.vectors()  # type: ignore[operator]
-            np.savez(ctx.run_dir / VECTORS_FILE, vectors=vectors.numpy(), tokens=np.asarray(corpus.vocab), counts=corpus.counts)
-            interactions: InteractionData | None = data["interactions"]
-            if interactions is not None:  # user / item vectors for embed, export, recommend (with or without eval)
-                outputs = model.state_dict()["output.weight"].detach().float()
-                users, items = history_scorer(vectors, outputs, interactions.train, interactions.n_users)
-                save_embeddings(ctx.run_dir, users, items)
-        return {}
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
 
-    # ------------------------------------------------------------------ reload
 
-    def _vectors(self, run_dir: Path, cfg: Config) -> tuple[Tensor, TokenCorpus | None, InteractionData | None]:
-        """The trained input vectors and the corpus (text) or the interaction split (interactions)."""
-        folder = Path(run_dir) / DATA_DIR
-        vectors = self._weights(run_dir)[0]
-        if cfg.sequences.source == "interactions":
-            return vectors, None, InteractionData.load(folder)
-        return vectors, TokenCorpus.load(folder), None
+# ----------------------------------------------------------------------------- the runs
 
-    @staticmethod
-    def _weights(run_dir: Path) -> tuple[Tensor, Tensor]:
-        state = load_run_checkpoint(run_dir)["model"]
-        return state["input.weight"].float(), state["output.weight"].float()
 
-    # ------------------------------------------------------------------ evaluation
+class SequencesRun(TrainedRun):
+    """A skip-gram run: its input and output vectors."""
 
-    def evaluate(self, run_dir: Path, cfg: Config, *, verbose: bool = True) -> dict[str, Any]:
-        from contrastkit.tasks.runner import setup_runtime
+    def weights(self) -> tuple[Tensor, Tensor]:
+        """The trained input and output vectors of every token (V, D)."""
 
-        device = setup_runtime(cfg, distributed=False)
+        def build() -> tuple[Tensor, Tensor]:
+            state = load_run_weights(self.path)
+            return state["input.weight"].float(), state["output.weight"].float()
+
+        return self.cached("weights", build)
+
+
+class WordVectorsRun(SequencesRun):
+    """word2vec on a text: token vectors, their nearest neighbours, word-pair similarity."""
+
+    kind = "text (word2vec)"
+
+    def corpus(self) -> TokenCorpus:
+        return self.cached("corpus", lambda: TokenCorpus.load(self.path / DATA_DIR))
+
+    def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
         t0 = time.perf_counter()
-        vectors, corpus, interactions = self._vectors(run_dir, cfg)
-        if interactions is not None:
-            outputs = self._weights(run_dir)[1]
-            out = self._evaluate_ranking(run_dir, cfg, vectors, outputs, interactions, device)
-        else:
-            assert corpus is not None
-            out = self._evaluate_text(cfg, vectors, corpus)
-        out["seconds"] = time.perf_counter() - t0
-        if verbose:
-            print(f"evaluated {run_dir} in {out['seconds']:.1f}s", flush=True)
-        return out
-
-    def _evaluate_ranking(
-        self, run_dir: Path, cfg: Config, items: Tensor, outputs: Tensor, data: InteractionData, device: torch.device
-    ) -> dict[str, Any]:
-        from contrastkit.evaluate.ranking import embedding_scorer, popularity_scorer
-
-        users, items_out = history_scorer(items, outputs, data.train, data.n_users)
-        save_embeddings(run_dir, users, items_out)
-        scorers = {cfg.method.name: embedding_scorer(users, items_out), "popularity": popularity_scorer(data.item_popularity())}
-        r: RecsysConfig = cfg.recsys
-        out: dict[str, Any] = {
-            "model": cfg.method.name,
-            "protocol": (
-                f"{split_protocol(r)}; full ranking over "
-                f"{data.n_items} items; score = mean over the user's train items of in·out + log P(item); train "
-                "items masked (and valid items on test)"
-            ),
-            "data": data.stats,
-        }
-        for split in ("test", "valid"):
-            out[split] = {name: evaluate_split(s, data, cfg, split, device) for name, s in scorers.items()}
-        return out
-
-    def _evaluate_text(self, cfg: Config, vectors: Tensor, corpus: TokenCorpus) -> dict[str, Any]:
-        s: SequencesConfig = cfg.sequences
+        s: SequencesConfig = self.config.sequences
+        vectors, corpus = self.weights()[0], self.corpus()
         out: dict[str, Any] = {"vocabulary": len(corpus.vocab), "tokens": int(corpus.tokens.size)}
         where = {t: i for i, t in enumerate(corpus.vocab)}
         if s.similarity_file:
@@ -257,26 +191,15 @@ class SequencesTask(Task):
             out["similarity"] = {**res, "file": s.similarity_file, "coverage": len(rows) / len(scores)}
         if s.neighbours:
             out["neighbours"] = {
-                t: [{"item": r["item"], "score": r["score"]} for r in self._nearest(vectors, corpus.vocab, where[t], 5)]
+                t: [{"item": corpus.vocab[j], "score": v} for j, v in nearest(vectors, where[t], 5)]
                 for t in s.neighbours if t in where
             }
+        out["seconds"] = time.perf_counter() - t0
+        if verbose:
+            print(f"evaluated {self.path} in {out['seconds']:.1f}s", flush=True)
         return out
 
-    @staticmethod
-    def _nearest(vectors: Tensor, names: list[str], i: int, k: int) -> list[dict[str, Any]]:
-        """The k rows closest to row i by cosine: {"item", "score", "index"}."""
-        normed = torch.nn.functional.normalize(vectors, dim=1)
-        sims = normed @ normed[i]
-        sims[i] = -torch.inf
-        top = torch.topk(sims, min(k, len(names) - 1))
-        return [
-            {"item": names[j], "score": float(v), "index": j}
-            for v, j in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-        ]
-
     def results_table(self, ev: dict[str, Any]) -> str:
-        if "test" in ev:  # item2vec: the recommenders' table
-            return get_task("recsys").results_table(ev)
         lines = [f"vocabulary {ev.get('vocabulary')} tokens, corpus {ev.get('tokens')} tokens"]
         sim = ev.get("similarity")
         if sim:
@@ -289,47 +212,149 @@ class SequencesTask(Task):
             lines.append(f"  {token}: " + ", ".join(f"{r['item']} {r['score']:.2f}" for r in rows))
         return "\n".join(lines)
 
-    # ------------------------------------------------------------------ use
-
-    def embed(self, run_dir: Path, cfg: Config, spec: str | None, out: Path, *, batch_size: int) -> tuple[int, int]:
-        """Text: all token vectors → .npz (vectors, tokens, counts); interactions: as a recsys run."""
-        if cfg.sequences.source == "interactions":
-            return get_task("recsys").embed(run_dir, cfg, spec, out, batch_size=batch_size)
+    def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
+        """All token vectors → .npz (vectors, tokens, counts)."""
         if spec not in (None, "all", "tokens"):
             raise UserError(f"--data {spec!r}: a text sequences run exports all its token vectors (--data tokens)")
-        vectors, corpus, _ = self._vectors(run_dir, cfg)
-        assert corpus is not None
         if out.suffix != ".npz":
             raise UserError(f"--out {str(out)!r}: token vectors and their tokens go into one .npz file; name it *.npz")
+        vectors, corpus = self.weights()[0], self.corpus()
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, vectors=vectors.numpy(), tokens=np.asarray(corpus.vocab), counts=corpus.counts)
         return int(vectors.shape[0]), int(vectors.shape[1])
 
-    def interaction_data(self, run_dir: Path, cfg: Config) -> InteractionData | None:
-        """The interaction split of an item2vec run (None for text), for ``contrastkit serve``."""
-        if cfg.sequences.source != "interactions":
-            return None
-        return InteractionData.load(Path(run_dir) / DATA_DIR)
+    def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]:
+        """The k tokens closest to ``item`` by cosine of their vectors."""
+        corpus = self.corpus()
+        token = item.lower() if self.config.sequences.lowercase else item
+        rows = nearest(self.weights()[0], corpus.index(token), k)
+        return [{"item": corpus.vocab[j], "score": v, "title": ""} for j, v in rows]
 
-    def recommend(self, run_dir: Path, user: str, k: int = 10) -> list[dict[str, Any]]:
-        """Top-k items for a user of an item2vec run (the user's vector: their history's mean)."""
-        from contrastkit.runs import read_run_config
 
-        if read_run_config(run_dir).sequences.source != "interactions":
-            raise UserError("this sequences run learned from text; recommend needs sequences.source interactions")
-        out: list[dict[str, Any]] = get_task("recsys").recommend(run_dir, user, k)  # type: ignore[attr-defined]
+class ItemVectorsRun(SequencesRun):
+    """item2vec on interaction histories: item vectors, users as their histories, recommendations."""
+
+    kind = "interactions (item2vec)"
+    scoring = "score = mean over the user's train items of in·out + log P(item); "
+
+    def interactions(self) -> InteractionData:
+        return self.cached("split", lambda: saved_split(self.path))
+
+    def vectors(self) -> tuple[Tensor, Tensor]:
+        """User and item vectors whose dot product scores an item for a user (:func:`history_scorer`)."""
+
+        def build() -> tuple[Tensor, Tensor]:
+            saved = load_vectors(self.path)
+            if saved is not None:
+                return saved
+            data, (inputs, outputs) = self.interactions(), self.weights()
+            users, items = history_scorer(inputs, outputs, data.train, data.n_users)
+            save_vectors(self.path, users, items)
+            return users, items
+
+        return self.cached("vectors", build)
+
+    def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        data, (inputs, outputs) = self.interactions(), self.weights()
+        users, items = history_scorer(inputs, outputs, data.train, data.n_users)
+        save_vectors(self.path, users, items)
+        out = evaluate_recommender(self.config.method.name, embedding_scorer(users, items), data, self.config.recsys,
+                                   self.device, scoring=self.scoring)
+        out["seconds"] = time.perf_counter() - t0
+        if verbose:
+            print(f"evaluated {self.path} in {out['seconds']:.1f}s", flush=True)
         return out
 
-    def similar(self, run_dir: Path, item: str, k: int = 10) -> list[dict[str, Any]]:
-        """The k tokens (or items, with their titles) closest to ``item`` by cosine of their vectors."""
-        from contrastkit.runs import read_run_config
+    def results_table(self, ev: dict[str, Any]) -> str:
+        return ranking_table(ev)
 
-        cfg = read_run_config(run_dir)
-        vectors, corpus, interactions = self._vectors(run_dir, cfg)
-        if interactions is not None:
-            rows = self._nearest(vectors, interactions.item_ids, interactions.item_index(item), k)
-            return [{**r, "title": interactions.title(r.pop("index"))} for r in rows]
-        assert corpus is not None
-        token = item.lower() if cfg.sequences.lowercase else item
-        rows = self._nearest(vectors, corpus.vocab, corpus.index(token), k)
-        return [{"item": r["item"], "score": r["score"], "title": ""} for r in rows]
+    def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
+        """User and / or item vectors (``--data users|items|all``), as for a recsys run."""
+        users, items = self.vectors()
+        return write_vectors(self.interactions(), users, items, spec, out)
+
+    def recommend(self, user: str, k: int = 10) -> list[dict[str, Any]]:
+        """Top-k items for a user (the user's vector: their history's), seen items excluded."""
+        users, items = self.vectors()
+        return recommend(self.interactions(), users, items, user, k)
+
+    def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]:
+        """The k items closest to ``item`` by cosine of their input vectors, with their titles."""
+        data = self.interactions()
+        rows = nearest(self.weights()[0], data.item_index(item), k)
+        return [{"item": data.item_ids[j], "score": v, "title": data.title(j)} for j, v in rows]
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+@register_task
+class SequencesTask(Task):
+    """Token embeddings from sequences: word2vec on text, item2vec on interaction histories."""
+
+    name = "sequences"
+    sections: ClassVar[dict[str, type | None]] = {"sequences": SequencesConfig, "recsys": RecsysConfig}
+    unread: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("channels_last", "sync_batchnorm"),
+        "eval": ("baselines", "plots", "batch_size"),
+    }
+    default_method = "skipgram"
+    runs = (WordVectorsRun, ItemVectorsRun)
+
+    def load(self, run_dir: Path) -> TrainedRun:
+        cls = ItemVectorsRun if self.cfg.sequences.source == "interactions" else WordVectorsRun
+        return cls(Path(run_dir), self.cfg)
+
+    def _corpus(self, ctx: RunContext) -> tuple[TokenCorpus, InteractionData | None]:
+        s: SequencesConfig = ctx.cfg.sequences
+        folder = ctx.run_dir / DATA_DIR
+        if s.source == "interactions":
+            interactions = run_split(ctx.run_dir, ctx.cfg.recsys, ctx.cfg.train.seed, resume=ctx.resume)
+            if s.order == "time" and interactions.train_time is None:
+                raise UserError("sequences.order=time needs timestamps (recsys.time_column); or use sequences.order=set")
+            times = interactions.train_time if s.order == "time" else None
+            return corpus_from_histories(interactions.train, times, interactions.n_items, interactions.item_ids), interactions
+        if ctx.resume and folder.is_dir():
+            return TokenCorpus.load(folder), None
+        if not s.text_file:
+            # checked here, not at load: the shipped recipe names no file and is completed with --set
+            raise UserError("sequences.source text needs sequences.text_file (a .txt file, sick:SPLIT or FILE.csv#column)")
+        sentences = text_sentences(s.text_file, tokenizer=s.tokenizer, lowercase=s.lowercase, data_root=s.data_root)
+        corpus = corpus_from_sentences(sentences, min_count=s.min_count, max_vocab=s.max_vocab)
+        corpus.save(folder)
+        return corpus, None
+
+    def training(self, ctx: RunContext) -> Training:
+        if ctx.world_size > 1:
+            raise UserError("task sequences trains in one process; run it without --nproc / torchrun")
+        cfg = ctx.cfg
+        m: Any = cfg.method  # the skip-gram options (window, negatives, sampling)
+        self.corpus, self.interactions = self._corpus(ctx)
+        s: SequencesConfig = cfg.sequences
+        loader = SkipGramLoader(
+            self.corpus, batch_size=cfg.train.batch_size, window=m.window, negatives=m.negatives, sample=m.sample,
+            noise_power=m.noise_power, dynamic_window=m.dynamic_window, shared_negatives=m.shared_negatives,
+            shuffle_sentences=s.source == "interactions" and s.order == "set", seed=cfg.train.seed, device=ctx.device,
+        )
+        model = self.model = get_method(m.name, self.name).build(m, vocab_size=len(self.corpus.vocab), log_noise=loader.log_noise)
+        step = (SkipGramSGDStep if plain_sgd(cfg.optim, cfg.train, ctx.device) else GradientStep)(model, cfg.optim, cfg.train, device=ctx.device)
+        return Training(step, loader, unit="tokens")
+
+    def describe(self, ctx: RunContext) -> str:
+        what = "histories" if self.interactions is not None else "sentences"
+        return (
+            f"training {ctx.cfg.method.name} on {self.corpus.tokens.size} tokens in {self.corpus.offsets.size - 1} {what}, "
+            f"vocabulary {len(self.corpus.vocab)}, on {ctx.device}"
+        )
+
+    def after_training(self, ctx: RunContext, summary: Any) -> dict[str, Any]:
+        if ctx.is_main:
+            vectors = self.model.vectors()  # type: ignore[operator]
+            np.savez(ctx.run_dir / VECTORS_FILE, vectors=vectors.numpy(), tokens=np.asarray(self.corpus.vocab),
+                     counts=self.corpus.counts)
+            if self.interactions is not None:  # user / item vectors for embed, export, recommend (with or without eval)
+                outputs = self.model.state_dict()["output.weight"].detach().float()
+                users, items = history_scorer(vectors, outputs, self.interactions.train, self.interactions.n_users)
+                save_vectors(ctx.run_dir, users, items)
+        return {}

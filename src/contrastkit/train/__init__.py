@@ -1,4 +1,5 @@
-"""The generic trainer: loop, optimisers and schedules, checkpoints."""
+"""The one training loop (:class:`Trainer`), the steps it runs, optimisers and schedules,
+checkpoints, loggers, progress and the runtime (device, seeds, processes)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,36 @@ from contrastkit.train.checkpoint import (
     load_latest_checkpoint,
     save_safetensors,
 )
-from contrastkit.train.optim import LARS, build_optimizer, lr_factor
+from contrastkit.train.optim import LARS, build_optimizer, lr_factor, peak_lr
 from contrastkit.train.options import OptimConfig, TrainConfig
+from contrastkit.train.runtime import autocast_dtype, peak_memory_mb, resolve_device, setup_runtime
+from contrastkit.train.steps import GradientStep
 from contrastkit.train.trainer import (
+    Batches,
+    Callback,
+    Clock,
+    Step,
+    StepResult,
     Trainer,
-    TrainerOptions,
+    Training,
     TrainingDiverged,
     TrainSummary,
-    autocast_dtype,
-    resolve_device,
 )
 
 __all__ = [
     "LARS",
+    "Batches",
+    "Callback",
     "CheckpointWriteError",
+    "Clock",
+    "GradientStep",
     "OptimConfig",
+    "Step",
+    "StepResult",
     "TrainConfig",
     "TrainSummary",
     "Trainer",
-    "TrainerOptions",
+    "Training",
     "TrainingDiverged",
     "atomic_save",
     "autocast_dtype",
@@ -35,6 +47,9 @@ __all__ = [
     "load_checkpoint",
     "load_latest_checkpoint",
     "lr_factor",
+    "peak_lr",
+    "peak_memory_mb",
     "resolve_device",
     "save_safetensors",
+    "setup_runtime",
 ]

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from contrastkit.errors import UserError
 
-LOG_FIELDS = ["step", "epoch", "loss", "lr", "images_per_sec", "elapsed_sec"]
+LOG_FIELDS = ["step", "epoch", "loss", "lr"]  # then the throughput (<unit>_per_sec), elapsed_sec, the rest
 TRACKERS_FILE = "trackers.json"
 INSTALL_HINT = "pip install 'contrastkit[trackers]'"
 _MODULES = {"mlflow": "mlflow", "wandb": "wandb"}  # logger → module it needs beyond the core
@@ -103,6 +103,24 @@ def _save_tracker_id(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- csv
 
 
+def truncate_csv(path: Path, step: int) -> list[str]:
+    """Drop the rows of a log CSV (with a ``step`` column) after ``step``: after a resume those
+    steps are redone. Returns its columns ([] when there is no file)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        fields = list(reader.fieldnames or [])
+    kept = [r for r in rows if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
+    if len(kept) < len(rows):
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+    return fields
+
+
 class CsvLogger:
     """train_log.csv: one row per log step; columns fixed by the first row (extra keys of later
     rows are dropped)."""
@@ -115,15 +133,7 @@ class CsvLogger:
 
     def _truncate(self, step: int) -> None:
         """After a resume, drop rows written after the checkpoint (they will be redone)."""
-        with self.path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            self.fields = list(reader.fieldnames or LOG_FIELDS)
-        kept = [r for r in rows if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields)
-            writer.writeheader()
-            writer.writerows(kept)
+        self.fields = truncate_csv(self.path, step) or list(LOG_FIELDS)
 
     def log_params(self, config: dict[str, Any]) -> None:
         """Nothing: the config is the run folder's config.yaml."""
@@ -132,7 +142,9 @@ class CsvLogger:
         row = {"step": step, **metrics}
         new = not self.path.exists()
         if new:
-            self.fields = LOG_FIELDS + sorted(k for k in row if k not in LOG_FIELDS)
+            rates = sorted(k for k in row if k.endswith("_per_sec"))
+            first = [k for k in [*LOG_FIELDS, *rates, "elapsed_sec"] if k in row]
+            self.fields = first + sorted(k for k in row if k not in first)
         elif not self.fields:
             with self.path.open(newline="") as handle:
                 self.fields = next(csv.reader(handle), LOG_FIELDS)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.errors import check_choice
+from contrastkit.train.options import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):
@@ -102,6 +103,12 @@ def build_optimizer(
             g.pop("lars")
         return torch.optim.AdamW(groups, lr=lr)
     return LARS(groups, lr=lr, momentum=momentum)
+
+
+def peak_lr(optim: OptimConfig, batch_size: int) -> float:
+    """The peak learning rate: ``optim.lr``, times batch / 256 with ``optim.scale_lr_by_batch``
+    (the linear scaling rule)."""
+    return optim.lr * batch_size / 256 if optim.scale_lr_by_batch else optim.lr
 
 
 def lr_factor(

@@ -1,9 +1,13 @@
-"""The one generic training loop: any method with `training_step(batch) -> StepOutput`.
+"""The one training loop. Every task trains through it: a task hands it a :class:`Training`
+(a step, the batches it runs on, callbacks and the unit of its throughput) and the loop owns the
+rest: the step count, epochs and the time budget; the learning-rate schedule's clock; SIGTERM /
+SIGUSR1 / SIGINT → checkpoint → exit 75; loggers; the check for a non-finite loss; progress;
+periodic and final checkpoints of every stateful part (the step's model and optimisers, the
+batches' random streams, the callbacks, the RNG) in one atomic file; exact resume.
 
-Handles the optimiser and warm-up + cosine schedule, mixed precision, channels_last, gradient
-clipping, progress (tqdm), logs (``train.loggers``: CSV, TensorBoard, mlflow, W&B; see
-:mod:`contrastkit.train.loggers`), atomic checkpoints and exact resume, and stops cleanly on a
-non-finite loss.
+The loop never waits for the device on a step that does not log: a step's loss and logs stay
+tensors; they are turned into numbers, the loss checked and the diagnostics computed only on a
+logged step (``train.log_every``), and before a checkpoint is written.
 """
 
 from __future__ import annotations
@@ -11,17 +15,15 @@ from __future__ import annotations
 import math
 import re
 import signal
-import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import nn
-from tqdm import tqdm
+from torch import Tensor
 
 from contrastkit.negatives.distributed import world
 from contrastkit.train.checkpoint import (
@@ -31,7 +33,7 @@ from contrastkit.train.checkpoint import (
     load_latest_checkpoint,
 )
 from contrastkit.train.loggers import Loggers, check_installed
-from contrastkit.train.optim import build_optimizer, lr_factor
+from contrastkit.train.optim import lr_factor
 from contrastkit.train.options import OptimConfig, TrainConfig
 from contrastkit.train.preemption import (
     DistributedFailure,
@@ -39,59 +41,96 @@ from contrastkit.train.preemption import (
     PreemptionHandler,
     is_communication_failure,
 )
+from contrastkit.train.progress import Progress
+from contrastkit.train.runtime import peak_memory_mb
 
-CHECKPOINT_FORMAT = "contrastkit-checkpoint-v1"
+CHECKPOINT_FORMAT = "contrastkit-checkpoint-v2"
+LEGACY_STEP_KEYS = ("model", "optimizer", "scaler")  # v1 checkpoints kept the step's state at the top
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+# ----------------------------------------------------------------------------- what a task supplies
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for full precision; bf16 by default on CUDA."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "fp16":
-        return torch.float16
-    return torch.bfloat16
+@dataclass(frozen=True)
+class Clock:
+    """Where training stands when a step runs: what a step's schedules need."""
+
+    step: int  # steps done before this one
+    total: int  # steps planned
+    schedule_total: int  # the total as schedules should see it (under a time budget: the expected steps)
+    lr_factor: float  # of the peak learning rate: warm-up and decay (optim.schedule)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: allocated GPU memory on CUDA, else the peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
+class StepResult(Protocol):
+    """What a step returns (a method's ``StepOutput``): the loss, logs as tensors or numbers,
+    and optionally diagnostics computed only on logged steps."""
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    @property
+    def loss(self) -> Tensor | None: ...  # None: the step has no loss to report (yet)
+
+    @property
+    def logs(self) -> dict[str, Any]: ...
+
+    @property
+    def diagnostics(self) -> Callable[[], dict[str, float]] | None: ...
+
+
+class Step(Protocol):
+    """One update of a task's model(s) from one batch, and its state for checkpoints."""
+
+    def __call__(self, batch: Any, clock: Clock, /) -> StepResult: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Batches(Protocol):
+    """Where a step's batches come from: ``len()`` steps per epoch, ``batches(epoch, start)``
+    (deterministic in the epoch, from the ``start``-th batch on), how many units a batch holds,
+    and the state of its random streams."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Any]: ...
+
+    def units(self, batch: Any) -> int: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Callback:
+    """Called after every step; ``logs`` (numbers) only on logged steps, else None. Its state is
+    saved in the run's checkpoint with everything else, so a resumed run continues it."""
+
+    def on_start(self, trainer: Trainer) -> None:
+        """Once before the first step of this process (after a resume: the restored state)."""
+
+    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+        """After step ``trainer.step``; may call ``trainer.stop(reason)`` or ``trainer.request_checkpoint()``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
 
 
 @dataclass
-class TrainerOptions:
-    """Loop settings: the recipe's optim and train sections, whether to show progress, and the
-    whole config (stored in every checkpoint)."""
+class Training:
+    """A task's training, as the loop runs it."""
 
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    progress: bool = True
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def lr(self) -> float:
-        """The peak learning rate, scaled by batch / 256 with optim.scale_lr_by_batch."""
-        lr = self.optim.lr
-        return lr * self.train.batch_size / 256 if self.optim.scale_lr_by_batch else lr
+    step: Step
+    batches: Batches
+    unit: str = "samples"  # what the throughput counts: images, texts, tokens, env steps, ...
+    callbacks: list[Callback] = field(default_factory=list)
+    epochs: bool = True  # whether epochs mean something (False: one epoch is the whole run)
 
 
 @dataclass
@@ -101,89 +140,75 @@ class TrainSummary:
     steps: int
     epochs_done: float
     seconds: float
-    images_per_sec: float
+    throughput: float  # units per second
+    unit: str
     final_loss: float
     stopped_by: str
     peak_memory_mb: float = 0.0
     collapsed_at_step: int | None = None
 
 
-def _batch_rows(batch: dict[str, Any], default: int) -> int:
-    """Samples in a batch (for the throughput): the first view's rows, the users of a
-    recommendation batch, the corpus tokens of a skip-gram batch, else the loader's batch size."""
-    if "tokens" in batch:
-        return int(batch["tokens"])
-    if "views" in batch:
-        return int(batch["views"][0].shape[0])
-    if "users" in batch:
-        return len(batch["users"])
-    return default
-
-
-class _TrainingStep(nn.Module):
-    """The method's training step as a forward pass, for DistributedDataParallel's hooks."""
-
-    def __init__(self, method: nn.Module) -> None:
-        super().__init__()
-        self.method = method
-
-    def forward(self, batch: dict[str, Any]) -> Any:
-        return self.method.training_step(batch)  # type: ignore[operator]
+# ----------------------------------------------------------------------------- the loop
 
 
 class Trainer:
-    """Train `model` on batches from `loader`, writing logs and checkpoints into `run_dir`.
-
-    ``model``: an nn.Module with ``training_step(batch) -> StepOutput`` and ``on_step_end(step,
-    total_steps)``. ``loader``: ``len()`` (steps per epoch), ``batch_size``, ``batches(epoch,
-    start)`` (the batches of an epoch from the ``start``-th on, deterministic in the epoch), and
-    ``state_dict()`` / ``load_state_dict()`` for exact resume.
-    """
+    """Run a :class:`Training` for the steps (or minutes) of ``train``, logging into and
+    checkpointing to ``run_dir``. ``optim`` gives the learning-rate schedule's shape (a step
+    that has no schedule ignores :attr:`Clock.lr_factor`); ``config`` is stored in every
+    checkpoint and given to the loggers."""
 
     def __init__(
         self,
-        model: nn.Module,
-        loader: Any,
+        training: Training,
         run_dir: Path,
-        options: TrainerOptions,
+        train: TrainConfig,
         *,
         device: torch.device,
-        callbacks: list[Callable[[int, dict[str, float]], None]] | None = None,
+        optim: OptimConfig | None = None,
+        config: dict[str, Any] | None = None,
+        progress: bool = True,
     ) -> None:
-        self.model = model.to(device)
+        check_installed(train.loggers)
+        self.training = training
+        self.step_fn, self.loader, self.callbacks = training.step, training.batches, list(training.callbacks)
+        self.run_dir = Path(run_dir)
+        self.cfg, self.optim = train, optim or OptimConfig()
+        self.config = config or {}
+        self.device = device
+        self.show_progress = progress and train.progress
         self.rank, self.world_size = world()
         self.is_main = self.rank == 0
-        # under torchrun: DistributedDataParallel around the method's training step
-        self.step_module: nn.Module | None = None
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.step_module = DistributedDataParallel(
-                _TrainingStep(self.model), device_ids=[device.index] if device.type == "cuda" else None
-            )
-        check_installed(options.train.loggers)
-        self.loader = loader
-        self.run_dir = Path(run_dir)
-        self.opt = options
-        self.device = device
-        self.callbacks = callbacks or []
-        self.optimizer = build_optimizer(
-            model, options.optim.name, options.lr, options.optim.weight_decay, options.optim.momentum
-        )
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.amp_dtype = autocast_dtype(options.train.precision, device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
+        self.step = self.epoch = self.batch_in_epoch = 0
         self.elapsed = 0.0
-        self.stop_reason: str | None = None  # set by a callback (e.g. early stopping) to end fit()
-        steps_per_epoch = len(loader)
-        self.total_steps = options.train.max_steps or options.train.epochs * steps_per_epoch
+        self.steps_per_epoch = len(self.loader)
+        epochs = train.epochs if training.epochs else 1  # without epochs, one pass over the batches is the run
+        self.total_steps = train.max_steps or epochs * self.steps_per_epoch
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
-        if options.train.compile:
-            for module in self.model.children():
-                module.compile()
+        self.stop_reason: str | None = None
+        self._checkpoint_now = False
+        self._pending: list[Tensor] = []  # losses since the last check for non-finite values
+        self.units_done = 0  # units trained on by this process's steps (all ranks)
+        self._last: StepResult | None = None
+
+    # -------------------------------------------------------------------- what callbacks use
+
+    def stop(self, reason: str) -> None:
+        """End training after this step (e.g. ``early_stopping``); a final checkpoint is written."""
+        self.stop_reason = reason
+
+    def request_checkpoint(self) -> None:
+        """Write a checkpoint after this step's callbacks (e.g. after a validation)."""
+        self._checkpoint_now = True
+
+    def last_loss(self) -> float:
+        """The loss of the last step as a number (its ``loss`` log where the step reports one,
+        e.g. per pair; waits for the device)."""
+        if self._last is None:
+            return float("nan")
+        value = self._last.logs.get("loss", self._last.loss)
+        if value is None:
+            return float("nan")
+        return float(value.detach()) if isinstance(value, Tensor) else float(value)
 
     # -------------------------------------------------------------------- state
 
@@ -195,20 +220,21 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch,
             "elapsed": self.elapsed,
             "total_steps": self.total_steps,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "state": self.step_fn.state_dict(),
             "loader": self.loader.state_dict(),
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
             "torch_rng": torch.get_rng_state(),
-            "config": self.opt.config,
+            "config": self.config,
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
     def save_checkpoint(self) -> None:
-        """Atomic checkpoint by rank 0, the one before it kept as previous.pt; under DDP every
-        rank's loader and RNG state go into it, and every rank learns whether it was written."""
+        """Atomic checkpoint by rank 0 (the one before it kept as previous.pt) after checking that
+        no loss since the last check was NaN; under DDP every rank's loader and RNG state go into
+        it, and every rank learns whether it was written."""
+        self._check_finite()
         state = self.state_dict()
         if self.world_size > 1:
             import torch.distributed as dist
@@ -235,14 +261,15 @@ class Trainer:
 
     def load_checkpoint(self, path: Path | None = None) -> None:
         """Restore from ``path``, or from the run's newest readable checkpoint (last.pt, else
-        previous.pt with a warning)."""
+        previous.pt with a warning). A checkpoint of an older contrastkit (v1) resumes too."""
         if path is None:
             state, _ = load_latest_checkpoint(self.checkpoint_path.parent, map_location=self.device)
         else:
             state = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        step_state = state.get("state") or {k: state[k] for k in LEGACY_STEP_KEYS if k in state}
+        self.step_fn.load_state_dict(step_state)
+        for callback, saved in zip(self.callbacks, state.get("callbacks") or [], strict=False):
+            callback.load_state_dict(saved)
         saved_world = int(state.get("world_size", 1))
         if saved_world == self.world_size:
             own = state["ranks"][self.rank] if "ranks" in state else state
@@ -265,78 +292,48 @@ class Trainer:
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.elapsed = float(state["elapsed"])
 
-    # -------------------------------------------------------------------- logs
-
-    def _loggers(self) -> Loggers:
-        """The configured loggers (rank 0 only), continuing from the current step (after a
-        resume, the CSV rows and TensorBoard events past the checkpoint are dropped)."""
-        if not self.is_main:
-            return Loggers([])
-        return Loggers.open(self.opt.train.loggers, self.run_dir, start_step=self.step, config=self.opt.config)
-
-    # -------------------------------------------------------------------- loop
+    # -------------------------------------------------------------------- schedule and budget
 
     def _progress(self) -> float:
         frac = self.step / max(self.total_steps, 1)
-        if self.opt.train.time_budget_minutes:
-            frac = max(frac, self.elapsed / (60.0 * self.opt.train.time_budget_minutes))
+        if self.cfg.time_budget_minutes:
+            frac = max(frac, self.elapsed / (60.0 * self.cfg.time_budget_minutes))
         return frac
 
-    def _set_lr(self) -> float:
-        o = self.opt.optim
+    def _clock(self) -> Clock:
+        o = self.optim
         factor = lr_factor(self._progress(), o.warmup_fraction, o.schedule, o.final_lr_fraction)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * factor
-        return self.base_lrs[0] * factor
+        return Clock(self.step, self.total_steps, self._schedule_total(), factor)
 
     def _schedule_total(self) -> int:
         """Total steps as methods' schedules (e.g. EMA momentum) should see them: under a time
         budget, the steps the budget is expected to allow at the speed so far."""
-        budget = self.opt.train.time_budget_minutes
+        budget = self.cfg.time_budget_minutes
         if not budget or self.elapsed <= 0 or self.step == 0:
             return self.total_steps
         expected = int(self.step * 60.0 * budget / self.elapsed)
         return max(self.step + 1, min(self.total_steps, expected))
 
     def _budget_spent(self) -> bool:
-        budget = self.opt.train.time_budget_minutes
+        budget = self.cfg.time_budget_minutes
         return bool(budget) and self.elapsed >= 60.0 * budget  # type: ignore[operator]
 
-    def _optimise(self, method: Any, batch: dict[str, Any]) -> tuple[Any, float]:
-        """One step: forward under autocast, divergence check, backward, clip, optimiser step,
-        the method's end-of-step update. Returns the step's output and learning rate."""
-        lr = self._set_lr()
-        if self._sgd_fast_path(method):  # the method applies plain SGD itself (e.g. skip-gram)
-            with torch.no_grad():
-                out = method.training_step({**batch, "sgd_lr": lr})
-            self._check_finite(out.loss)
-            method.on_step_end(self.step, self._schedule_total())
-            return out, lr
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = self.step_module(batch) if self.step_module is not None else method.training_step(batch)
-        loss = out.loss
-        self._check_finite(loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.opt.optim.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.optim.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        method.on_step_end(self.step, self._schedule_total())
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return out, lr
+    # -------------------------------------------------------------------- non-finite losses
 
-    def _sgd_fast_path(self, method: Any) -> bool:
-        """Plain SGD (no momentum, weight decay, clipping or autocast) on a method that can apply
-        it itself, in one process: the trainer then leaves the update to the method."""
-        o = self.opt.optim
-        plain = o.name == "sgd" and o.momentum == 0 and o.weight_decay == 0 and not o.grad_clip
-        return plain and getattr(method, "sgd_fast_path", False) and self.world_size == 1 and self.amp_dtype is None
+    def _watch(self, loss: Tensor | None) -> None:
+        """Keep the step's loss (a tensor: nothing waits for the device) for the next check."""
+        if loss is not None:
+            self._pending.append(loss.detach())
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if torch.isfinite(loss.detach()):
+    def _check_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` if a loss since the last check was not finite."""
+        if not self._pending:
+            return
+        losses = torch.stack([loss.float().reshape(()) for loss in self._pending])
+        first_step = self.step - len(self._pending) + 1
+        self._pending = []
+        bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
+        if not bad:
             return
         kept = (
             f"the last good checkpoint (step {self._checkpoint_step()}) is kept in {self.checkpoint_path}"
@@ -344,19 +341,36 @@ class Trainer:
             else "no checkpoint had been written yet"
         )
         raise TrainingDiverged(
-            f"loss became {float(loss.detach())} at step {self.step + 1}; {kept}. "
+            f"loss became {float(losses[bad[0]])} at step {first_step + bad[0]}; {kept}. "
             "Lower optim.lr, raise method.temperature or set optim.grad_clip."
         )
 
-    def _log(self, loggers: Loggers, lr: float, images_per_sec: float, logs: dict[str, float]) -> None:
-        row = {
-            "epoch": self.step / len(self.loader),
-            "lr": lr,
-            "images_per_sec": images_per_sec,
-            "elapsed_sec": self.elapsed,
-            **logs,
-        }
-        loggers.log_metrics(self.step, row)
+    def _checkpoint_step(self) -> int:
+        try:
+            return int(load_checkpoint(self.checkpoint_path)["step"])
+        except Exception:
+            return -1
+
+    # -------------------------------------------------------------------- logs
+
+    def _loggers(self) -> Loggers:
+        """The configured loggers (rank 0 only), continuing from the current step (after a
+        resume, the CSV rows and TensorBoard events past the checkpoint are dropped)."""
+        if not self.is_main:
+            return Loggers([])
+        return Loggers.open(self.cfg.loggers, self.run_dir, start_step=self.step, config=self.config)
+
+    def _logs(self, out: StepResult) -> dict[str, float]:
+        """A logged step's logs as numbers, with the diagnostics (the device is waited for here)."""
+        self._check_finite()
+        logs: dict[str, Any] = {} if out.loss is None else {"loss": out.loss}
+        logs.update(out.logs)
+        values = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in logs.items()}
+        if out.diagnostics is not None:
+            values.update(out.diagnostics())
+        return values
+
+    # -------------------------------------------------------------------- the loop
 
     def fit(self) -> TrainSummary:
         """Run until the step count (or time budget) is reached; checkpoint along the way.
@@ -367,7 +381,7 @@ class Trainer:
         """
         try:
             with PreemptionHandler(verbose=self.is_main) as signals:
-                summary = self._fit(signals)
+                return self._fit(signals)
         except (Preempted, TrainingDiverged, CheckpointWriteError):
             raise
         except RuntimeError as exc:
@@ -379,56 +393,65 @@ class Trainer:
                     f"(step {self._checkpoint_step()}) is kept"
                 ) from None
             raise
-        return summary
+
+    def _stop_requested(self, signals: PreemptionHandler, agree: bool) -> tuple[bool, bool]:
+        """(a signal arrived, the budget is spent). One process decides at every step; under
+        torchrun the processes agree (one all-reduce) on ``agree`` steps only, so that every
+        other step runs without waiting."""
+        if self.world_size == 1:
+            return signals.signum is not None, self._budget_spent()
+        if not agree:
+            return False, False
+        return signals.stop_requested(self.world_size, self.device, self._budget_spent())
 
     def _fit(self, signals: PreemptionHandler) -> TrainSummary:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.model.train()
-        method: Any = self.model
-        steps_per_epoch = len(self.loader)
+        unit, log_every = self.training.unit, self.cfg.log_every
         start_step, start_elapsed = self.step, self.elapsed
-        window_images, window_time = 0, 0.0
-        images_per_sec = 0.0
-        last_loss = float("nan")
+        window_units, window_time, rate = 0, 0.0, 0.0
+        for callback in self.callbacks:
+            callback.on_start(self)
         stopped_by = self.stop_reason or "steps"  # a callback may have ended the run already
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            disable=not self.opt.progress or not self.is_main,
-            desc="train",
-            unit="step",
-            dynamic_ncols=True,
-            leave=True,
-            mininterval=0.5 if sys.stderr.isatty() else 15.0,
-        )
+        progress = Progress(self.total_steps, initial=self.step, unit=unit, enabled=self.show_progress and self.is_main)
         with self._loggers() as loggers:
             # wall-clock of the whole loop: batch assembly and augmentation, step, logs, checkpoints
             t0 = time.perf_counter()
             while self.step < self.total_steps and stopped_by == "steps":
                 for batch in self.loader.batches(self.epoch, self.batch_in_epoch):
-                    out, lr = self._optimise(method, batch)
+                    out = self.step_fn(batch, self._clock())
+                    self._watch(out.loss)
+                    self._last = out
                     now = time.perf_counter()
                     dt, t0 = now - t0, now
                     self.elapsed += dt
                     self.step += 1
                     self.batch_in_epoch += 1
-                    window_images += _batch_rows(batch, self.loader.batch_size) * self.world_size
+                    units = self.loader.units(batch) * self.world_size
+                    window_units += units
+                    self.units_done += units
                     window_time += dt
-                    last_loss = out.logs.get("loss", float(out.loss.detach()))
-                    bar.update(1)
-                    if self.step % self.opt.train.log_every == 0 or self.step == self.total_steps:
-                        images_per_sec = window_images / max(window_time, 1e-9)
-                        window_images, window_time = 0, 0.0
-                        self._log(loggers, lr, images_per_sec, out.logs)
-                        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_sec:.0f}")
+                    logged = self.step % log_every == 0 or self.step == self.total_steps
+                    logs: dict[str, float] | None = None
+                    if logged:
+                        logs = self._logs(out)
+                        rate = window_units / max(window_time, 1e-9)
+                        window_units, window_time = 0, 0.0
+                        row = {f"{unit.replace(' ', '_')}_per_sec": rate, "elapsed_sec": self.elapsed, **logs}
+                        if self.training.epochs:
+                            row["epoch"] = self.step / self.steps_per_epoch
+                        loggers.log_metrics(self.step, row)
+                        progress.set(loss=logs.get("loss"), lr=logs.get("lr"), rate=rate)
+                    progress.update(1)
                     for callback in self.callbacks:
-                        callback(self.step, out.logs)
-                    if self.stop_reason:
+                        callback.on_step(self, logs)
+                    if self.stop_reason is not None:
                         stopped_by = self.stop_reason
                         break
-                    if self.step % self.opt.train.checkpoint_every == 0:
+                    if self.step % self.cfg.checkpoint_every == 0 or self._checkpoint_now:
+                        self._checkpoint_now = False
                         self.save_checkpoint()
-                    signalled, spent = signals.stop_requested(self.world_size, self.device, self._budget_spent())
+                    agree = logged or self.step % self.cfg.checkpoint_every == 0
+                    signalled, spent = self._stop_requested(signals, agree)
                     if signalled:
                         stopped_by = "preempted"
                         loggers.status = "killed"
@@ -442,30 +465,25 @@ class Trainer:
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     continue
-                if self.batch_in_epoch >= steps_per_epoch:
+                if self.batch_in_epoch >= self.steps_per_epoch:
                     self.epoch += 1
                     self.batch_in_epoch = 0
             # each step's time runs to the end of the next one's; the last step's callbacks (a final
             # validation, say) and checkpoint are counted here
             self.elapsed += time.perf_counter() - t0
-        bar.close()
-        self.save_checkpoint()
+            progress.close()
+            self.save_checkpoint()
         if stopped_by == "preempted":
             raise Preempted(signals.signum or signal.SIGTERM, self.step, self.total_steps, str(self.checkpoint_path))
-        done = self.step - start_step
-        spent_seconds = self.elapsed - start_elapsed
+        done, spent_seconds = self.step - start_step, self.elapsed - start_elapsed
+        final = self.last_loss()
         return TrainSummary(
             steps=self.step,
-            epochs_done=self.step / steps_per_epoch,
+            epochs_done=self.step / self.steps_per_epoch if self.training.epochs else 0.0,
             seconds=self.elapsed,
-            images_per_sec=(done * self.loader.batch_size * self.world_size / spent_seconds) if spent_seconds > 0 else 0.0,
-            final_loss=last_loss if math.isfinite(last_loss) else float("nan"),
+            throughput=self.units_done / spent_seconds if spent_seconds > 0 and done else 0.0,
+            unit=unit,
+            final_loss=final if math.isfinite(final) else float("nan"),
             stopped_by=stopped_by,
             peak_memory_mb=peak_memory_mb(self.device),
         )
-
-    def _checkpoint_step(self) -> int:
-        try:
-            return int(load_checkpoint(self.checkpoint_path)["step"])
-        except Exception:
-            return -1

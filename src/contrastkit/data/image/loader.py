@@ -101,6 +101,10 @@ class ViewLoaderBase:
             batch["labels"] = self.labels.index_select(0, idx)
         return batch
 
+    def units(self, batch: dict[str, Any]) -> int:
+        """Images in a batch (this process's)."""
+        return self.batch_size
+
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
 

@@ -75,6 +75,10 @@ class BPRLoader:
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             yield {"users": users[sl], "pos": pos[sl], "neg": neg[sl], "epoch": epoch}
 
+    def units(self, batch: dict[str, Any]) -> int:
+        """Interactions (training rows) in a batch."""
+        return int(batch["users"].shape[0])
+
     def state_dict(self) -> dict[str, Any]:
         """Batches depend only on (seed, epoch): the seed is the whole state."""
         return {"seed": self.seed}

@@ -68,6 +68,10 @@ class _SeededLoader:
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         return np.random.default_rng(seed)
 
+    def units(self, batch: dict[str, Any]) -> int:
+        """Texts (rows) in a batch (this process's)."""
+        return self.batch_size
+
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
 

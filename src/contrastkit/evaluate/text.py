@@ -1,0 +1,61 @@
+"""Evaluation of text and image–text encoders: STS (Spearman / Pearson of cosine against human
+scores), retrieval @ K of (query, relevant document) pairs, and the terminal table of both, with
+the image–text task's zero-shot and cross-modal retrieval columns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from contrastkit.data.text.corpus import read_pairs, read_sts
+from contrastkit.data.text.spec import TextConfig
+from contrastkit.evaluate.retrieval import retrieval_metrics
+from contrastkit.evaluate.sts import evaluate_sts
+from contrastkit.evaluate.tables import format_table, pct
+
+TRAINED, INITIAL = "trained", "initial"
+
+
+def evaluate_text_encoder(encode: Callable[[list[str]], Tensor], t: TextConfig) -> dict[str, Any]:
+    """STS on ``text.sts_file`` and retrieval on ``text.retrieval_file`` (those given) of one
+    encoder, ``encode(texts) -> (N, D)``."""
+    out: dict[str, Any] = {}
+    if t.sts_file:
+        sts = read_sts(t.sts_file, t.sts_columns, t.sts_filter, data_root=t.data_root)
+        out["sts"] = evaluate_sts(encode, sts.sentences1, sts.sentences2, sts.scores)
+    if t.retrieval_file:
+        cols = t.retrieval_columns or ["sentence_A", "sentence_B"]
+        pairs = read_pairs(t.retrieval_file, cols, t.retrieval_filter, data_root=t.data_root)
+        docs = list(dict.fromkeys(pairs.positives))
+        where = {d: i for i, d in enumerate(docs)}
+        relevant: dict[str, set[int]] = {}
+        for q, d in zip(pairs.anchors, pairs.positives, strict=True):
+            relevant.setdefault(q, set()).add(where[d])
+        queries = list(relevant)
+        out["retrieval"] = retrieval_metrics(encode(queries), encode(docs), [sorted(relevant[q]) for q in queries], ks=t.recall_k)
+        out["retrieval"]["corpus"] = len(docs)
+    return out
+
+
+def text_results_table(ev: dict[str, Any]) -> str:
+    """One row per encoder (trained / initial), values × 100."""
+    enc = ev.get("encoders", {})
+    if not enc:
+        return "(nothing evaluated)"
+    cols: list[tuple[str, str, str]] = []
+    first = next(iter(enc.values()))
+    if "sts" in first:
+        cols += [("STS spearman", "sts", "spearman"), ("STS pearson", "sts", "pearson")]
+    if "zero_shot" in first:
+        cols.append(("zero-shot acc", "zero_shot", "accuracy"))
+    for section, label in (("retrieval", ""), ("image_to_text", "i→t "), ("text_to_image", "t→i ")):
+        if section in first:
+            ks = sorted(int(k.split("@")[1]) for k in first[section] if k.startswith("hit@"))
+            cols += [(f"{label}R@{k}", section, f"hit@{k}") for k in ks]
+            if ks:
+                cols += [(f"{label}MRR@{ks[-1]}", section, f"mrr@{ks[-1]}"), (f"{label}nDCG@{ks[-1]}", section, f"ndcg@{ks[-1]}")]
+    rows = [[name] + [pct(r.get(sec, {}).get(key)) for _, sec, key in cols] for name, r in enc.items()]
+    title = "evaluation (×100; R@K = share of queries with a relevant item in the top K):\n"
+    return title + format_table(["encoder", *(c[0] for c in cols)], rows)

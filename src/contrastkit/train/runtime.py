@@ -1,0 +1,70 @@
+"""Where a run executes: the device, seeds and threads, mixed precision, and (under torchrun) the
+process group; shared by training and by the use of a finished run (evaluation, search, export)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from contrastkit.errors import UserError
+from contrastkit.train.distributed import init_from_env
+from contrastkit.train.malloc import keep_freed_memory
+from contrastkit.train.options import TrainConfig
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for full precision; bf16 by default on CUDA."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated GPU memory on CUDA, else the peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def setup_runtime(train: TrainConfig, *, training: bool = True) -> torch.device:
+    """Seeds, threads and matmul precision; for ``training``, glibc's malloc thresholds
+    (``train.keep_freed_memory``) and, under torchrun, the process group. Returns the device
+    (cuda:LOCAL_RANK under torchrun on GPUs). Using a finished run passes ``training=False``: it
+    runs in one process, and leaves the C library's allocator as it is."""
+    if train.num_threads:
+        torch.set_num_threads(train.num_threads)
+    torch.manual_seed(train.seed)
+    device = resolve_device(train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device {train.device!r} asked for CUDA, but no GPU is visible")
+    if training:
+        keep_freed_memory(train.keep_freed_memory)  # see contrastkit.train.malloc
+        ctx = init_from_env(device, train.dist_timeout_minutes)
+        if ctx.enabled and device.type == "cuda":
+            device = torch.device("cuda", ctx.local_rank)
+        if ctx.enabled and not ctx.is_main:
+            warnings.filterwarnings("ignore")  # rank 0 speaks for the job
+    elif device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
+    return device
