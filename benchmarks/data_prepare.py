@@ -91,7 +91,7 @@ def per_image(images: Path, size: int, n: int, rounds: int = 2) -> dict[str, flo
     from PIL import Image
     from torchvision import transforms
 
-    from contrastkit.data.image.datasets import _decode_one, _resize_center_crop
+    from contrastkit.data.image.decode import decode_file, resize_center_crop
 
     torch.set_num_threads(1)
     files = sorted(images.rglob("*.jpg"))[:n]
@@ -101,7 +101,7 @@ def per_image(images: Path, size: int, n: int, rounds: int = 2) -> dict[str, flo
     for _ in range(rounds):
         t0 = time.perf_counter()
         for f in files:
-            _resize_center_crop(_decode_one(f), size)
+            resize_center_crop(decode_file(f), size)
         t1 = time.perf_counter()
         for f in files:
             with Image.open(f) as im:

@@ -79,11 +79,11 @@ def _digits() -> Path:
 
 
 def _fashion_mnist() -> Path:
-    from contrastkit.data.image.datasets import DEBIAN_FASHION_MNIST, _idx_pair, cache_dir
+    from contrastkit.data.image.datasets import DEBIAN_FASHION_MNIST, cache_dir, idx_pair
     from contrastkit.errors import UserError
 
     for folder in (DEBIAN_FASHION_MNIST, cache_dir("fashion-mnist")):
-        if _idx_pair(folder, "train") is not None and _idx_pair(folder, "test") is not None:
+        if idx_pair(folder, "train") is not None and idx_pair(folder, "test") is not None:
             return folder
     raise UserError("not found")
 

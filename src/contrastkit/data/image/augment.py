@@ -24,13 +24,13 @@ from contrastkit.data.image.ops import (
     Params,
     RandomGrayscale,
     Solarize,
-    _resize,
-    _to_float,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     normalize,
+    resize,
+    to_float,
 )
 from contrastkit.errors import UserError, check_choice, closest
 
@@ -111,7 +111,7 @@ class BatchAugmentation(nn.Module):
 
     def apply_params(self, images: Tensor, params: Sequence[Params]) -> Tensor:
         """Apply the ops with given params (deterministic), then normalise."""
-        x = _to_float(images)
+        x = to_float(images)
         for op, p in zip(self.ops, params, strict=True):
             x = op.apply(x, p)
         mean = self.get_buffer("mean")
@@ -146,7 +146,7 @@ class EvalTransform(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         single = images.dim() == 3
-        x = _resize(_to_float(images[None] if single else images), self.size)
+        x = resize(to_float(images[None] if single else images), self.size)
         mean = self.get_buffer("mean").to(device=x.device, dtype=x.dtype)
         std = self.get_buffer("std").to(device=x.device, dtype=x.dtype)
         out = normalize(x, mean, std)

@@ -28,7 +28,7 @@ _CROP_TRIALS = 10
 # ----------------------------------------------------------------------------- small helpers
 
 
-def _to_float(images: Tensor) -> Tensor:
+def to_float(images: Tensor) -> Tensor:
     """uint8 → float32 in [0, 1]; floating tensors pass through unchanged."""
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
@@ -37,7 +37,7 @@ def _to_float(images: Tensor) -> Tensor:
     return images
 
 
-def _resize(x: Tensor, size: int) -> Tensor:
+def resize(x: Tensor, size: int) -> Tensor:
     """Bilinear, antialiased resize to (size, size); a no-op when already that size."""
     if x.shape[-2] == size and x.shape[-1] == size:
         return x
@@ -211,7 +211,7 @@ class GeometricWarp(BatchOp):
         batch, channels, h, w = x.shape
         if "box" not in params and "angle" not in params:
             # fast path: plain resize, then a per-sample flip selected with where
-            out = _resize(x, self.size)
+            out = resize(x, self.size)
             if "flip" in params:
                 out = _select(params["flip"], out.flip(-1), out)
             return out

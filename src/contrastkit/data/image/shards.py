@@ -17,45 +17,49 @@ or without an image, are skipped and counted (``corrupt``; the imageless ones al
 ``imageless``); a truncated or unreadable archive keeps the samples read before the damage and
 records the error with the shard.
 
-Resume granularity is the shard: after each shard, the images appended so far, the labels and the
-shard's record (name, bytes, sha256, samples, corrupt) go into ``.progress.json``; a prepare killed
-mid-shard truncates the files back to the last finished shard and reads that shard again.
-Images are written as RGB while reading; when no image of any shard was colour, the store is
-rewritten as one channel at the end (gray images repeated to RGB have three equal channels), so a
-gray collection gives the same store as the same images in a folder.
+This module reads; the store's one writer (contrastkit.data.image.write) writes what it reads,
+one shard at a time, so resume granularity is the shard: after each shard, the images, the label
+tokens and the shard's record (name, bytes, sha256, samples, corrupt) are recorded in
+``.progress.json``; a prepare killed mid-shard reads that shard again. Images are written as RGB
+while reading; when no image of any shard was colour, the store is rewritten as one channel at
+the end (gray images repeated to RGB have three equal channels), so a gray collection gives the
+same store as the same images in a folder. The label tokens become classes at the end
+(:func:`label_classes`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
-import os
 import re
 import tarfile
-import time
 import warnings
 import zlib
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from contrastkit.data.image.datasets import _resize_center_crop, _to_channels
+from contrastkit.data.image.decode import (
+    IMAGE_SUFFIXES,
+    PIL_SUFFIXES,
+    decode_bytes,
+    resize_center_crop,
+    to_channels,
+)
 from contrastkit.errors import UserError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-SHARD_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp")
-_PIL_ONLY = ("ppm", "bmp")
+# a sample's image: WebDataset's image extensions (no GIF)
+SHARD_IMAGE_EXTENSIONS = tuple(s.lstrip(".") for s in (*IMAGE_SUFFIXES, *PIL_SUFFIXES) if s != ".gif")
 _LABEL_CLS = "cls"
 _LABEL_NAMES = ("txt", "label")
 _SPLIT_PREFIX = re.compile(r"^(train|test|val|valid|validation|unlabeled)[-_.]")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+Label = int | str | None  # a sample's label token: .cls integer, .txt / .label name, or none
 
 
 def is_tar(path: Path) -> bool:
@@ -96,34 +100,35 @@ def shard_source(source: str) -> list[Path] | None:
     if path.is_dir():
         children = [p for p in path.iterdir() if not p.name.startswith(".")]
         tars = sorted(p for p in children if p.is_file() and is_tar(p))
-        images = [p for p in children if p.suffix.lower().lstrip(".") in (*SHARD_IMAGE_EXTENSIONS, "gif")]
+        images = [p for p in children if p.suffix.lower() in (*IMAGE_SUFFIXES, *PIL_SUFFIXES)]
         if tars and not images and not any(p.is_dir() for p in children):
             return tars
     return None
 
 
-def shards_plan(shards: list[Path], size: int, source: str) -> dict[str, Any]:
-    """The plan of a shard source: splits by shard name prefix, sizes and mtimes in the digest."""
-    from contrastkit.data.image.store import _Split
-
+def split_shards(shards: list[Path]) -> dict[str, list[Path]]:
+    """The shards of each split: by the split name every shard's name starts with (``train-``,
+    ``test_``, ...), else all of them ``train``."""
     prefixes = [_SPLIT_PREFIX.match(p.name) for p in shards]
     by_split: dict[str, list[Path]] = {}
     for p, m in zip(shards, prefixes, strict=True):
         name = m.group(1) if all(prefixes) and m is not None else "train"
         by_split.setdefault(name, []).append(p)
+    return by_split
+
+
+def shards_digest(shards: list[Path]) -> str:
+    """What identifies the shards' contents for a resumed prepare: paths, sizes and mtimes."""
     digest = hashlib.sha256()
     for p in shards:
         st = p.stat()
         digest.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return {
-        "source": source if _BRACES.search(source) else str(Path(source).expanduser().resolve()),
-        "kind": "shards",
-        "size": size,
-        "channels": 3,  # while writing; 1 at the end when no image was colour
-        "classes": [],  # known at the end, from all shards
-        "digest": digest.hexdigest(),
-        "splits": [_Split(name, files, [], len(files)) for name, files in by_split.items()],
-    }
+    return digest.hexdigest()
+
+
+def source_name(source: str) -> str:
+    """The SOURCE as the manifest records it: a brace pattern as given, else the resolved path."""
+    return source if _BRACES.search(source) else str(Path(source).expanduser().resolve())
 
 
 # ----------------------------------------------------------------------------- reading one shard
@@ -152,47 +157,6 @@ class _HashingReader(io.RawIOBase):
         super().close()
 
 
-def decode_bytes(data: bytes, ext: str) -> torch.Tensor | None:
-    """An encoded image as uint8 (C, H, W) with C in 1..4 (as ``_decode_one`` gives for a file),
-    or None when it cannot be decoded."""
-    img: torch.Tensor | None = None
-    if ext not in _PIL_ONLY:
-        from torchvision.io import ImageReadMode, decode_image
-
-        try:
-            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs; they still work
-                warnings.simplefilter("ignore", DeprecationWarning)
-                img = decode_image(buf, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
-        except (RuntimeError, ValueError, OSError):
-            img = None
-    if img is None:
-        img = _decode_pil(data)
-    if img is None:
-        return None
-    if img.dim() == 4:
-        img = img[0]
-    if img.dim() != 3 or img.shape[0] not in (1, 2, 3, 4) or min(img.shape[1:]) < 1:
-        return None
-    return img
-
-
-def _decode_pil(data: bytes) -> torch.Tensor | None:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            im: Image.Image = ImageOps.exif_transpose(opened)
-            if im.mode not in ("L", "LA", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
-    except Exception:  # PIL raises many types for a broken file
-        return None
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
 def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {extension: bytes}) of consecutive members sharing a key (WebDataset grouping)."""
     key: str | None = None
@@ -215,7 +179,7 @@ def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, members
 
 
-def _label(members: dict[str, bytes]) -> int | str | None:
+def _label(members: dict[str, bytes]) -> Label:
     if _LABEL_CLS in members:
         try:
             return int(members[_LABEL_CLS].decode().strip())
@@ -244,7 +208,7 @@ def read_shard(path: str, size: int) -> dict[str, Any]:
     """Decode one shard: images (k, 3, S, S) uint8, k label tokens (int, str or None), whether
     any image was colour, counts, and the shard's bytes and sha256."""
     images: list[np.ndarray] = []
-    labels: list[int | str | None] = []
+    labels: list[Label] = []
     colour = False
     samples = corrupt = imageless = 0
     error: str | None = None
@@ -265,7 +229,7 @@ def read_shard(path: str, size: int) -> dict[str, Any]:
                             corrupt += 1
                             continue
                         colour = colour or img.shape[0] >= 3
-                        images.append(_to_channels(_resize_center_crop(img, size), True).numpy())
+                        images.append(to_channels(resize_center_crop(img, size), True).numpy())
                         labels.append(_label(members))
                     if getattr(tar.fileobj, "comptype", "tar") == "tar" and not _ends_archive(path, tar.offset):
                         raise tarfile.ReadError("truncated: no end-of-archive marker after the last member")
@@ -293,162 +257,21 @@ def read_shard(path: str, size: int) -> dict[str, Any]:
     }
 
 
-def _shard_results(paths: list[Path], size: int, workers: int) -> Iterator[dict[str, Any]]:
-    """read_shard of each path, in order; `workers` processes (0 or 1: in this process)."""
-    if workers <= 1:
-        for p in paths:
-            yield read_shard(str(p), size)
-        return
-    from contrastkit.data.image.store import decode_pool
-
-    with decode_pool(workers) as pool:
-        pending: deque[Future[dict[str, Any]]] = deque()
-        todo = iter(paths)
-        for p in todo:  # one decoded shard per worker (plus one) in memory at most
-            pending.append(pool.submit(read_shard, str(p), size))
-            if len(pending) > workers:
-                break
-        while pending:
-            fut = pending.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(pool.submit(read_shard, str(nxt), size))
-            yield fut.result()
-
-
-# ----------------------------------------------------------------------------- writing a store
-
-
-def labels_tmp(split: str) -> str:
-    return f"{split}.labels.jsonl"
-
-
-def resume_files(out: Path, state: dict[str, Any], plan: dict[str, Any]) -> None:
-    """Cut the images and label files back to the last finished shard (a kill mid-shard)."""
-    for split in plan["splits"]:
-        rec = state["splits"][split.name]
-        row = channels_of(state, split.name) * plan["size"] ** 2
-        files = [(out / f"{split.name}.images.u8", rec["written"] * row)]
-        if "classes" not in state:  # the label tokens are still the appended lines
-            files.append((out / labels_tmp(split.name), rec.get("labels_bytes", 0)))
-        for path, length in files:
-            if path.exists() and path.stat().st_size > length:
-                os.truncate(path, length)
-            elif rec["done"] and (not path.exists() or path.stat().st_size < length):
-                raise UserError(f"{path} is shorter than its recorded progress; delete {out} and prepare again")
-
-
-def write_shard_split(
-    out: Path,
-    plan: dict[str, Any],
-    split: Any,
-    state: dict[str, Any],
-    workers: int,
-    progress: bool,
-    stop_after: int | None,
-) -> int:
-    """Append one split's shards, from the first unfinished one; returns images written now."""
-    from tqdm import tqdm
-
-    from contrastkit.data.image.store import PROGRESS, StoreInterrupted, _save_json, images_file
-
-    rec = state["splits"][split.name]
-    if rec["done"] >= split.count:
-        return 0
-    rec.setdefault("labels_bytes", 0)
-    state.setdefault("shards", [])
-    state.setdefault("colour", False)
-    written_now = 0
-    todo = split.files[rec["done"] :]
-    bar = tqdm(total=None, initial=rec["written"], unit="img", desc=f"prepare {split.name}",
-               disable=not progress, dynamic_ncols=True, leave=True)
-    started = time.monotonic()
-    try:
-        with open(out / images_file(split.name), "ab") as img_fh, open(out / labels_tmp(split.name), "ab") as lab_fh:
-            for result in _shard_results(todo, plan["size"], workers):
-                img_fh.write(np.ascontiguousarray(result["images"]).tobytes())
-                lab_fh.write("".join(json.dumps(t) + "\n" for t in result["labels"]).encode())
-                img_fh.flush()
-                lab_fh.flush()
-                os.fsync(img_fh.fileno())
-                os.fsync(lab_fh.fileno())
-                n = len(result["labels"])
-                rec["done"] += 1
-                rec["written"] += n
-                rec["corrupt"] += result["record"]["corrupt"]
-                rec["labels_bytes"] = lab_fh.tell()
-                state["colour"] = state["colour"] or result["colour"]
-                state["shards"].append({"split": split.name, **result["record"]})
-                _save_json(out / PROGRESS, state)
-                written_now += n
-                bar.update(n)
-                bar.set_postfix(shards=f"{rec['done']}/{split.count}",
-                                rate=f"{written_now / max(1e-9, time.monotonic() - started):.0f} img/s")
-                if stop_after is not None and written_now >= stop_after:
-                    raise StoreInterrupted(f"stopped after {written_now} images")
-    finally:
-        bar.close()
-    return written_now
-
-
-def finish_shards(out: Path, plan: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """Gray stores to one channel, labels (tokens → int64 with the classes of all shards); what
-    the manifest records of the shards. Each step is recorded, so a kill here resumes too."""
-    from contrastkit.data.image.store import PROGRESS, _save_json
-
-    if not state.get("colour", False):
-        _to_gray(out, plan, state)
-    if "classes" not in state:
-        tokens: dict[str, list[int | str | None]] = {}
-        for split in plan["splits"]:
-            path = out / labels_tmp(split.name)
-            tokens[split.name] = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        seen = [t for ts in tokens.values() for t in ts if t is not None]
-        if any(isinstance(t, str) for t in seen):
-            classes = sorted({str(t) for t in seen})
-            index = {c: i for i, c in enumerate(classes)}
-            ints = {n: [-1 if t is None else index[str(t)] for t in ts] for n, ts in tokens.items()}
-        elif seen:
-            classes = [str(i) for i in range(max(int(t) for t in seen) + 1)]
-            ints = {n: [-1 if t is None or int(t) < 0 else int(t) for t in ts] for n, ts in tokens.items()}
-        else:
-            classes = []
-            ints = {n: [-1] * len(ts) for n, ts in tokens.items()}
-        for name, values in ints.items():
-            np.asarray(values, dtype=np.int64).tofile(out / f"{name}.labels.i64")
-        state["classes"] = classes
-        _save_json(out / PROGRESS, state)
-    for split in plan["splits"]:
-        (out / labels_tmp(split.name)).unlink(missing_ok=True)
-    plan["classes"] = state["classes"]
-    return {"shards": state.get("shards", [])}
-
-
-def channels_of(state: dict[str, Any], split: str) -> int:
-    """The channels of a split's images file as it is now (3 while writing, 1 once made gray)."""
-    return 1 if split in state.get("gray", []) else 3
-
-
-def _to_gray(out: Path, plan: dict[str, Any], state: dict[str, Any], block: int = 1024) -> None:
-    """Rewrite the RGB files as one channel (channel 0 of images that were gray everywhere)."""
-    from contrastkit.data.image.store import PROGRESS, _save_json
-
-    s = plan["size"]
-    state.setdefault("gray", [])
-    for split in plan["splits"]:
-        if split.name in state["gray"]:
-            continue
-        n = state["splits"][split.name]["written"]
-        src = out / f"{split.name}.images.u8"
-        dst = src.with_name(src.name + ".gray")
-        with open(src, "rb") as fin, open(dst, "wb") as fout:
-            for b in range(0, n, block):
-                k = min(block, n - b)
-                rgb = np.frombuffer(fin.read(k * 3 * s * s), np.uint8).reshape(k, 3, s, s)
-                fout.write(np.ascontiguousarray(rgb[:, :1]).tobytes())
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.replace(dst, src)
-        state["gray"].append(split.name)
-        _save_json(out / PROGRESS, state)
-    plan["channels"] = 1
+def label_classes(
+    tokens: dict[str, list[Label]],
+) -> tuple[list[str], dict[str, list[int]]]:
+    """The classes and each split's int labels from the label tokens of all shards: class names
+    (``.txt`` / ``.label``, or any name at all) give the sorted names seen, integers alone
+    (``.cls``) the classes 0..max; a sample without a label (or a negative ``.cls``) is -1."""
+    seen = [t for ts in tokens.values() for t in ts if t is not None]
+    if any(isinstance(t, str) for t in seen):
+        classes = sorted({str(t) for t in seen})
+        index = {c: i for i, c in enumerate(classes)}
+        ints = {n: [-1 if t is None else index[str(t)] for t in ts] for n, ts in tokens.items()}
+    elif seen:
+        classes = [str(i) for i in range(max(int(t) for t in seen) + 1)]
+        ints = {n: [-1 if t is None or int(t) < 0 else int(t) for t in ts] for n, ts in tokens.items()}
+    else:
+        classes = []
+        ints = {n: [-1] * len(ts) for n, ts in tokens.items()}
+    return classes, ints

@@ -37,13 +37,14 @@ import torch
 from torch import Tensor
 
 from contrastkit.data.image.augment import BatchAugmentation
-from contrastkit.data.image.datasets import (
-    ImageDataset,
-    _decode_one,
-    _folder_files,
-    _resize_center_crop,
-    _to_channels,
+from contrastkit.data.image.decode import (
+    decode_file,
+    header_colour,
+    resize_center_crop,
+    to_channels,
 )
+from contrastkit.data.image.folders import folder_files
+from contrastkit.data.image.imageset import ImageDataset
 from contrastkit.data.image.loader import ViewLoaderBase
 from contrastkit.errors import UserError
 
@@ -99,12 +100,12 @@ class FolderStream:
 
 def open_folder_stream(split: str, root: str | None, size: int | None) -> FolderStream:
     """List an image folder (as ``data.name: folder`` reads it) without decoding its images."""
-    folder, files, targets, classes = _folder_files(split, root)
+    folder, files, targets, classes = folder_files(split, root)
     ok: list[Path] = []
     labels: list[int] = []
     colour = False
     for path, label in zip(files, targets or [0] * len(files), strict=True):
-        header = _header_colour(path)
+        header = header_colour(path)
         if header is None:
             continue
         colour = colour or header
@@ -126,17 +127,6 @@ def open_folder_stream(split: str, root: str | None, size: int | None) -> Folder
     )
 
 
-def _header_colour(path: Path) -> bool | None:
-    """Whether the header says colour; None when PIL cannot read the header."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.mode not in ("1", "L", "LA", "I", "I;16", "F", "La")
-    except Exception:  # PIL raises many types for a broken file
-        return None
-
-
 def decode_files(paths: Sequence[Path], size: int, rgb: bool) -> tuple[Tensor, str | None]:
     """Decode, resize and centre-crop files (as the in-memory folder does) into (k, C, S, S) uint8;
     the name of the first file that cannot be decoded, or None."""
@@ -144,10 +134,10 @@ def decode_files(paths: Sequence[Path], size: int, rgb: bool) -> tuple[Tensor, s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         for p in paths:
-            img = _decode_one(p)
+            img = decode_file(p)
             if img is None:
                 return torch.empty(0, dtype=torch.uint8), str(p)
-            out.append(_to_channels(_resize_center_crop(img, size), rgb))
+            out.append(to_channels(resize_center_crop(img, size), rgb))
     return torch.stack(out), None
 
 
@@ -220,4 +210,4 @@ class StreamViewLoader(ViewLoaderBase):
             names = ", ".join(str(self.stream.files[i]) for i in idx[:3])
             raise UserError(f"data.gpu_decode reads JPEG files only; a file of this batch is not one ({names}, ...)") from exc
         rgb, size = self.stream.channels == 3, self.stream.image_size
-        return torch.stack([_to_channels(_resize_center_crop(img, size), rgb) for img in images])
+        return torch.stack([to_channels(resize_center_crop(img, size), rgb) for img in images])
