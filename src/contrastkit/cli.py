@@ -122,28 +122,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _launch_nproc(args: argparse.Namespace) -> int:
     """`contrastkit train ... --nproc N`: the same command in N processes (torchrun + DDP)."""
-    from datetime import datetime
-
+    from contrastkit.runs import run_dir_for
     from contrastkit.train.launch import launch
 
-    if args.out is None:
-        if args.resume:
-            raise UserError("--resume needs --out RUN_DIR (the folder of the run to continue)")
-        args.out = str(Path("runs") / f"{Path(args.recipe or 'digits-simclr').stem}-{datetime.now():%Y%m%d-%H%M%S}")
-    out = Path(args.out)
+    # one-line errors before any process starts
+    args.out = str(run_dir_for(Path(args.recipe or "digits-simclr").stem, args.out, args.resume))
     if not args.resume:
         from contrastkit.recipes import load_config
 
-        cfg = load_config(args.recipe, args.overrides)  # one-line errors before any process starts
+        cfg = load_config(args.recipe, args.overrides)
         if cfg.train.batch_size % args.nproc:
             raise UserError(
                 f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by "
                 f"--nproc {args.nproc}"
             )
-    if not args.resume and out.exists() and any(out.iterdir()):
-        raise UserError(
-            f"run folder {str(out)!r} already exists; pass --resume to continue it or choose another --out"
-        )
     argv = ["train", *([args.recipe] if args.recipe else []), "--out", args.out]
     for o in args.overrides:
         argv += ["--set", o]

@@ -6,6 +6,7 @@ no task).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from contrastkit.config import (
+    COMMON_SECTIONS,
     Config,
     build_config,
     merge,
@@ -62,12 +64,18 @@ def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     dropped: list[str] = []
     new_task = overrides.get("task")
     if isinstance(new_task, str) and new_task != data.get("task", "image"):
-        keep = set(section_classes(get_task(new_task)))
+        target = get_task(new_task)
+        keep = section_classes(target)
         owners = section_owners()
         for key in list(data):
-            if (key in owners or key in ("optim", "train", "eval")) and key not in keep:
+            if (key in owners or key in COMMON_SECTIONS) and key not in keep:
                 dropped.append(f"section {key}")
                 del data[key]
+            elif key in keep and isinstance(data[key], dict):  # a shared section: keys the new task reads
+                fields = {f.name for f in dataclasses.fields(keep[key])} - set(target.unread.get(key, ()))
+                gone = sorted(k for k in data[key] if k not in fields)
+                dropped += [f"{key}.{k}" for k in gone]
+                data[key] = {k: v for k, v in data[key].items() if k in fields}
     method_over = overrides.get("method")
     if not isinstance(method_over, dict):
         method_over = {}

@@ -28,8 +28,26 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT = Path(CHECKPOINTS) / "last.pt"
 
 
+def run_dir_for(name: str, out: str | None, resume: bool) -> Path:
+    """The folder of a run: ``out``, or runs/<name>-<timestamp>; a one-line error for a folder
+    that exists (without ``resume``) or has no checkpoint to continue (with it)."""
+    if out is None:
+        if resume:
+            raise UserError("--resume needs --out RUN_DIR (the folder of the run to continue)")
+        return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    path = Path(out)
+    if resume:
+        if not any((path / CHECKPOINTS / n).is_file() for n in ("last.pt", "previous.pt")):
+            raise UserError(f"--resume: no checkpoint in {str(path)!r} (expected {CHECKPOINT})")
+    elif path.exists() and any(path.iterdir()):
+        raise UserError(
+            f"run folder {str(path)!r} already exists; pass --resume to continue it or choose another --out"
+        )
+    return path
+
+
 def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
-    """The run folder: --out, or runs/<name>-<timestamp>; refuses to overwrite without --resume."""
+    """The run folder, made (see :func:`run_dir_for`); under torchrun, every process's."""
     if env_world_size() > 1:  # under torchrun every process must agree on the folder
         if out is None:
             raise UserError("under torchrun pass --out RUN_DIR (every process must write to the same folder)")
@@ -37,20 +55,7 @@ def new_run_dir(cfg: Config, out: str | None, resume: bool) -> Path:
             path = Path(out)
             path.mkdir(parents=True, exist_ok=True)
             return path
-    if out is None:
-        if resume:
-            raise UserError("--resume needs --out RUN_DIR (the folder of the run to continue)")
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path("runs") / f"{cfg.name}-{stamp}"
-    else:
-        path = Path(out)
-    if resume:
-        if not any((path / CHECKPOINTS / name).is_file() for name in ("last.pt", "previous.pt")):
-            raise UserError(f"--resume: no checkpoint in {str(path)!r} (expected {CHECKPOINT})")
-    elif path.exists() and any(path.iterdir()):
-        raise UserError(
-            f"run folder {str(path)!r} already exists; pass --resume to continue it or choose another --out"
-        )
+    path = run_dir_for(cfg.name, out, resume)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

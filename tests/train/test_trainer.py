@@ -1,19 +1,23 @@
-"""The trainer: exact resume after an interruption, NaN handling, atomic checkpoints, schedules."""
+"""The one loop: exact resume after an interruption (callbacks' state included), the check for
+a non-finite loss, atomic checkpoints, schedules, progress without a terminal, the allocator."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from contrastkit.config import load_config
-from contrastkit.runs import new_run_dir
-from contrastkit.tasks.runner import train
-from contrastkit.train import LARS, TrainingDiverged, load_checkpoint, lr_factor
+from contrastkit.recipes import load_config
+from contrastkit.runner import train_run
+from contrastkit.runs import checkpoint_part, new_run_dir
+from contrastkit.train import LARS, Callback, Trainer, TrainingDiverged, load_checkpoint, lr_factor
+from contrastkit.train.progress import Progress
 
 from ..conftest import tiny_overrides
 
@@ -22,64 +26,105 @@ class _Interrupt(Exception):
     pass
 
 
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+class Validations(Callback):
+    """A stateful callback: a validation every 2 steps, counted, each one logged to a list."""
+
+    def __init__(self) -> None:
+        self.count, self.at = 0, []
+
+    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+        if trainer.step % 2 == 0:
+            self.count += 1
+            self.at.append(trainer.step)
+            trainer.request_checkpoint()  # the count and the weights in one atomic file
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
 
 
-def test_resume_after_interruption_is_exact(tmp_path: Path) -> None:
-    cfg = load_config("digits-simclr", tiny_overrides(**{"train.max_steps": 6, "train.checkpoint_every": 3}))
-    full = new_run_dir(cfg, str(tmp_path / "full"), resume=False)
-    train(cfg, full, progress=False, verbose=False)
+class InterruptAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
 
-    cut = new_run_dir(cfg, str(tmp_path / "cut"), resume=False)
-
-    def kill_at_5(step: int, logs: dict[str, float]) -> None:
-        if step == 5:
+    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+        if trainer.step == self.step:
             raise _Interrupt
 
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    weights: dict[str, torch.Tensor] = checkpoint_part(load_checkpoint(run / "checkpoints" / "last.pt"), "model")
+    return weights
+
+
+def test_resume_after_an_interruption_is_exact(tmp_path: Path) -> None:
+    """Killed after step 5 (checkpoints every 2 steps, each after a validation): the resumed run
+    ends with the uninterrupted run's weights, optimiser and log, and counts each validation once."""
+    cfg = load_config("digits-simclr", tiny_overrides(**{"train.max_steps": 6, "train.checkpoint_every": 100}))
+    full = new_run_dir(cfg, str(tmp_path / "full"), resume=False)
+    done = Validations()
+    train_run(cfg, full, progress=False, verbose=False, callbacks=[done])
+    cut = new_run_dir(cfg, str(tmp_path / "cut"), resume=False)
     with pytest.raises(_Interrupt):
-        train(cfg, cut, progress=False, verbose=False, callbacks=[kill_at_5])
-    assert load_checkpoint(cut / "checkpoints" / "last.pt")["step"] == 3
-    summary = train(cfg, cut, resume=True, progress=False, verbose=False)
-    assert summary.steps == 6
+        train_run(cfg, cut, progress=False, verbose=False, callbacks=[Validations(), InterruptAt(5)])
+    state = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert state["step"] == 4 and state["callbacks"][1] == {"count": 2}  # the monitor, ours, the interrupter
+    resumed = Validations()
+    summary, _ = train_run(cfg, cut, resume=True, progress=False, verbose=False, callbacks=[resumed])
+    assert summary.steps == 6 and summary.unit == "images" and summary.throughput > 0
+    assert resumed.count == done.count == 3 and resumed.at == [6]
     a, b = _weights(full), _weights(cut)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    sa, sb = (load_checkpoint(r / "checkpoints" / "last.pt")["state"]["optimizer"]["state"] for r in (full, cut))
+    for key in sa:
+        assert all(torch.equal(sa[key][n], sb[key][n]) for n in sa[key]), key
     # the log was truncated at the checkpoint and redone: one row per step, no duplicates
     steps = [line.split(",")[0] for line in (cut / "train_log.csv").read_text().splitlines()[1:]]
     assert steps == [str(i) for i in range(1, 7)]
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
-    cfg = load_config("digits-simclr", tiny_overrides(**{"train.max_steps": 8, "train.checkpoint_every": 2}))
-    run = new_run_dir(cfg, str(tmp_path / "nan"), resume=False)
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loss is checked on logged steps and before every checkpoint (never in between: it
+    stays on the device); the error names the first bad step and the checkpoint kept."""
+    from contrastkit.train import steps
 
-    def poison(step: int, logs: dict[str, float]) -> None:
-        if step == 3:
-            # corrupt one weight so that the next forward pass yields NaN
-            for p in model_params[0]:
+    cfg = load_config("digits-simclr", tiny_overrides(**{"train.max_steps": 8, "train.checkpoint_every": 2,
+                                                         "train.log_every": 3}))
+    run = new_run_dir(cfg, str(tmp_path / "nan"), resume=False)
+    real = steps.GradientStep.__call__
+
+    def poisoned(self: Any, batch: Any, clock: Any) -> Any:
+        if clock.step == 2:  # after step 2: the weights become NaN, so step 4 onwards is NaN... and step 3
+            for p in self.model.parameters():
                 p.data.fill_(float("nan"))
                 break
+        return real(self, batch, clock)
 
-    model_params: list = []
-    import contrastkit.train.trainer as trainer_mod
-
-    original = trainer_mod.Trainer.__init__
-
-    def spy(self, model, *args, **kwargs):  # type: ignore[no-untyped-def]
-        original(self, model, *args, **kwargs)
-        model_params.append(list(model.parameters()))
-
-    trainer_mod.Trainer.__init__ = spy  # type: ignore[method-assign]
-    try:
-        with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4; the last good checkpoint \(step 2\)"):
-            train(cfg, run, progress=False, verbose=False, callbacks=[poison])
-    finally:
-        trainer_mod.Trainer.__init__ = original  # type: ignore[method-assign]
+    monkeypatch.setattr(steps.GradientStep, "__call__", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3; the last good checkpoint \(step 2\)"):
+        train_run(cfg, run, progress=False, verbose=False)
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 2
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in checkpoint_part(state).values() if v.is_floating_point())
+
+
+def test_progress_without_a_terminal_is_a_plain_line_every_few_seconds() -> None:
+    out = io.StringIO()  # not a terminal: no carriage returns, one line per interval and one at the end
+    progress = Progress(100, unit="texts", stream=out, interval=0.0)
+    progress.set(loss=1.23456, lr=1e-3, rate=321.0)
+    progress.update(10)
+    progress.update(90)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 3
+    assert lines[0].startswith("train: step 10/100 (10%)  loss 1.2346  lr 1.00e-03  texts/s 321")
+    assert lines[-1].startswith("train: step 100/100 (100%)")
 
 
 def test_checkpoint_loads_without_code_and_rejects_garbage(tmp_path: Path) -> None:
@@ -136,9 +181,10 @@ def test_lars_trust_ratio_matches_formula() -> None:
 _HEAP = r"""
 import sys
 import torch
-from contrastkit.config import load_config
-from contrastkit.tasks.runner import setup_runtime
-setup_runtime(load_config(None, [f"train.keep_freed_memory={sys.argv[1]}", "train.num_threads=1"]), distributed=False)
+from contrastkit.train.malloc import keep_freed_memory
+for setting in sys.argv[1].split(","):  # e.g. "true,false": on, then off again in the same process
+    keep_freed_memory(setting == "true")
+torch.set_num_threads(1)
 
 def heap() -> int:  # bytes of the process's heap ([heap] in /proc/self/maps)
     for line in open("/proc/self/maps"):
@@ -156,18 +202,20 @@ print(grown >> 20, (heap() - start) >> 20)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc thresholds")
-def test_freed_memory_stays_in_the_heap_for_the_next_step() -> None:
-    """train.keep_freed_memory (default on): blocks below 32 MiB come from the heap and stay
-    there once freed, instead of being mapped for each allocation and unmapped on free (glibc's
-    default above 128 KiB), which page-faults them in again every step (1.5x slower recommendation
-    steps on CPU, see contrastkit.train.malloc)."""
+def test_freed_memory_stays_in_the_heap_for_the_next_step_and_can_be_switched_off() -> None:
+    """train.keep_freed_memory (default on, set by training only): blocks below 32 MiB come from
+    the heap and stay there once freed, instead of being mapped for each allocation and unmapped
+    on free (glibc's default above 128 KiB), which page-faults them in again every step (1.5x
+    slower recommendation steps on CPU, see contrastkit.train.malloc). Switched off later in the
+    same process, glibc's defaults are back."""
     import subprocess
 
     grown = {}
-    for keep in ("true", "false"):
+    for keep in ("true", "false", "true,false"):
         proc = subprocess.run([sys.executable, "-c", _HEAP, keep], capture_output=True, text=True, timeout=120,
                               check=False)
         assert proc.returncode == 0, proc.stderr[-2000:]
         grown[keep] = [int(v) for v in proc.stdout.split()]
     assert grown["true"][0] >= 56 and grown["true"][1] >= 56, grown  # 64 MiB in the heap, and kept there
     assert grown["false"][0] < 8, grown  # each block mapped on its own (and unmapped when freed)
+    assert grown["true,false"][0] < 8, grown  # off again: glibc's thresholds

@@ -29,8 +29,8 @@ def normalized_adjacency(
     (pairs must be unique). Isolated nodes get an all-zero row.
     """
     n = n_users + n_items
-    users = users.long().cpu()
-    items = items.long().cpu() + n_users
+    users = users.long() if users.device.type == "cpu" else users.long().cpu()  # a host-side build
+    items = (items.long() if items.device.type == "cpu" else items.long().cpu()) + n_users
     rows = torch.cat([users, items])
     cols = torch.cat([items, users])
     deg = torch.bincount(rows, minlength=n).double()

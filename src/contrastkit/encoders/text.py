@@ -46,7 +46,7 @@ def require_transformers() -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars for the duration of a load."""
     tf = require_transformers()
     logging = tf.utils.logging
@@ -99,10 +99,24 @@ class TextEncoder(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    def attention_mask_4d(self, attention_mask: Tensor) -> Tensor:
+        """The padding mask prepared as the 4-D mask the model's attention takes (SDPA: True =
+        attend; eager: additive). Given a 2-D mask, transformers reads it on the host to drop an
+        all-ones mask — a wait for the device at every forward pass; a prepared one is used as
+        it is. Other attention implementations get the 2-D mask."""
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        keep = attention_mask[:, None, None, :].bool()
+        if impl == "sdpa":
+            return keep
+        if impl == "eager":
+            dtype = self.model.get_input_embeddings().weight.dtype
+            return (~keep).to(dtype) * torch.finfo(dtype).min
+        return attention_mask
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         want_layers = self.pooling == "first_last_avg"
         out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_layers
+            input_ids=input_ids, attention_mask=self.attention_mask_4d(attention_mask), output_hidden_states=want_layers
         )
         mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
         if self.pooling == "cls":
@@ -148,7 +162,7 @@ class TextEncoder(nn.Module):
         weights (safetensors) and the pooling settings."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with _quiet_transformers():
+        with quiet_transformers():
             self.tokenizer.save_pretrained(str(folder))
             if weights:
                 self.model.save_pretrained(str(folder))
@@ -206,7 +220,7 @@ def load_pretrained_text_encoder(
     last: Exception | None = None
     for local_only in attempts:
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 config = tf.AutoConfig.from_pretrained(str(local) if is_dir else src, local_files_only=local_only)
                 _set_dropout(config, dropout)
                 tokenizer = tf.AutoTokenizer.from_pretrained(
@@ -277,7 +291,7 @@ def tiny_text_encoder(
         max_position_embeddings=max(max_length + 2, 64),
     )
     _set_dropout(config, dropout)
-    with _quiet_transformers():
+    with quiet_transformers():
         tokenizer = tf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         model = tf.BertModel(config, add_pooling_layer=False)
     return TextEncoder(model, tokenizer, pooling=pooling, max_length=max_length)

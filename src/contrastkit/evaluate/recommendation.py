@@ -4,6 +4,8 @@ validation — masked), against a popularity baseline, and the table of it."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,10 +27,13 @@ def split_metrics(scorer: ScoreFn, data: InteractionData, r: RecsysConfig, split
 
 
 def evaluate_recommender(
-    name: str, scorer: ScoreFn, data: InteractionData, r: RecsysConfig, device: torch.device, *, scoring: str = ""
+    name: str, scorer: ScoreFn, data: InteractionData, r: RecsysConfig, device: torch.device, *, scoring: str = "",
+    verbose: bool = False, where: Path | None = None,
 ) -> dict[str, Any]:
     """Test and validation metrics of a recommender ``name`` and of the popularity baseline,
-    with the protocol (``scoring``: how the model scores, when it needs saying)."""
+    with the protocol (``scoring``: how the model scores, when it needs saying) and the
+    seconds it took (printed with ``verbose``, naming the run folder ``where``)."""
+    t0 = time.perf_counter()
     scorers = {name: scorer, "popularity": popularity_scorer(data.item_popularity())}
     out: dict[str, Any] = {
         "model": name,
@@ -38,6 +43,9 @@ def evaluate_recommender(
     }
     for split in ("test", "valid"):
         out[split] = {key: split_metrics(s, data, r, split, device) for key, s in scorers.items()}
+    out["seconds"] = time.perf_counter() - t0
+    if verbose:
+        print(f"evaluated {where} in {out['seconds']:.1f}s", flush=True)
     return out
 
 

@@ -4,8 +4,9 @@ the image–text task's zero-shot and cross-modal retrieval columns."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor
 
@@ -16,6 +17,26 @@ from contrastkit.evaluate.sts import evaluate_sts
 from contrastkit.evaluate.tables import format_table, pct
 
 TRAINED, INITIAL = "trained", "initial"
+M = TypeVar("M")
+
+
+def before_and_after(
+    trained: Callable[[], M], initial: Callable[[], M] | None, evaluate: Callable[[M], dict[str, Any]],
+    *, verbose: bool = True,
+) -> dict[str, Any]:
+    """``{"encoders": {"trained": ..., "initial": ...}, "seconds": ...}``: ``evaluate`` of the
+    trained model and (``initial`` given: ``eval.baselines``) of the model before training."""
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {"encoders": {}}
+    for name, make in [(TRAINED, trained), *([(INITIAL, initial)] if initial is not None else [])]:
+        t1 = time.perf_counter()
+        res = evaluate(make())
+        res["seconds"] = time.perf_counter() - t1
+        results["encoders"][name] = res
+        if verbose:
+            print(f"  evaluated {name} in {res['seconds']:.1f}s", flush=True)
+    results["seconds"] = time.perf_counter() - t0
+    return results
 
 
 def evaluate_text_encoder(encode: Callable[[list[str]], Tensor], t: TextConfig) -> dict[str, Any]:

@@ -102,8 +102,8 @@ def _sentence_transformer_features(out: Path, texts: list[str]) -> Any:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         return None
-    from contrastkit.encoders.text import _quiet_transformers
+    from contrastkit.encoders.text import quiet_transformers
 
-    with _quiet_transformers():
+    with quiet_transformers():
         model = SentenceTransformer(str(out), device="cpu", local_files_only=True)
     return model.encode(texts, convert_to_numpy=True, show_progress_bar=False)

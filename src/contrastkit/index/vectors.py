@@ -63,6 +63,26 @@ def similar_items(data: InteractionData, items: Tensor, item: str, k: int) -> li
     return [{"item": data.item_ids[j], "title": data.title(j), "score": s} for j, s in rows]
 
 
+def write_embeddings(out: Path, vectors: np.ndarray, items: list[dict[str, Any]]) -> tuple[int, int]:
+    """`contrastkit embed` of items: the vectors → OUT (.npy, float32); their texts, where the
+    items are texts, → <stem>.texts.txt (one per line)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, vectors.astype(np.float32))
+    if items and "text" in items[0]:
+        out.with_name(out.stem + ".texts.txt").write_text("\n".join(i["text"].replace("\n", " ") for i in items) + "\n")
+    return int(vectors.shape[0]), int(vectors.shape[1])
+
+
+def cached_vectors(run_dir: Path, compute: Any) -> tuple[Tensor, Tensor]:
+    """The user and item vectors saved in the run folder, or ``compute()``-d once and saved."""
+    saved = load_vectors(run_dir)
+    if saved is not None:
+        return saved
+    users, items = compute()
+    save_vectors(run_dir, users, items)
+    return users, items
+
+
 def write_vectors(data: InteractionData, users: Tensor, items: Tensor, spec: str | None, out: Path) -> tuple[int, int]:
     """'users' / 'items' → .npy (+ <stem>.ids.txt); 'all' (default) → .npz with
     user_embeddings, item_embeddings, user_ids, item_ids."""
@@ -81,3 +101,25 @@ def write_vectors(data: InteractionData, users: Tensor, items: Tensor, spec: str
     np.save(out, matrix.numpy())
     out.with_name(out.stem + ".ids.txt").write_text("\n".join(ids) + "\n")
     return int(matrix.shape[0]), int(matrix.shape[1])
+
+
+class UserItemVectors:
+    """What a run with user and item vectors answers (a mixin of the recommendation runs):
+    ``embed`` them, ``recommend`` items to a user. The run supplies ``vectors()`` and
+    ``interactions()``."""
+
+    def vectors(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def interactions(self) -> InteractionData:
+        raise NotImplementedError
+
+    def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
+        """User and / or item vectors (``--data users|items|all``)."""
+        users, items = self.vectors()
+        return write_vectors(self.interactions(), users, items, spec, out)
+
+    def recommend(self, user: str, k: int = 10) -> list[dict[str, Any]]:
+        """Top-k items for one of the data's own user ids; items the user has seen are excluded."""
+        users, items = self.vectors()
+        return recommend(self.interactions(), users, items, user, k)

@@ -48,8 +48,9 @@ def _check_2d(name: str, t: Tensor, width: int | None = None) -> None:
 def _labels_to_index(labels: Tensor, key_labels: Tensor, self_keys: bool) -> Tensor | None:
     """positive_index (N,) when every query has at most one positive key, else None.
 
-    Costs a sort of the key labels (and one host sync on an accelerator); it lets the common
-    one-positive case (SimCLR-style labels) take the single-positive paths.
+    Costs a sort of the key labels and reads the result on the host (the caller uses it for CPU
+    labels only); it lets the common one-positive case (SimCLR-style labels) take the
+    single-positive paths.
     """
     sorted_k, order = torch.sort(key_labels, stable=True)
     dup = sorted_k[1:] == sorted_k[:-1]
@@ -120,10 +121,12 @@ def _resolve_positives(
     positive_index: Tensor | None,
     labels: Tensor | None,
     key_labels: Tensor | None,
+    check_values: bool = True,
 ) -> tuple[_Positives, bool]:
     """The checked positives of :func:`~contrastkit.losses.info_nce.info_nce`, and whether
-    every query is known to have one (known only for a CPU positive_index / the default
-    diagonal). Labels with at most one positive key per query become a positive_index."""
+    every query is known to have one (known only for a checked CPU positive_index / the
+    default diagonal). With ``check_values``, labels with at most one positive key per query
+    become a positive_index (CPU labels only: it reads them on the host)."""
     n = queries.shape[0]
     self_keys = keys is None
     m = n if keys is None else keys.shape[0]
@@ -160,7 +163,7 @@ def _resolve_positives(
                 f"positive_index must be an integer tensor of shape (N,) = ({n},); "
                 f"got {positive_index.dtype} {_shape(positive_index)}"
             )
-        if positive_index.device.type == "cpu" and n:
+        if check_values and positive_index.device.type == "cpu" and n:
             lo_t, hi_t = torch.aminmax(positive_index)
             lo, hi = int(lo_t), int(hi_t)
             every_row_has_positive = lo >= 0
@@ -171,6 +174,8 @@ def _resolve_positives(
                 )
             if self_keys and bool((positive_index == torch.arange(n)).any()):
                 raise UserError("with keys=None, positive_index must not point a row at itself")
+        elif not check_values:  # the caller vouches for its values: every query has a positive
+            every_row_has_positive = True
         target = positive_index.long()
     elif labels is not None:
         if _shape(labels) != (n,):
@@ -187,7 +192,8 @@ def _resolve_positives(
         if key_labels.dtype != labels.dtype:
             common_labels = torch.promote_types(labels.dtype, key_labels.dtype)
             labels, key_labels = labels.to(common_labels), key_labels.to(common_labels)
-        target = _labels_to_index(labels, key_labels, self_keys) if n else None
+        on_host = check_values and labels.device.type == "cpu"
+        target = _labels_to_index(labels, key_labels, self_keys) if n and on_host else None
         if target is None:
             q_labels, k_labels = labels, key_labels
     else:

@@ -68,12 +68,13 @@ def _check_options(
     temperature: float | Tensor,
     chunk_size: int | str | None,
     negatives: NegativeSampling | None,
+    check_values: bool = True,
 ) -> NegativeSampling | None:
     """Checks the options of :func:`info_nce`; returns the negative strategy (None: uniform)."""
     check_choice("reduction", reduction, REDUCTIONS)
     get_similarity(similarity)  # validates the name
     if isinstance(temperature, Tensor):
-        if temperature.dim() != 0 or (temperature.device.type == "cpu" and not temperature > 0):
+        if temperature.dim() != 0 or (check_values and temperature.device.type == "cpu" and not temperature > 0):
             raise UserError(f"temperature must be a 0-dim tensor > 0; got {temperature!r}")
     elif not isinstance(temperature, (int, float)) or not temperature > 0:
         raise UserError(f"temperature must be a number > 0; got {temperature!r}")
@@ -114,6 +115,7 @@ def info_nce(
     reduction: str = "mean",
     chunk_size: int | str | None = "auto",
     negatives: NegativeSampling | None = None,
+    check_values: bool = True,
 ) -> Tensor:
     """InfoNCE / NT-Xent / SupCon loss of queries (N, D) against keys (M, D) (van den Oord 2018).
 
@@ -147,10 +149,16 @@ def info_nce(
       the negative strategies and for neg_euclidean (O(chunk x (M+K))).
 
     Logits and the softmax are computed in float32 (float64 if an input is float64) even for
-    half / bfloat16 inputs. Positive indices are range-checked on CPU tensors only (no host
-    sync on accelerators). Returns a scalar, or (N,) for reduction="none".
+    half / bfloat16 inputs. Returns a scalar, or (N,) for reduction="none".
+
+    ``check_values``: check the values of ``positive_index``, ``negative_weights`` and a tensor
+    ``temperature``, and turn ``labels`` with at most one positive per query into a positive
+    index (a faster path) — on CPU tensors only, since both read values on the host. False:
+    the caller vouches for its inputs (``positive_index`` in [0, M): every query has a
+    positive) and nothing reads a tensor's values on the host, on any device: the methods'
+    training steps never wait for the device.
     """
-    strategy = _check_options(reduction, similarity, temperature, chunk_size, negatives)
+    strategy = _check_options(reduction, similarity, temperature, chunk_size, negatives, check_values)
     _check_2d("queries", queries)
     n, d = queries.shape
     self_keys = keys is None
@@ -167,6 +175,7 @@ def info_nce(
         positive_index=positive_index,
         labels=labels,
         key_labels=key_labels,
+        check_values=check_values,
     )
     if negative_weights is not None:
         if _shape(negative_weights) != (n, m + k_extra):
@@ -174,7 +183,7 @@ def info_nce(
                 f"negative_weights must have shape (N, M+K) = {(n, m + k_extra)}; "
                 f"got {_shape(negative_weights)}"
             )
-        if bool((negative_weights < 0).any()):
+        if check_values and negative_weights.device.type == "cpu" and bool((negative_weights < 0).any()):
             raise UserError("negative_weights must be >= 0")
 
     # anchors with a positive; needed only for "mean"

@@ -14,12 +14,12 @@ from contrastkit.similarity import DISTANCES, distance_matrix, paired_distance
 MARGIN_REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_margin(margin: float) -> None:
+def check_margin(margin: float) -> None:
     if not isinstance(margin, (int, float)) or margin < 0:
         raise UserError(f"margin must be a number >= 0; got {margin!r}")
 
 
-def _check_labelled_batch(embeddings: Tensor, labels: Tensor) -> None:
+def check_labelled_batch(embeddings: Tensor, labels: Tensor) -> None:
     """Embeddings (B, D) with labels (B,), as the in-batch margin losses take them."""
     if embeddings.dim() != 2 or labels.shape != (embeddings.shape[0],):
         raise UserError(
@@ -51,8 +51,8 @@ def contrastive_margin_loss(
     """
     check_choice("reduction", reduction, MARGIN_REDUCTIONS)
     check_choice("distance", distance, DISTANCES)
-    _check_margin(margin)
-    _check_labelled_batch(embeddings, labels)
+    check_margin(margin)
+    check_labelled_batch(embeddings, labels)
     d = distance_matrix(embeddings, None, distance)
     same = labels.unsqueeze(1) == labels.unsqueeze(0)
     off_diag = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -84,7 +84,7 @@ def pair_margin_loss(
     reduction: "mean" over pairs, "sum", or "none" (B,).
     """
     check_choice("reduction", reduction, MARGIN_REDUCTIONS)
-    _check_margin(margin)
+    check_margin(margin)
     if same.shape != (x1.shape[0],):
         raise UserError(f"same must have shape (B,) = ({x1.shape[0]},); got {tuple(same.shape)}")
     d = paired_distance(x1, x2, distance)
@@ -101,7 +101,7 @@ class ContrastiveMarginLoss(nn.Module):
         self, margin: float = 1.0, distance: str = "euclidean", reduction: str = "mean"
     ) -> None:
         super().__init__()
-        _check_margin(margin)
+        check_margin(margin)
         check_choice("distance", distance, DISTANCES)
         check_choice("reduction", reduction, MARGIN_REDUCTIONS)
         self.margin = margin

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.errors import UserError, check_choice
-from contrastkit.losses.margin import _check_labelled_batch, _check_margin
+from contrastkit.losses.margin import check_labelled_batch, check_margin
 from contrastkit.similarity import DISTANCES, distance_matrix
 
 MININGS = ("batch_hard", "batch_all", "semi_hard")
@@ -62,8 +62,8 @@ def triplet_margin_loss(
     check_choice("mining", mining, MININGS)
     check_choice("distance", distance, DISTANCES)
     check_choice("reduction", reduction, TRIPLET_REDUCTIONS)
-    _check_margin(margin)
-    _check_labelled_batch(embeddings, labels)
+    check_margin(margin)
+    check_labelled_batch(embeddings, labels)
     b = embeddings.shape[0]
     d = distance_matrix(embeddings, None, distance)
     same = labels.unsqueeze(1) == labels.unsqueeze(0)

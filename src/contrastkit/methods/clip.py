@@ -55,15 +55,15 @@ def clip_loss(
         all_text, all_images = gather_with_grad(text_emb), gather_with_grad(image_emb)
         if labels is None:
             index = torch.arange(image_emb.shape[0], device=image_emb.device) + rank_offset(image_emb.shape[0])
-            i2t = info_nce(image_emb, all_text, positive_index=index, temperature=temperature)
-            t2i = info_nce(text_emb, all_images, positive_index=index, temperature=temperature)
+            i2t = info_nce(image_emb, all_text, positive_index=index, temperature=temperature, check_values=False)
+            t2i = info_nce(text_emb, all_images, positive_index=index, temperature=temperature, check_values=False)
         else:
             keys = gather_no_grad(labels)
-            i2t = info_nce(image_emb, all_text, labels=labels, key_labels=keys, temperature=temperature)
-            t2i = info_nce(text_emb, all_images, labels=labels, key_labels=keys, temperature=temperature)
+            i2t = info_nce(image_emb, all_text, labels=labels, key_labels=keys, temperature=temperature, check_values=False)
+            t2i = info_nce(text_emb, all_images, labels=labels, key_labels=keys, temperature=temperature, check_values=False)
         return 0.5 * (i2t + t2i)
-    i2t = info_nce(image_emb, text_emb, labels=labels, temperature=temperature)
-    t2i = info_nce(text_emb, image_emb, labels=labels, temperature=temperature)
+    i2t = info_nce(image_emb, text_emb, labels=labels, temperature=temperature, check_values=False)
+    t2i = info_nce(text_emb, image_emb, labels=labels, temperature=temperature, check_values=False)
     return 0.5 * (i2t + t2i)
 
 

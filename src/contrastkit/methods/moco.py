@@ -101,6 +101,7 @@ class _MomentumContrast(TwoViewMethod):
             positive_index=positives,
             negative_keys=negative_keys,
             negative_weights=weights,
+            check_values=False,
             **self.kernel_options(),
         )
 

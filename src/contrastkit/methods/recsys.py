@@ -192,8 +192,8 @@ class _Contrastive(GraphRecommender):
         u = torch.unique(batch["users"])
         i = torch.unique(batch["pos"])
         t = self.opts.temperature
-        user_term = info_nce(view1[0][u], view2[0][u], temperature=t, similarity="cosine")
-        item_term = info_nce(view1[1][i], view2[1][i], temperature=t, similarity="cosine")
+        user_term = info_nce(view1[0][u], view2[0][u], temperature=t, similarity="cosine", check_values=False)
+        item_term = info_nce(view1[1][i], view2[1][i], temperature=t, similarity="cosine", check_values=False)
         return self.opts.cl_weight * (user_term + item_term)
 
 

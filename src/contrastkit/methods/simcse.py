@@ -95,6 +95,7 @@ class SimCSE(nn.Module):
                 negative_keys=gather_with_grad(views[2]) if len(views) == 3 else None,
                 temperature=self.temperature,
                 similarity=self.similarity,
+                check_values=False,
             )
         return info_nce(
             views[0],
@@ -102,6 +103,7 @@ class SimCSE(nn.Module):
             negative_keys=views[2] if len(views) == 3 else None,
             temperature=self.temperature,
             similarity=self.similarity,
+            check_values=False,
         )
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:

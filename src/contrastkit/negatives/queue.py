@@ -30,16 +30,23 @@ class KeyQueue(nn.Module):
         self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        # the same two counters on the host: a step never reads them from the device (the
+        # buffers carry them into checkpoints; loading one reads them back once)
+        self._ptr = self._filled = 0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._read_counters())
+
+    def _read_counters(self) -> None:
+        self._ptr, self._filled = int(self.ptr), int(self.filled)
 
     def __len__(self) -> int:
-        return int(self.filled)
+        return self._filled
 
     def keys(self) -> Tensor:
         """The stored keys, (filled, dim), oldest first is not guaranteed (ring buffer)."""
-        return self.queue[: int(self.filled)]
+        return self.queue[: self._filled]
 
     def key_labels(self) -> Tensor:
-        return self.labels[: int(self.filled)]
+        return self.labels[: self._filled]
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, labels: Tensor | None = None) -> None:
@@ -52,13 +59,14 @@ class KeyQueue(nn.Module):
             keys = keys[-self.size :]
             labels = labels[-self.size :] if labels is not None else None
             b = self.size
-        ptr = int(self.ptr)
+        ptr = self._ptr
         idx = (torch.arange(b, device=self.queue.device) + ptr) % self.size
         self.queue.index_copy_(0, idx, keys)
         lab = labels.to(self.labels) if labels is not None else torch.full_like(idx, -1)
         self.labels.index_copy_(0, idx, lab)
-        self.ptr.fill_((ptr + b) % self.size)
-        self.filled.fill_(min(int(self.filled) + b, self.size))
+        self._ptr, self._filled = (ptr + b) % self.size, min(self._filled + b, self.size)
+        self.ptr.fill_(self._ptr)
+        self.filled.fill_(self._filled)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"

@@ -10,7 +10,6 @@ image channels, size and normalisation, class names, caption thresholds),
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -38,7 +37,8 @@ from contrastkit.encoders.text import (
     text_encoder_for_training,
 )
 from contrastkit.errors import UserError
-from contrastkit.evaluate.text import INITIAL, TRAINED, text_results_table
+from contrastkit.evaluate.text import before_and_after, text_results_table
+from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
@@ -178,21 +178,9 @@ class ImageTextRun(TrainedRun):
     def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
         """Zero-shot accuracy and image↔text retrieval of the trained towers and (``eval.baselines``)
         of the towers before training."""
-        t0 = time.perf_counter()
         batch = min(self.config.eval.batch_size, 256)
-        results: dict[str, Any] = {"encoders": {}}
-        candidates = [(TRAINED, self.model)]
-        if self.config.eval.baselines:
-            candidates.append((INITIAL, self.initial_model))
-        for name, make in candidates:
-            t1 = time.perf_counter()
-            res = self._evaluate_model(make(), batch)
-            res["seconds"] = time.perf_counter() - t1
-            results["encoders"][name] = res
-            if verbose:
-                print(f"  evaluated {name} in {res['seconds']:.1f}s", flush=True)
-        results["seconds"] = time.perf_counter() - t0
-        return results
+        initial = self.initial_model if self.config.eval.baselines else None
+        return before_and_after(self.model, initial, lambda model: self._evaluate_model(model, batch), verbose=verbose)
 
     def _evaluate_model(self, model: nn.Module, batch_size: int) -> dict[str, Any]:
         from contrastkit.data.text.captions import CaptionMaker, prompts
@@ -245,9 +233,7 @@ class ImageTextRun(TrainedRun):
     ) -> tuple[np.ndarray, list[dict[str, Any]], str]:
         """Texts of a text spec, or images of an image spec, in the shared space."""
         if is_text_spec(spec):
-            texts = read_spec_texts(spec, self.config.text)
-            if unique:
-                texts = list(dict.fromkeys(texts))
+            texts = read_spec_texts(spec, self.config.text, unique=unique)
             return self.encode_texts(texts, batch_size=batch_size).numpy(), [{"text": s} for s in texts], "text"
         inp = self.image_input()
         data = images_for_spec(self.config.data, spec, inp.size)
@@ -259,12 +245,7 @@ class ImageTextRun(TrainedRun):
         """Embeddings of SPEC → OUT (.npy); texts go to <stem>.texts.txt."""
         if spec is None:
             raise UserError("--data is required for this run: sick:SPLIT, a .txt file, FILE.csv#COLUMN or images")
-        vectors, items, modality = self.embed_items(spec, batch_size=min(batch_size, 256))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, vectors.astype(np.float32))
-        if modality == "text":
-            out.with_name(out.stem + ".texts.txt").write_text("\n".join(i["text"].replace("\n", " ") for i in items) + "\n")
-        return int(vectors.shape[0]), int(vectors.shape[1])
+        return write_embeddings(out, *self.embed_items(spec, batch_size=min(batch_size, 256))[:2])
 
     def gallery_spec(self) -> str | None:
         """The test images of a labelled data set for ``contrastkit serve`` (none from a table)."""

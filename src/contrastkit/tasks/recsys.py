@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import math
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -31,11 +30,10 @@ from contrastkit.evaluate.recommendation import (
     split_metrics,
 )
 from contrastkit.index.vectors import (
-    load_vectors,
-    recommend,
+    UserItemVectors,
+    cached_vectors,
     save_vectors,
     similar_items,
-    write_vectors,
 )
 from contrastkit.methods.recsys import GraphRecommender
 from contrastkit.methods.registry import get_method
@@ -155,7 +153,7 @@ class EarlyStopping(Callback):
 # ----------------------------------------------------------------------------- the run
 
 
-class RecsysRun(TrainedRun):
+class RecsysRun(UserItemVectors, TrainedRun):
     """A recommender run: its split, and the user and item embeddings of its best epoch."""
 
     def interactions(self) -> InteractionData:
@@ -173,15 +171,11 @@ class RecsysRun(TrainedRun):
     def vectors(self) -> tuple[Tensor, Tensor]:
         """User (U, D) and item (I, D) embeddings of the best epoch (computed once if not saved)."""
 
-        def build() -> tuple[Tensor, Tensor]:
-            saved = load_vectors(self.path)
-            if saved is not None:
-                return saved
-            users, items = (t.cpu() for t in self.best_model().embeddings())
-            save_vectors(self.path, users, items)
-            return users, items
+        def best() -> tuple[Tensor, Tensor]:
+            users, items = self.best_model().embeddings()
+            return users.cpu(), items.cpu()
 
-        return self.cached("vectors", build)
+        return self.cached("vectors", lambda: cached_vectors(self.path, best))
 
     @property
     def user_vectors(self) -> Tensor:
@@ -193,15 +187,10 @@ class RecsysRun(TrainedRun):
 
     def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
         """Test (and validation) metrics of the best epoch and of the popularity baseline."""
-        data = self.interactions()
         users, items = self.best_model().embeddings()
         save_vectors(self.path, users, items)
-        t0 = time.perf_counter()
-        out = evaluate_recommender(self.config.method.name, embedding_scorer(users, items), data, self.config.recsys, self.device)
-        out["seconds"] = time.perf_counter() - t0
-        if verbose:
-            print(f"evaluated {self.path} in {out['seconds']:.1f}s", flush=True)
-        return out
+        return evaluate_recommender(self.config.method.name, embedding_scorer(users, items), self.interactions(),
+                                    self.config.recsys, self.device, verbose=verbose, where=self.path)
 
     def results_table(self, ev: dict[str, Any]) -> str:
         return ranking_table(ev)
@@ -219,16 +208,6 @@ class RecsysRun(TrainedRun):
     def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
         test = results.get("eval", {}).get("test", {}).get(self.config.method.name, {})
         return {key: test.get(key) for key in ("recall@20", "ndcg@20")}
-
-    def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
-        """User and / or item embeddings (``--data users|items|all``)."""
-        users, items = self.vectors()
-        return write_vectors(self.interactions(), users, items, spec, out)
-
-    def recommend(self, user: str, k: int = 10) -> list[dict[str, Any]]:
-        """Top-k items for one of the data's own user ids; items the user has seen are excluded."""
-        users, items = self.vectors()
-        return recommend(self.interactions(), users, items, user, k)
 
     def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]:
         """The k items whose embeddings are closest (cosine) to one of the data's own item ids."""

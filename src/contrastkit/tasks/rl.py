@@ -110,6 +110,9 @@ def _build_agent(cfg: Config, env: Any, device: torch.device, *, buffer_size: in
         optimize_memory_usage=pixels, replay_buffer_kwargs={"handle_timeout_termination": not pixels},
         policy_kwargs=policy_kwargs, seed=cfg.train.seed, device=device, verbose=0,
     )
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))  # values for our logs, no SB3-* folder in /tmp
     if cfg.method.name == "curl":
         encoder = model.q_net.features_extractor.encoder
         model.aux = get_method("curl", "rl").build(cfg.method, encoder=encoder)

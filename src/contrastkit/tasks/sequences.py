@@ -37,7 +37,12 @@ from contrastkit.data.sequences import (
 from contrastkit.errors import UserError
 from contrastkit.evaluate.ranking import embedding_scorer
 from contrastkit.evaluate.recommendation import evaluate_recommender, ranking_table
-from contrastkit.index.vectors import load_vectors, nearest, recommend, save_vectors, write_vectors
+from contrastkit.index.vectors import (
+    UserItemVectors,
+    cached_vectors,
+    nearest,
+    save_vectors,
+)
 from contrastkit.methods.base import StepOutput
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
@@ -231,7 +236,7 @@ class WordVectorsRun(SequencesRun):
         return [{"item": corpus.vocab[j], "score": v, "title": ""} for j, v in rows]
 
 
-class ItemVectorsRun(SequencesRun):
+class ItemVectorsRun(UserItemVectors, SequencesRun):
     """item2vec on interaction histories: item vectors, users as their histories, recommendations."""
 
     kind = "interactions (item2vec)"
@@ -240,44 +245,22 @@ class ItemVectorsRun(SequencesRun):
     def interactions(self) -> InteractionData:
         return self.cached("split", lambda: saved_split(self.path))
 
+    def _history_vectors(self) -> tuple[Tensor, Tensor]:
+        data, (inputs, outputs) = self.interactions(), self.weights()
+        return history_scorer(inputs, outputs, data.train, data.n_users)
+
     def vectors(self) -> tuple[Tensor, Tensor]:
         """User and item vectors whose dot product scores an item for a user (:func:`history_scorer`)."""
-
-        def build() -> tuple[Tensor, Tensor]:
-            saved = load_vectors(self.path)
-            if saved is not None:
-                return saved
-            data, (inputs, outputs) = self.interactions(), self.weights()
-            users, items = history_scorer(inputs, outputs, data.train, data.n_users)
-            save_vectors(self.path, users, items)
-            return users, items
-
-        return self.cached("vectors", build)
+        return self.cached("vectors", lambda: cached_vectors(self.path, self._history_vectors))
 
     def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        data, (inputs, outputs) = self.interactions(), self.weights()
-        users, items = history_scorer(inputs, outputs, data.train, data.n_users)
+        users, items = self._history_vectors()
         save_vectors(self.path, users, items)
-        out = evaluate_recommender(self.config.method.name, embedding_scorer(users, items), data, self.config.recsys,
-                                   self.device, scoring=self.scoring)
-        out["seconds"] = time.perf_counter() - t0
-        if verbose:
-            print(f"evaluated {self.path} in {out['seconds']:.1f}s", flush=True)
-        return out
+        return evaluate_recommender(self.config.method.name, embedding_scorer(users, items), self.interactions(),
+                                    self.config.recsys, self.device, scoring=self.scoring, verbose=verbose, where=self.path)
 
     def results_table(self, ev: dict[str, Any]) -> str:
         return ranking_table(ev)
-
-    def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
-        """User and / or item vectors (``--data users|items|all``), as for a recsys run."""
-        users, items = self.vectors()
-        return write_vectors(self.interactions(), users, items, spec, out)
-
-    def recommend(self, user: str, k: int = 10) -> list[dict[str, Any]]:
-        """Top-k items for a user (the user's vector: their history's), seen items excluded."""
-        users, items = self.vectors()
-        return recommend(self.interactions(), users, items, user, k)
 
     def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]:
         """The k items closest to ``item`` by cosine of their input vectors, with their titles."""

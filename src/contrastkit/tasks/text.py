@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +28,8 @@ from contrastkit.encoders.text import (
     text_encoder_for_training,
 )
 from contrastkit.errors import UserError
-from contrastkit.evaluate.text import INITIAL, TRAINED, evaluate_text_encoder, text_results_table
+from contrastkit.evaluate.text import before_and_after, evaluate_text_encoder, text_results_table
+from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
@@ -104,26 +104,13 @@ class TextRun(TrainedRun):
 
     def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
         """STS and retrieval of the trained model and (``eval.baselines``) of the model before training."""
-        t0 = time.perf_counter()
         batch = min(self.config.eval.batch_size, 256)
-        results: dict[str, Any] = {"encoders": {}}
-        candidates = [(TRAINED, self.model)]
-        if self.config.eval.baselines:
-            candidates.append((INITIAL, self.initial_model))
-        for name, make in candidates:
-            t1 = time.perf_counter()
-            model = make()
 
-            def encode(texts: list[str], m: nn.Module = model) -> Tensor:
-                return self._encode(m, texts, batch)
+        def evaluate(model: nn.Module) -> dict[str, Any]:
+            return evaluate_text_encoder(lambda texts: self._encode(model, texts, batch), self.config.text)
 
-            res = evaluate_text_encoder(encode, self.config.text)
-            res["seconds"] = time.perf_counter() - t1
-            results["encoders"][name] = res
-            if verbose:
-                print(f"  evaluated {name} in {res['seconds']:.1f}s", flush=True)
-        results["seconds"] = time.perf_counter() - t0
-        return results
+        initial = self.initial_model if self.config.eval.baselines else None
+        return before_and_after(self.model, initial, evaluate, verbose=verbose)
 
     def results_table(self, ev: dict[str, Any]) -> str:
         return text_results_table(ev)
@@ -135,20 +122,14 @@ class TextRun(TrainedRun):
     ) -> tuple[np.ndarray, list[dict[str, Any]], str]:
         """Embeddings of the texts of ``spec``, one description per row, and the modality;
         ``unique`` drops repeated texts (for an index)."""
-        texts = read_spec_texts(spec, self.config.text)
-        if unique:
-            texts = list(dict.fromkeys(texts))
+        texts = read_spec_texts(spec, self.config.text, unique=unique)
         return self.encode_texts(texts, batch_size=batch_size).numpy(), [{"text": s} for s in texts], "text"
 
     def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
         """Embeddings of SPEC → OUT (.npy); texts go to <stem>.texts.txt."""
         if spec is None:
             raise UserError("--data is required for this run: sick:SPLIT, a .txt file or FILE.csv#COLUMN")
-        vectors, items, _ = self.embed_items(spec, batch_size=min(batch_size, 256))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, vectors.astype(np.float32))
-        out.with_name(out.stem + ".texts.txt").write_text("\n".join(i["text"].replace("\n", " ") for i in items) + "\n")
-        return int(vectors.shape[0]), int(vectors.shape[1])
+        return write_embeddings(out, *self.embed_items(spec, batch_size=min(batch_size, 256))[:2])
 
     def query_modalities(self) -> tuple[str, ...]:
         return ("text",)

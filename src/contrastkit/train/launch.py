@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from typing import Any
 
 from contrastkit.errors import UserError
@@ -50,8 +51,9 @@ def launch(nproc: int, argv: list[str], resume_command: str) -> int:
 
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
+    logs = tempfile.TemporaryDirectory(prefix="contrastkit-torchrun-")  # torchrun's own log folder, removed after
     args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc-per-node={nproc}", "-m", "contrastkit", *argv]
+        ["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs.name}", "-m", "contrastkit", *argv]
     )
     saved_env = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
     saved_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)}
@@ -76,6 +78,7 @@ def launch(nproc: int, argv: list[str], resume_command: str) -> int:
             print(f"contrastkit: {line}", file=sys.stderr)
         return code
     finally:
+        logs.cleanup()
         os.environ.pop(LAUNCHED, None)
         if saved_env is None:
             os.environ.pop("TORCHELASTIC_SIGNALS_TO_HANDLE", None)

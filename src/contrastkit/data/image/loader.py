@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from contrastkit.data.batching import SeededBatches
 from contrastkit.data.image.augment import BatchAugmentation
 from contrastkit.data.image.mapped import take
 
@@ -43,7 +44,7 @@ def augment_view(
     return view.contiguous(memory_format=torch.channels_last) if channels_last else view
 
 
-class ViewLoaderBase:
+class ViewLoaderBase(SeededBatches):
     """What the view loaders share: the seeded per-epoch permutation sharded per rank, the
     augmentation generator (checkpointed) and the making of a batch from its uint8 images."""
 
@@ -101,15 +102,6 @@ class ViewLoaderBase:
             batch["labels"] = self.labels.index_select(0, idx)
         return batch
 
-    def units(self, batch: dict[str, Any]) -> int:
-        """Images in a batch (this process's)."""
-        return self.batch_size
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"].cpu())
 
 
 class InMemoryViewLoader(ViewLoaderBase):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from contrastkit.data.interactions.dataset import InteractionData
-from contrastkit.data.interactions.preprocess import _natural_key, clean
+from contrastkit.data.interactions.preprocess import clean, natural_key
 from contrastkit.data.interactions.readers import RawInteractions, read_interactions
 from contrastkit.data.interactions.splits import split_interactions
 from contrastkit.errors import UserError, check_choice
@@ -168,13 +168,13 @@ def build_given_data(
         stats[f"{name}_rows_read"] = st["rows_read"]
         stats[f"{name}_duplicates_dropped"] = st["duplicates_dropped"]
     tr = cleaned["train"]
-    user_vocab = sorted(_ids(tr, "user").tolist(), key=_natural_key)
+    user_vocab = sorted(_ids(tr, "user").tolist(), key=natural_key)
     if max_users is not None:
         user_vocab = user_vocab[:max_users]
     user_index = {u: i for i, u in enumerate(user_vocab)}
     tr_users = _global_codes(tr, user_index, "user")
     tr = tr.select(tr_users >= 0)
-    item_vocab = sorted(_ids(tr, "item").tolist(), key=_natural_key)
+    item_vocab = sorted(_ids(tr, "item").tolist(), key=natural_key)
     item_index = {v: i for i, v in enumerate(item_vocab)}
     n_users, n_items = len(user_vocab), len(item_vocab)
 

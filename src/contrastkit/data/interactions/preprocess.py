@@ -24,7 +24,7 @@ def to_implicit(raw: RawInteractions, threshold: float | None) -> RawInteraction
     return raw.select(raw.ratings >= threshold)
 
 
-def _natural_key(value: str) -> tuple[int, float | str]:
+def natural_key(value: str) -> tuple[int, float | str]:
     return (0, float(value)) if re.fullmatch(r"-?\d+(\.\d+)?", value) else (1, value)
 
 
@@ -35,7 +35,7 @@ def first_users(raw: RawInteractions, max_users: int | None) -> RawInteractions:
     present = np.unique(raw.users)
     if present.size <= max_users:
         return raw
-    order = sorted(present.tolist(), key=lambda c: _natural_key(str(raw.user_ids[c])))
+    order = sorted(present.tolist(), key=lambda c: natural_key(str(raw.user_ids[c])))
     keep_users = np.asarray(order[:max_users], dtype=np.int64)
     return raw.select(np.isin(raw.users, keep_users))
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from contrastkit.data.batching import SeededBatches
 from contrastkit.data.image.loader import Augment, augment_view, augmentation_generator
 from contrastkit.data.text.augment import TextAugmentation
 from contrastkit.errors import UserError
@@ -32,7 +33,7 @@ def _check_batch(batch_size: int, n: int, what: str) -> None:
         )
 
 
-class _SeededLoader:
+class _SeededLoader(SeededBatches):
     """Per-epoch seeded order of n rows (this rank's share) in full batches, and the generator of
     the random choices."""
 
@@ -68,15 +69,6 @@ class _SeededLoader:
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         return np.random.default_rng(seed)
 
-    def units(self, batch: dict[str, Any]) -> int:
-        """Texts (rows) in a batch (this process's)."""
-        return self.batch_size
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"].cpu())
 
 
 class _ListColumns:

@@ -80,7 +80,9 @@ def is_text_spec(spec: str) -> bool:
     return path.startswith("sick:") or (Path(path).suffix.lower() in TEXT_SUFFIXES and Path(path).is_file())
 
 
-def read_spec_texts(spec: str, t: TextConfig) -> list[str]:
-    """Texts of a data spec for embedding or indexing, in file order (duplicates kept)."""
+def read_spec_texts(spec: str, t: TextConfig, *, unique: bool = False) -> list[str]:
+    """Texts of a data spec for embedding or indexing, in file order (``unique``: repeated texts
+    dropped, for an index)."""
     path, cols = split_columns(spec)
-    return read_sentences(path, cols, None, data_root=t.data_root, unique=False)
+    texts = read_sentences(path, cols, None, data_root=t.data_root, unique=False)
+    return list(dict.fromkeys(texts)) if unique else texts
