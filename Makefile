@@ -14,8 +14,9 @@ demo: install fashion-mnist
 test: install-test fashion-mnist chromium lint unit
 
 lint:
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
+	$(BIN)/python tools/check_imports.py
 
 # two workers, one test file each at a time: most tests wait on subprocesses or run one thread
 unit:

@@ -12,7 +12,7 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # two xdist workers on two cores: one thread each, never oversubscribed
 
 
 def tiny_overrides(**extra: Any) -> list[str]:

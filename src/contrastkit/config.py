@@ -33,6 +33,7 @@ class EvalConfig:
     baselines: bool = option(True, "also evaluate the untrained network (and raw inputs)")
     plots: bool = option(True, "pictures of the evaluation in plots/")
     batch_size: int = option(512, "batch size of feature extraction", ge=1)
+    report: bool = option(True, "write report.html into the run folder after training and evaluation")
 
 
 COMMON_SECTIONS: dict[str, type] = {"optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -169,13 +170,15 @@ def _moved(data: dict[str, Any], saved: bool, sections: Any) -> dict[str, Any]:
 
 
 def build_config(
-    data: dict[str, Any], task: Schema, *, saved: bool = False, owners: dict[str, list[str]] | None = None
+    data: dict[str, Any], task: Schema, *, saved: bool = False, owners: dict[str, list[str]] | None = None,
+    known: dict[str, set[str]] | None = None,
 ) -> Config:
     """Build and validate the config of ``task`` from a (possibly partial) nested mapping.
     ``saved``: the mapping is a run folder's config.yaml, perhaps written by an older
     contrastkit (moved keys are migrated; sections, keys and method options the task or method
     does not read are dropped). ``owners``: section name → the tasks that read it (for the
-    error naming the task a misplaced section belongs to)."""
+    error naming the task a misplaced section belongs to); ``known``: section name → every key
+    some task reads in it (a key another task reads is "not read by this task", not unknown)."""
     classes = section_classes(task)
     data = _moved(data, saved, classes)
     allowed = ["name", "task", *[k for k in classes if k not in COMMON_SECTIONS], "method",
@@ -206,12 +209,12 @@ def build_config(
         values = data.get(key) or {}
         if not isinstance(values, dict):
             raise UserError(f"{key}: expected a mapping of keys, got {values!r}")
-        skip = task.unread.get(key, ())
-        if saved:
-            values = {k: v for k, v in values.items() if k not in skip}
-        elif any(k in values for k in skip):
-            bad = next(k for k in values if k in skip)
-            read = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+        read = [f.name for f in dataclasses.fields(cls) if f.name not in task.unread.get(key, ())]
+        if saved:  # an older run folder may hold keys this task no longer reads (or never did)
+            values = {k: v for k, v in values.items() if k in read}
+        others = (known or {}).get(key, set())
+        bad = next((k for k in values if k not in read and (k in others or k in task.unread.get(key, ()))), None)
+        if bad is not None:
             raise UserError(
                 f"{key}.{bad} is not read by task {task.name!r}; the {key} keys it reads: {', '.join(read)}"
             )

@@ -127,7 +127,7 @@ def unknown_key(prefix: str, key: str, allowed: list[str]) -> UserError:
     """The error for a key that a section does not have."""
     where = prefix.rstrip(".") or "the top level"
     return UserError(
-        f"unknown config key {prefix}{key!r}{closest(str(key), allowed)}; allowed in {where}: "
+        f"unknown config key {prefix + key!r}{closest(str(key), allowed)}; allowed in {where}: "
         f"{', '.join(allowed)}"
     )
 

@@ -47,12 +47,21 @@ def _task_of(data: dict[str, Any]) -> type[Task]:
     return get_task(name)
 
 
+def section_keys() -> dict[str, set[str]]:
+    """Each section name → every key some task reads in it."""
+    keys: dict[str, set[str]] = {}
+    for task in all_tasks():
+        for key, cls in section_classes(task).items():
+            keys.setdefault(key, set()).update(f.name for f in dataclasses.fields(cls))
+    return keys
+
+
 def config_from_dict(data: dict[str, Any], *, saved: bool = False) -> Config:
     """Build and validate a Config from a (possibly partial) nested dict; ``saved``: a run
     folder's config.yaml, perhaps written by an older contrastkit (see :func:`build_config`)."""
     if not isinstance(data, dict):
         raise UserError(f"a recipe must be a mapping of sections, got {type(data).__name__}")
-    return build_config(data, _task_of(data), saved=saved, owners=section_owners())
+    return build_config(data, _task_of(data), saved=saved, owners=section_owners(), known=section_keys())
 
 
 def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

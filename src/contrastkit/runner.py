@@ -71,14 +71,14 @@ def train_run(
     return summary, extra
 
 
-def evaluate(run: TrainedRun, *, verbose: bool = True, report: bool = True) -> dict[str, Any]:
+def evaluate(run: TrainedRun, *, verbose: bool = True, report: bool | None = None) -> dict[str, Any]:
     """Evaluate a finished or interrupted run; results.json's ``eval`` is replaced with it, and
-    with ``report`` the run's report.html too."""
+    with ``report`` (default: the run's ``eval.report``) the run's report.html too."""
     out = run.evaluate(verbose=verbose)
     results = run.results
     results["eval"] = out
     write_results(run.path, results)
-    if report:
+    if run.config.eval.report if report is None else report:
         from contrastkit.report import refresh_run_report
 
         refresh_run_report(run.path, results, verbose=verbose)
@@ -103,9 +103,10 @@ def run_all(
         results["eval"] = open_run(cfg, run_dir).evaluate(verbose=verbose)
     results["total_seconds"] = time.perf_counter() - t0
     write_results(run_dir, results)
-    from contrastkit.report import refresh_run_report
+    if cfg.eval.report:
+        from contrastkit.report import refresh_run_report
 
-    refresh_run_report(Path(run_dir), verbose=verbose)
+        refresh_run_report(Path(run_dir), verbose=verbose)
     return results
 
 

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from contrastkit.cli import main
-from contrastkit.config import load_config
 from contrastkit.errors import UserError
+from contrastkit.recipes import load_config
+from contrastkit.runner import train_run
 from contrastkit.runs import new_run_dir
-from contrastkit.tasks.runner import train
+from contrastkit.train import Callback, Trainer
 from contrastkit.train.loggers import LOG_FIELDS, Loggers, check_installed, read_tracker_ids
 
 from ..conftest import tiny_overrides
@@ -23,7 +24,7 @@ from ..conftest import tiny_overrides
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 4-pixel-wide encoder, small batches: each run is a few steps of almost nothing
-FAST = {"model.width": 4, "train.batch_size": 32, "train.max_steps": 6, "train.checkpoint_every": 3}
+FAST = {"model.width": 4, "train.batch_size": 32, "train.max_steps": 6, "train.checkpoint_every": 3, "train.keep_freed_memory": False}
 
 
 def _cfg(**extra: Any) -> Any:
@@ -34,12 +35,17 @@ class _Interrupt(Exception):
     pass
 
 
-def _kill_at(n: int) -> Any:
-    def callback(step: int, logs: dict[str, float]) -> None:
-        if step == n:
+class _KillAt(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+        if trainer.step == self.step:
             raise _Interrupt
 
-    return callback
+
+def train(cfg: Any, run: Path, **options: Any) -> Any:
+    return train_run(cfg, run, **options)[0]
 
 
 def _csv_steps(run: Path) -> list[int]:
@@ -101,7 +107,7 @@ def test_mlflow_records_every_step_once_across_a_resume(tmp_path: Path, monkeypa
     cfg = _cfg(**{"train.loggers": "[csv, tensorboard, mlflow]"})
     run = new_run_dir(cfg, str(tmp_path / "run"), resume=False)
     with pytest.raises(_Interrupt):  # steps 4 and 5 are logged, the checkpoint is at step 3
-        train(cfg, run, progress=False, verbose=False, callbacks=[_kill_at(5)])
+        train(cfg, run, progress=False, verbose=False, callbacks=[_KillAt(5)])
     client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
     run_id = read_tracker_ids(run)["mlflow"]["run_id"]
     assert client.get_run(run_id).info.status == "FAILED"
