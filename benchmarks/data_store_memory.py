@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import ENV, add_numbers, add_overrides, each_step, parser, set_args
 
 CLASSES = [f"c{i}" for i in range(10)]
-HERE = Path(__file__).resolve().parent
 
 
 def _chunks(count: int, size: int, block: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -69,56 +69,61 @@ def generate(store: Path, count: int, test_count: int, size: int, block: int) ->
           "(hashed and its statistics computed: training opens it at once)")
 
 
-CHILD = r"""
-import json, resource, sys, time, tempfile
-from pathlib import Path
-import torch
-from contrastkit.config import load_config
-from contrastkit.tasks.runner import train
-store, steps, threads, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-torch.set_num_threads(threads)
-sys.path.insert(0, sys.argv[5])
-from data_images import SIMCLR_OVERRIDES, SIMCLR_RECIPE
-cfg = load_config(SIMCLR_RECIPE, [
-    *SIMCLR_OVERRIDES, "data.name=store", f"data.root={store}", f"train.max_steps={steps}",
-    f"train.num_threads={threads}", *sys.argv[6:],
-])
-peaks = []
-def status():
-    # VmHWM: peak RSS so far; RssAnon: heap (tensors, Python); RssFile: mapped file pages (the store)
+def _status() -> dict[str, int]:
+    """VmRSS, VmHWM (peak RSS so far), RssAnon (heap: tensors, Python), RssFile (mapped file pages:
+    the store) of this process, in MB."""
     fields = {}
-    for line in open("/proc/self/status"):
+    for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
             fields[key] = int(value.split()[0]) // 1024
     return fields
-def mark(step, logs):
-    if step % 25 == 0 or step == 1:
-        peaks.append((step, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, status()))
-t0 = time.perf_counter()
-train(cfg, Path(out), progress=False, callbacks=[mark], verbose=False)
-dt = time.perf_counter() - t0
-final = dict(status(), maxrss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
-print("RESULT " + json.dumps({"seconds": dt, "rss_by_step_mb": peaks, "after_eval_mb": final}), flush=True)
-"""
+
+
+def child(store: str, steps: int, threads: int, out: str, extra: list[str]) -> None:
+    """In the measured process: train on the store with an RSS trace, evaluate, print the RESULT line."""
+    import torch
+    from data_images import SIMCLR_OVERRIDES, SIMCLR_RECIPE
+
+    from contrastkit.recipes import load_config
+    from contrastkit.runner import open_run, train_run
+
+    torch.set_num_threads(threads)
+    cfg = load_config(SIMCLR_RECIPE, [
+        *SIMCLR_OVERRIDES, "data.name=store", f"data.root={store}", f"train.max_steps={steps}",
+        f"train.num_threads={threads}", *extra,
+    ])
+    peaks = []
+
+    def mark(step: int) -> None:
+        if step % 25 == 0 or step == 1:
+            peaks.append((step, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _status()))
+
+    t0 = time.perf_counter()
+    train_run(cfg, Path(out), progress=False, callbacks=[each_step(mark)], verbose=False)
+    dt = time.perf_counter() - t0
+    ev = open_run(cfg, out).evaluate(verbose=False) if cfg.eval.enabled else {}
+    final = dict(_status(), maxrss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    numbers = {k: v for k, v in ev.items() if isinstance(v, (int, float))}
+    print("RESULT " + json.dumps({"seconds": dt, "rss_by_step_mb": peaks, "after_eval_mb": final, "eval": numbers}),
+          flush=True)
 
 
 def _child_peak(store: Path, steps: int, threads: int, extra: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-c", CHILD, str(store), str(steps), str(threads), tmp, str(HERE), *extra],
-            capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+            [sys.executable, __file__, "child", "--store", str(store), "--steps", str(steps),
+             "--threads", str(threads), "--out", tmp, *set_args(extra)],
+            capture_output=True, text=True, env={**os.environ, **ENV},
         )
         wall = time.monotonic() - t0
-        results = json.loads((Path(tmp) / "results.json").read_text()) if (Path(tmp) / "results.json").is_file() else {}
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"child failed ({proc.returncode})")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    res = json.loads(line[7:])
+    res: dict[str, Any] = json.loads(line[7:])
     res["wall_seconds"] = wall
-    res["eval"] = {k: v for k, v in results.get("eval", {}).items() if isinstance(v, (int, float))}
     return res
 
 
@@ -166,7 +171,7 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate")
     g.add_argument("--store", required=True)
@@ -180,11 +185,18 @@ def main() -> None:
     m.add_argument("--steps", type=int, default=300)
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--eval-samples", type=int, default=10_000)
-    m.add_argument("--set", action="append", default=[], help="extra recipe overrides")
+    add_overrides(m, "the recipe")
     m.add_argument("--out", default="runs/bench-data-store-memory")
+    c = sub.add_parser("child", help="(the measured process, started by measure)")
+    c.add_argument("--store", required=True)
+    c.add_argument("--out", required=True, help="its run folder")
+    add_numbers(c, steps=300, threads=2)
+    add_overrides(c, "the recipe")
     args = ap.parse_args()
     if args.cmd == "generate":
         generate(Path(args.store), args.count, args.test_count, args.size, args.block)
+    elif args.cmd == "child":
+        child(args.store, args.steps, args.threads, args.out, args.set)
     else:
         measure(args)
 

@@ -29,60 +29,54 @@ quotes the median round of each and the ratios. Targets (issue 13): store >= 95 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from data_images import SIMCLR_OVERRIDES, SIMCLR_RECIPE, make_folder  # noqa: E402
-from train_throughput import timed_steps  # noqa: E402
+import common
+from data_images import SIMCLR_OVERRIDES, SIMCLR_RECIPE, make_folder
 
 CONTENDERS = ("memory", "store", "imagefolder", "stream")
 SIZE = 32
-ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def _overrides(name: str, images: str, store: str, warmup: int, steps: int, threads: int,
-               extra: list[str]) -> list[str]:
-    common = [*SIMCLR_OVERRIDES, f"train.max_steps={warmup + steps}", f"train.num_threads={threads}",
-              "eval.enabled=false", *extra]
+def config(name: str, images: str, store: str, warmup: int, steps: int, threads: int, extra: list[str]) -> Any:
+    """The SimCLR run of the data benchmarks reading the data the way contender ``name`` does."""
+    from contrastkit.recipes import load_config
+
+    run = [*SIMCLR_OVERRIDES, f"train.max_steps={warmup + steps}", f"train.num_threads={threads}",
+           "eval.enabled=false", *extra]
     if name == "store":
-        return [*common, "data.name=store", f"data.root={store}"]
-    data = [*common, "data.name=folder", f"data.root={images}", f"data.image_size={SIZE}"]
-    return [*data, "data.stream=true", "data.workers=2"] if name == "stream" else data
+        return load_config(SIMCLR_RECIPE, [*run, "data.name=store", f"data.root={store}"])
+    data = [*run, "data.name=folder", f"data.root={images}", f"data.image_size={SIZE}"]
+    return load_config(SIMCLR_RECIPE, [*data, "data.stream=true", "data.workers=2"] if name == "stream" else data)
 
 
 def child_ours(name: str, images: str, store: str, warmup: int, steps: int, threads: int, extra: list[str]) -> float:
     import torch
 
-    from contrastkit.config import load_config
-
     torch.set_num_threads(threads)
-    cfg = load_config(SIMCLR_RECIPE, _overrides(name, images, store, warmup, steps, threads, extra))
-    return cfg.train.batch_size * steps / timed_steps(cfg, warmup, steps)
+    cfg = config(name, images, store, warmup, steps, threads, extra)
+    return cfg.train.batch_size * steps / common.timed_steps(cfg, warmup, steps)
 
 
 def child_imagefolder(images: str, store: str, warmup: int, steps: int, threads: int, extra: list[str]) -> float:
     import torch
     from torchvision import datasets, transforms
 
-    from contrastkit.config import load_config
-    from contrastkit.tasks.image import build_model, load_split
+    from contrastkit.data.image.spec import load_split
+    from contrastkit.methods.base import build_image_method
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = load_config(SIMCLR_RECIPE, _overrides("store", images, store, warmup, steps, threads, extra))
+    cfg = config("store", images, store, warmup, steps, threads, extra)
     ops = {op["op"]: op for op in cfg.data.augment or []}
-    stats = load_split(cfg, "train")  # the store: only for the normalisation statistics
+    stats = load_split(cfg.data, "train")  # the store: only for the normalisation statistics
     mean, std = stats.mean(), stats.std()
     cj, crop = ops["color_jitter"], ops["random_resized_crop"]
     view = transforms.Compose([
@@ -103,60 +97,36 @@ def child_imagefolder(images: str, store: str, warmup: int, steps: int, threads:
     ds = datasets.ImageFolder(images, transform=two_views)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=2,
                                          drop_last=True)
-    model: Any = build_model(cfg, 3, SIZE)
+    model: Any = build_image_method(cfg.method, cfg.model, 3, SIZE)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    done, start = 0, 0.0
-    while done < warmup + steps:
-        for (x1, x2), _ in loader:
-            if cfg.train.channels_last:
-                x1 = x1.contiguous(memory_format=torch.channels_last)
-                x2 = x2.contiguous(memory_format=torch.channels_last)
-            out = model.training_step({"views": [x1, x2], "index": torch.arange(len(x1))})
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
-            done += 1
-            if done == warmup:
-                start = time.perf_counter()
-            if done == warmup + steps:
-                break
-    return cfg.train.batch_size * steps / (time.perf_counter() - start)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
 
+    def step(batch: Any) -> None:
+        views = [x.contiguous(memory_format=memory_format) for x in batch[0]]
+        out = model.training_step({"views": views, "index": torch.arange(len(views[0]))})
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
 
-def run(name: str, args: argparse.Namespace, store: str) -> float:
-    cmd = [sys.executable, __file__, "--child", name, "--images", args.images, "--store", store,
-           "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads),
-           *(x for o in args.set for x in ("--set", o))]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ENV}, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["images_per_sec"])
+    return cfg.train.batch_size * steps / common.timed_loop(loader, step, warmup, steps)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = common.parser(__doc__)
     ap.add_argument("--images", default="/tmp/bench/jpegs", help="JPEG folder (generated if missing)")
-    ap.add_argument("--count", type=int, default=6000)
     ap.add_argument("--store", default=None, help="store of --images at 32 px (prepared if missing)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
-    ap.add_argument("--set", action="append", default=[],
-                    help="recipe override for every contender, e.g. model.width=8 (a lighter network)")
-    ap.add_argument("--child", choices=CONTENDERS)
+    common.add_numbers(ap, count=6000, rounds=3, warmup=3, steps=20, threads=2)
+    common.add_contenders(ap, CONTENDERS)
+    common.add_overrides(ap, "every contender, e.g. model.width=8 (a lighter network)")
     ap.add_argument("--out", default="runs/bench-data-train")
     args = ap.parse_args()
     store = args.store or f"{args.images.rstrip('/')}-store{SIZE}"
     if args.child:
-        if args.child == "imagefolder":
-            value = child_imagefolder(args.images, store, args.warmup, args.steps, args.threads, args.set)
-        else:
-            value = child_ours(args.child, args.images, store, args.warmup, args.steps, args.threads, args.set)
+        how = (args.images, store, args.warmup, args.steps, args.threads, args.set)
+        value = child_imagefolder(*how) if args.child == "imagefolder" else child_ours(args.child, *how)
         print(json.dumps({"images_per_sec": value}))
         return
     make_folder(Path(args.images), args.count)
@@ -164,24 +134,21 @@ def main() -> None:
         cli = str(Path(sys.executable).with_name("contrastkit"))
         subprocess.run([cli, "prepare", args.images, "--out", store, "--size", str(SIZE), "--workers", "2",
                         "--quiet"], check=True)
-    results: dict[str, list[float]] = {name: [] for name in args.contenders}
-    for rnd in range(args.rounds):
-        for name in args.contenders:
-            value = run(name, args, store)
-            results[name].append(value)
-            print(f"round {rnd + 1} {name}: {value:.1f} images/s", flush=True)
+
+    def measure(name: str) -> float:
+        cmd = [sys.executable, __file__, "--child", name, "--images", args.images, "--store", store,
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--threads", str(args.threads),
+               *common.set_args(args.set)]
+        return common.child_value(cmd, name, "images_per_sec")
+
+    results = common.interleaved(args.contenders, args.rounds, measure, "images/s")
     import torch
 
-    med = {name: statistics.median(v) for name, v in results.items()}
+    med = common.medians(results)
     print(f"\n{date.today()} · {platform.machine()} · {os.cpu_count()} CPUs · {args.threads} threads · "
           f"torch {torch.__version__} · batch 256 · convnet5 {' '.join(args.set) or 'w32'} · {SIZE} px · {args.steps} timed steps after "
           f"{args.warmup} · median of {args.rounds} interleaved rounds\n")
-    print("| run | images/s (median) | rounds | vs memory | vs imagefolder |")
-    print("|---|---|---|---|---|")
-    for name, values in results.items():
-        vs_m = f"{100 * med[name] / med['memory']:.0f} %" if "memory" in med else "–"
-        vs_i = f"{med[name] / med['imagefolder']:.2f}×" if "imagefolder" in med else "–"
-        print(f"| {name} | {med[name]:.0f} | {', '.join(f'{v:.0f}' for v in values)} | {vs_m} | {vs_i} |")
+    print(common.ratio_table(results, "images/s", [("memory", "%"), ("imagefolder", "x")]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {"date": str(date.today()), "threads": args.threads, "steps": args.steps, "set": args.set,

@@ -11,7 +11,6 @@ data would have: the quickstart's small_resnet at 8 px, ResNet-18 with the CIFAR
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,14 +20,15 @@ import time
 from datetime import date
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/loss_speed.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/common.py (ENV)
 
 import numpy as np
 import torch
+from common import add_numbers, parser
 
 from contrastkit.cli import main as cli
 from contrastkit.export.towers import image_tower
-from contrastkit.runs import read_run_config
+from contrastkit.runner import load_run
 
 ENCODERS = {"small_resnet": 8, "resnet18": 32, "convnet5": 28}
 
@@ -49,11 +49,8 @@ def _rate(fn: object, images: np.ndarray, batch: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=4096)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__)
+    add_numbers(ap, images=4096, batch=256, rounds=5, threads=2)
     ap.add_argument("--out", default="runs/bench-export")
     args = ap.parse_args()
 
@@ -68,7 +65,8 @@ def main() -> None:
             run = _train(Path(tmp), encoder, size)
             onnx_path = Path(tmp) / f"{encoder}.onnx"
             assert cli(["export", str(run), "--format", "onnx", "--out", str(onnx_path)]) == 0
-            tower = image_tower(run, read_run_config(run))
+            # on the CPU, as exports are checked, and with the benchmark's threads (not the recipe's)
+            tower = image_tower(load_run(run, {"train.device": "cpu", "train.num_threads": args.threads}))
             model = tower.pixels_model()
             gen = np.random.default_rng(0)
             images = gen.integers(0, 256, (args.images, tower.channels, tower.size, tower.size)).astype(np.float32) / 255

@@ -12,7 +12,6 @@ for the same budget. Both encoders are then probed by the same evaluator (kNN, l
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -23,15 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import add_numbers, add_overrides, parser, set_args
 
 HERE = Path(__file__).resolve().parent
 
 
-def run_ours(minutes: float, out: Path) -> dict[str, Any]:
+def run_ours(minutes: float, out: Path, overrides: list[str]) -> dict[str, Any]:
     cmd = [
-        sys.executable, "-m", "contrastkit", "train", "fashion-mnist-simclr", "--out", str(out),
-        "--quiet", "--set", f"train.time_budget_minutes={minutes}", "--set", "train.epochs=1000",
-        "--set", "train.checkpoint_every=1000",
+        sys.executable, "-m", "contrastkit", "train", "fashion-mnist-simclr", "--out", str(out), "--quiet",
+        *set_args([f"train.time_budget_minutes={minutes}", "train.epochs=1000", "train.checkpoint_every=1000",
+                   *overrides]),
     ]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -39,9 +39,9 @@ def run_ours(minutes: float, out: Path) -> dict[str, Any]:
 
 
 def run_anchor(python: str, minutes: float, out: Path) -> dict[str, Any]:
-    from contrastkit.config import load_config
     from contrastkit.data.image import load_image_dataset
     from contrastkit.evaluate.suite import probe_features
+    from contrastkit.recipes import load_config
 
     cfg = load_config("fashion-mnist-simclr")  # the anchor gets the same network, crop, loss, optimiser
     crop = next(op for op in cfg.data.augment or [] if op["op"] == "random_resized_crop")
@@ -64,7 +64,8 @@ def run_anchor(python: str, minutes: float, out: Path) -> dict[str, Any]:
     )
     return {
         "train": {"seconds": float(data["seconds"]), "steps": int(data["steps"]),
-                  "images_per_sec": float(data["pairs_per_sec"]), "final_loss": float(data["final_loss"])},
+                  "throughput": float(data["pairs_per_sec"]), "unit": "images",
+                  "final_loss": float(data["final_loss"])},
         "probes": probes,
     }
 
@@ -75,17 +76,18 @@ def _row(name: str, train: dict[str, Any], probes: dict[str, Any]) -> str:
     ten_s = f"{100 * ten['mean']:.1f} ± {100 * ten['std']:.1f}" if ten else "-"
     return (
         f"| {name} | {train.get('seconds', 0):.0f} | {train.get('steps', '-')} | "
-        f"{train.get('images_per_sec', 0):.0f} | {100 * probes['linear_probe']['accuracy']:.1f} | "
+        f"{train.get('throughput', 0):.0f} | {100 * probes['linear_probe']['accuracy']:.1f} | "
         f"{100 * probes['knn']['accuracy']:.1f} | {ten_s} |"
     )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=10.0)
+    ap = parser(__doc__)
+    add_numbers(ap, minutes=10.0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-fashion-mnist"))
     ap.add_argument("--anchor-python", default=None, help="python of an environment with lightly")
     ap.add_argument("--skip-ours", action="store_true")
+    add_overrides(ap, "our recipe (e.g. eval.max_train_samples=5000 for a quick check)")
     args = ap.parse_args()
     summary: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
@@ -96,7 +98,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     if not args.skip_ours:
-        ours = run_ours(args.minutes, args.out / "contrastkit")
+        ours = run_ours(args.minutes, args.out / "contrastkit", args.set)
         summary["contrastkit"] = ours
         enc = ours["eval"]["encoders"]
         lines.append(_row("contrastkit SimCLR", ours["train"], enc["ssl"]))

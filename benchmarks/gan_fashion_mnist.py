@@ -14,7 +14,6 @@ same load of a shared machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -22,31 +21,35 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import add_overrides, parser, set_args
+
 METHODS = ("dcgan", "contrad")
 
 
-def ensure_feature_encoder() -> str:
-    """Train (once) the metrics' cached feature encoder, so the timed runs do not."""
+def ensure_feature_encoder(overrides: list[str]) -> str:
+    """Train (once) the metrics' cached feature encoder, so the timed runs do not (``overrides``:
+    the runs', which may change what it is, e.g. ``gan.feature_steps``)."""
     import torch
 
-    from contrastkit.config import load_config
-    from contrastkit.tasks.gan_eval import feature_encoder
-    from contrastkit.tasks.image import load_split
+    from contrastkit.data.image.spec import load_split
+    from contrastkit.recipes import load_config
+    from contrastkit.tasks.gan.evaluation import feature_encoder
 
     torch.set_num_threads(2)
-    cfg = load_config("fashion-mnist-contrad", ["train.num_threads=2"])
-    train = load_split(cfg, "train")
-    _, _, where = feature_encoder(cfg, train.images.shape[-1], train.channels, len(train), verbose=True)
+    cfg = load_config("fashion-mnist-contrad", [*overrides, "train.num_threads=2"])
+    train = load_split(cfg.data, "train")
+    _, _, where = feature_encoder(cfg, torch.device("cpu"), train.images.shape[-1], train.channels, len(train),
+                                  verbose=True)
     return where
 
 
-def run_pair(seed: int, minutes: float, out: Path) -> dict[str, dict[str, Any]]:
+def run_pair(seed: int, minutes: float, out: Path, overrides: list[str]) -> dict[str, dict[str, Any]]:
     procs = {}
     for method in METHODS:
         run = out / f"{method}-s{seed}"
         cmd = [sys.executable, "-m", "contrastkit", "train", f"fashion-mnist-{method}", "--out", str(run),
-               "--set", f"train.seed={seed}", "--set", f"train.time_budget_minutes={minutes}",
-               "--set", "train.max_steps=1000000", "--set", "train.num_threads=1", "--set", "train.progress=false"]
+               *set_args([f"train.seed={seed}", f"train.time_budget_minutes={minutes}", "train.max_steps=1000000",
+                          "train.num_threads=1", "train.progress=false", *overrides])]
         log = (out / f"{method}-s{seed}.log").open("w")
         procs[method] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), run, log)
     rows = {}
@@ -67,16 +70,17 @@ def run_pair(seed: int, minutes: float, out: Path) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--minutes", type=float, default=6.0, help="training minutes per run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", default="/tmp/gan_bench")
+    add_overrides(ap, "both recipes (e.g. gan.eval_samples=500 for a quick check)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    print(f"feature encoder: {ensure_feature_encoder()} ({time.time() - t0:.0f}s)", flush=True)
-    results = [run_pair(seed, args.minutes, out) for seed in args.seeds]
+    print(f"feature encoder: {ensure_feature_encoder(args.set)} ({time.time() - t0:.0f}s)", flush=True)
+    results = [run_pair(seed, args.minutes, out, args.set) for seed in args.seeds]
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     print("\n| method | seed | steps | FD (ck feats) ↓ | precision ↑ | recall ↑ | D probe % | D at init % |")
     print("|---|---|---|---|---|---|---|---|")

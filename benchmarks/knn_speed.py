@@ -8,16 +8,16 @@ all three predict the same classes.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 from datetime import date
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/loss_speed.py
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/common.py (ENV)
 
 import torch
 import torch.nn.functional as F
+from common import add_numbers, parser
 
 from contrastkit.evaluate.knn import knn_predict
 
@@ -36,13 +36,9 @@ def previous(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, c: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", type=int, default=60_000)
-    ap.add_argument("--test", type=int, default=10_000)
+    ap = parser(__doc__)
+    add_numbers(ap, train=60_000, test=10_000, classes=10, rounds=3, threads=2)
     ap.add_argument("--dims", type=int, nargs="+", default=[128, 512])
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(

@@ -10,13 +10,13 @@ so that both runs are probed by the same evaluator.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.transforms as T
+from common import add_numbers, parser
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.transforms.multi_view_transform import MultiViewTransform
@@ -67,15 +67,10 @@ def two_view_loader(train_x: torch.Tensor, *, crop_min: float, batch_size: int, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--temperature", type=float, default=0.2)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--crop-min", type=float, default=0.2)
+    ap.add_argument("--out", required=True, help="the .npz of train / test features and timings")
+    add_numbers(ap, minutes=10.0, workers=1, temperature=0.2, lr=2e-3, width=32, crop_min=0.2)
     args = ap.parse_args()
     torch.manual_seed(0)
     root = Path(args.data)

@@ -31,6 +31,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from common import ENV  # every contender runs with it (OpenMP threads that do not spin)
+
 CONTENDERS = ("ours", "ours_chunked", "lightly", "pml", "plain", "floor")
 LABELS = {
     "ours": "contrastkit info_nce",
@@ -42,9 +44,6 @@ LABELS = {
 }
 FLOOR_BLOCK = 2048  # column block of the floor when the full R x R matrix would exceed 1 GiB
 CHUNK = 4096  # chunk of the forced-chunked contender
-# OpenMP threads that spin while waiting take the core their partner needs on a shared, loaded
-# machine (each parallel op then costs a scheduler tick, ~16 ms); every contender runs with this
-ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def estimate_bytes(name: str, rows: int) -> int:

@@ -1,6 +1,7 @@
 """Anchor for benchmarks/text_simcse_sick.py: unsupervised SimCSE with sentence-transformers.
 
-Runs in a separate virtual environment that has sentence-transformers (never contrastkit's):
+Runs in a separate virtual environment that has sentence-transformers (never contrastkit's; the
+benchmarks/common.py it imports needs only the standard library):
 MultipleNegativesRankingLoss over (s, s) pairs (dropout makes the two encodings differ; scale
 20 = 1 / temperature 0.05), trained by SentenceTransformerTrainer, then encodes the test
 sentences. Prints one JSON line with the timings; writes the embeddings to --out (.npy).
@@ -8,28 +9,24 @@ sentences. Prints one JSON line with the timings; writes the embeddings to --out
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from common import add_numbers, parser
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = parser(__doc__)
     p.add_argument("--model", required=True, help="folder of all-MiniLM-L6-v2")
     p.add_argument("--train", required=True, help="training sentences, one per line")
     p.add_argument("--test", required=True, help="sentences to encode after training, one per line")
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the embeddings of the --test sentences (.npy)")
+    add_numbers(p, epochs=1, batch_size=64, lr=1e-5, max_length=64, threads=1, seed=0)
     args = p.parse_args()
 
     import numpy as np

@@ -37,18 +37,22 @@ def tiny_overrides(**extra: Any) -> list[str]:
 
 @pytest.fixture
 def tiny_cfg() -> Any:
-    from contrastkit.config import load_config
+    from contrastkit.recipes import load_config
 
     return load_config("digits-simclr", tiny_overrides())
 
 
 @pytest.fixture
 def one_thread() -> Iterator[None]:
-    """Tiny models and graphs run fastest on one thread (two threads spin on a busy machine)."""
+    """Tiny models and graphs run fastest on one thread (two threads spin on a busy machine):
+    torch's and the BLAS libraries' (numpy, scikit-learn)."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(before)
 

@@ -9,20 +9,24 @@ from pathlib import Path
 import pytest
 
 from contrastkit.cli import main
+from contrastkit.recipes import load_config
+from contrastkit.runs import save_run_config
 
-from .conftest import tiny_overrides
-from .test_recsys_pipeline import tiny_sets, write_tiny_movielens
+
+def _run_folder(path: Path, recipe: str) -> Path:
+    """A run folder of the recipe's task as training leaves it before its first checkpoint
+    (config.yaml): the command must refuse it for its task before loading anything."""
+    path.mkdir()
+    save_run_config(load_config(recipe), path)
+    return path
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad")
-    image = root / "image-run"
-    sets = [x for o in tiny_overrides(**{"train.max_steps": 2}) for x in ("--set", o)]
-    assert main(["train", *sets, "--no-eval", "--quiet", "--out", str(image)]) == 0
-    recsys = root / "recsys-run"
-    movielens = write_tiny_movielens(root / "ml")
-    assert main(["train", "ml100k-lightgcn", *tiny_sets(movielens, **{"train.epochs": 1}), "--no-eval", "--out", str(recsys)]) == 0
+    image = _run_folder(root / "image-run", "digits-simclr")
+    recsys = _run_folder(root / "recsys-run", "ml100k-lightgcn")
+    gan = _run_folder(root / "gan-run", "fashion-mnist-dcgan")
     not_a_run = root / "not-a-run"
     not_a_run.mkdir()
     (not_a_run / "notes.txt").write_text("hello\n")
@@ -31,6 +35,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (bad_config / "config.yaml").write_text("method: [unclosed\n")
     bad_checkpoint = root / "bad-checkpoint"
     shutil.copytree(image, bad_checkpoint)
+    (bad_checkpoint / "checkpoints").mkdir()
     (bad_checkpoint / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
     bad_recipe = root / "bad.yaml"
     bad_recipe.write_text("train: {epochs: [1,\n")
@@ -42,7 +47,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     images = damaged_store / "test.images.u8"
     images.write_bytes(bytes(255 - b for b in images.read_bytes()))  # same size, other pixels
     return {
-        "image": image, "recsys": recsys, "not_a_run": not_a_run, "bad_config": bad_config,
+        "image": image, "recsys": recsys, "gan": gan, "not_a_run": not_a_run, "bad_config": bad_config,
         "bad_checkpoint": bad_checkpoint, "bad_recipe": bad_recipe, "missing": root / "missing",
         "store": store, "damaged_store": damaged_store,
     }
@@ -57,16 +62,16 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("evaluate", "wrong kind", ["evaluate", "{not_a_run}"], "is not a contrastkit run folder (no config.yaml)"),
     ("evaluate", "malformed", ["evaluate", "{bad_checkpoint}"], "cannot be read"),
     ("embed", "missing path", ["embed", "{missing}", "--data", "digits:test", "--out", "{missing}.npy"], "is not a contrastkit run folder"),
-    ("embed", "wrong kind", ["embed", "{recsys}", "--data", "digits:test", "--out", "{missing}.npy"], "for a recsys run"),
+    ("embed", "wrong kind", ["embed", "{gan}", "--data", "digits:test", "--out", "{missing}.npy"], "task 'gan' cannot export embeddings"),
     ("embed", "malformed", ["embed", "{bad_config}", "--data", "digits:test", "--out", "{missing}.npy"], "is not valid YAML"),
     ("compare", "missing path", ["compare", "{missing}/a.yaml", "--budget-minutes", "1", "--out", "{missing}"], "does not exist"),
-    ("compare", "wrong kind", ["compare", "ml100k-lightgcn", "--budget-minutes", "1", "--out", "{missing}"], "compare works on recipes of task image, rl, gan; got task recsys"),
+    ("compare", "wrong kind", ["compare", "sick-simcse", "--budget-minutes", "1", "--out", "{missing}"], "compare works on recipes of task image, recsys, rl, gan; got task text"),
     ("compare", "malformed", ["compare", "{bad_recipe}", "--budget-minutes", "1", "--out", "{missing}"], "is not valid YAML"),
     ("index", "missing path", ["index", "{missing}", "--data", "digits:test"], "is not a contrastkit run folder"),
-    ("index", "wrong kind", ["index", "{recsys}", "--data", "digits:test"], "works on runs of task image / text / image_text"),
+    ("index", "wrong kind", ["index", "{recsys}", "--data", "digits:test"], "works on runs of task image / image_text / text; this run's task is 'recsys'"),
     ("index", "malformed", ["index", "{bad_config}", "--data", "digits:test"], "is not valid YAML"),
     ("search", "missing path", ["search", "{missing}", "--query", "a cat"], "is not a contrastkit run folder"),
-    ("search", "wrong kind", ["search", "{recsys}", "--query", "a cat"], "works on runs of task image / text / image_text"),
+    ("search", "wrong kind", ["search", "{recsys}", "--query", "a cat"], "works on runs of task image / image_text / text; this run's task is 'recsys'"),
     ("search", "malformed", ["search", "{bad_config}", "--query", "a cat"], "is not valid YAML"),
     ("recommend", "missing path", ["recommend", "{missing}", "--user", "1"], "is not a contrastkit run folder"),
     ("recommend", "wrong kind", ["recommend", "{image}", "--user", "1"], "works on runs of task recsys / sequences; this run's task is 'image'"),

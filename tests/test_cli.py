@@ -1,36 +1,54 @@
-"""The command line end to end on tiny data, and its answers to user mistakes."""
+"""The command line end to end on tiny data (one training, in-process, shared by the tests that
+read it), and its answers to user mistakes: help, version, one-line errors and exit codes.
+Resuming after a kill, SIGTERM and --nproc are the loop's, tested once in tests/train/."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from contrastkit.cli import main
+from contrastkit.version import __version__
 
 from .conftest import tiny_overrides
 
 
 def _sets(**extra: object) -> list[str]:
     out: list[str] = []
-    for pair in tiny_overrides(**extra):
+    quick = {"train.num_threads": 1, "train.checkpoint_every": 1000, "eval.max_train_samples": 500,
+             "eval.max_test_samples": 200}
+    for pair in tiny_overrides(**{**quick, **extra}):
         out += ["--set", pair]
     return out
 
 
-def test_train_evaluate_embed_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = tmp_path / "run"
-    assert main(["train", "--out", str(run), *_sets()]) == 0
-    out = capsys.readouterr().out
-    for name in ("ssl", "random_init", "raw_pixels", "kNN", "linear", "results:"):
-        assert name in out
-    results = json.loads((run / "results.json").read_text())
-    assert results["train"]["steps"] == 6
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dict[str, Any]]:
+    """One `contrastkit train` with evaluation: the run folder, what it printed, its results.json
+    as written by training (tests below may re-evaluate the run)."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--out", str(run), *_sets()]) == 0
+    return run, printed.getvalue(), json.loads((run / "results.json").read_text())
+
+
+def test_train_trains_evaluates_and_fills_the_run_folder(trained: tuple[Path, str, dict[str, Any]]) -> None:
+    run, out, results = trained
+    for name in ("trained 6 steps", "ssl", "random_init", "raw_pixels", "kNN", "linear", "results:"):
+        assert name in out, name
+    assert results["train"]["steps"] == 6 and results["train"]["unit"] == "images"
+    assert results["train"]["throughput"] > 0
     enc = results["eval"]["encoders"]
     assert set(enc) == {"ssl", "random_init", "raw_pixels"}
     for r in enc.values():
@@ -38,46 +56,62 @@ def test_train_evaluate_embed_end_to_end(tmp_path: Path, capsys: pytest.CaptureF
         assert len(r["knn"]["confusion"]) == 10
     for name in ("training_curves.png", "embedding_tsne.png", "nearest_neighbors.png"):
         assert (run / "plots" / name).stat().st_size > 1000
-    assert (run / "encoder.safetensors").is_file()
-    assert (run / "config.yaml").is_file() and (run / "train_log.csv").is_file()
+    assert (run / "encoder.safetensors").is_file() and (run / "report.html").is_file()
+    assert (run / "config.yaml").is_file()
+    header = (run / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert "loss" in header and "images_per_sec" in header  # <unit>_per_sec
     assert any((run / "tensorboard").iterdir())
 
-    # re-evaluate the finished run
-    assert main(["evaluate", str(run), "--set", "eval.plots=false", "--set", "eval.baselines=false"]) == 0
-    assert "ssl" in capsys.readouterr().out
 
-    # embed the test split
+def test_evaluate_and_embed_a_finished_run(
+    trained: tuple[Path, str, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = trained[0]
+    capsys.readouterr()
+    quick = ["eval.plots=false", "eval.baselines=false", "eval.linear_probe=false", "eval.few_label_shots=[1]"]
+    assert main(["evaluate", str(run), *[x for o in quick for x in ("--set", o)]]) == 0
+    assert "ssl" in capsys.readouterr().out
+    # the overrides applied to this evaluation, which replaced the run's results
+    ev = json.loads((run / "results.json").read_text())["eval"]
+    assert set(ev["encoders"]) == {"ssl"} and "linear_probe" not in ev["encoders"]["ssl"]
+
     feats = tmp_path / "feats.npy"
     assert main(["embed", str(run), "--data", "digits:test", "--out", str(feats)]) == 0
     x = np.load(feats)
     y = np.load(tmp_path / "feats.labels.npy")
-    assert x.shape == (y.shape[0], 32) and np.isfinite(x).all()
+    assert x.shape == (y.shape[0], 32) and y.shape[0] == 360 and np.isfinite(x).all()  # width 8: 32 features
 
 
-def test_resume_a_finished_run_is_a_no_op(tmp_path: Path) -> None:
+def test_resume_a_finished_run_is_a_no_op(trained: tuple[Path, str, dict[str, Any]], tmp_path: Path) -> None:
+    """`train --resume` on a finished run trains no further step, keeps the weights and exits 0."""
+    from contrastkit.runs import checkpoint_part, load_run_checkpoint
+
     run = tmp_path / "run"
-    assert main(["train", "--out", str(run), "--no-eval", *_sets()]) == 0
-    assert main(["train", "--out", str(run), "--resume", "--no-eval"]) == 0
+    shutil.copytree(trained[0], run)
+    before = load_run_checkpoint(run)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", "--out", str(run), "--resume", "--no-eval", "--quiet"]) == 0
+    after = load_run_checkpoint(run)
+    assert after["step"] == before["step"] == 6
+    a, b = checkpoint_part(before, "model"), checkpoint_part(after, "model")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert "trained 6 steps" in printed.getvalue()
 
 
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["train", "--set", "method.temperature=0"], "method.temperature must be > 0"),
-        (["train", "--set", "train.batch_size=1"], "train.batch_size must be >= 2"),
-        (["train", "--set", "train.epoch=2"], "did you mean 'epochs'"),
         (["train", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
         (["train", "--set", "data.name=folder", "--set", "data.root=/nonexistent/images"], "/nonexistent/images"),
-        (["evaluate", "/nonexistent/run"], "not a contrastkit run folder"),
         (["train", "--set", "train.batch_size=100000", "--no-eval"], "larger than the data set"),
+        (["train", "--resume", "digits-simclr"], "--resume continues the run's own recipe"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(
     args: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if args[0] == "train":
-        args = [*args, "--out", str(tmp_path / "r")]
-    assert main(args) == 2
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("contrastkit: error:") and fragment in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
@@ -89,52 +123,29 @@ def test_existing_run_folder_without_resume(tmp_path: Path, capsys: pytest.Captu
     (run / "something").write_text("x")
     assert main(["train", "--out", str(run), *_sets()]) == 2
     assert "already exists; pass --resume" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["something"]  # nothing written
+
+
+def test_help_version_and_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0  # no command: the help
+    out = capsys.readouterr().out
+    assert out.startswith("usage: contrastkit") and "train" in out and "doctor" in out
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"contrastkit {__version__}"
+    with pytest.raises(SystemExit) as info:
+        main(["trian"])
+    assert info.value.code == 2 and "invalid choice: 'trian'" in capsys.readouterr().err
+    assert main(["recipes"]) == 0
+    assert "digits-simclr" in capsys.readouterr().out.split()
 
 
 def test_console_entry_point_runs_as_module() -> None:
-    env = dict(os.environ)
     proc = subprocess.run(
-        [sys.executable, "-m", "contrastkit", "recipes"], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-m", "contrastkit", "--version"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert "digits-simclr" in proc.stdout.split()
-
-
-@pytest.mark.parametrize("data", ["memory", "store"])
-def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, data: str) -> None:
-    """SIGKILL in the middle of training (mid-epoch: 22 steps an epoch), then --resume: identical
-    to the uninterrupted run — from in-memory digits and from a store of them."""
-    import signal
-    import time
-
-    import torch
-
-    from contrastkit.train import load_checkpoint
-
-    sets = _sets(**{"train.max_steps": 150, "train.checkpoint_every": 5, "train.num_threads": 1})
-    if data == "store":
-        assert main(["prepare", "digits", "--out", str(tmp_path / "s"), "--workers", "0", "--quiet"]) == 0
-        sets += ["--set", "data.name=store", "--set", f"data.root={tmp_path / 's'}"]
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(["train", "--out", str(full), "--no-eval", "--quiet", *sets]) == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "contrastkit", "train", "--out", str(cut), "--no-eval", "--quiet", *sets],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    ckpt = cut / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    killed_at = load_checkpoint(ckpt)["step"]
-    assert 0 < killed_at < 150
-    assert main(["train", "--out", str(cut), "--resume", "--no-eval", "--quiet"]) == 0
-    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(ckpt)["model"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert proc.stdout.strip() == f"contrastkit {__version__}"
 
 
 def test_doctor_says_what_is_found_and_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

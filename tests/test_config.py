@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from contrastkit.config import config_from_dict, load_config, parse_overrides, recipe_names
+from contrastkit.config import parse_overrides
 from contrastkit.errors import UserError
+from contrastkit.recipes import config_from_dict, load_config, recipe_names
 
 
 def test_shipped_recipes_load_and_validate() -> None:

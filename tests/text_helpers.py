@@ -1,4 +1,5 @@
-"""Tiny generated text data for the text / image–text tests (no downloads, no hub).
+"""Tiny generated text data for the text / image–text tests (no downloads, no hub), and the
+``--set`` overrides of tiny text and CLIP runs on it.
 
 Sentences "the SUBJECT VERB the OBJECT" followed by three filler words from a small set. STS
 pairs share 0–3 of the (subject, verb, object) slots and are scored by how many they share,
@@ -7,10 +8,13 @@ so a sentence encoder does well by attending to the slot words, not the fillers.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 SUBJECTS = ["man", "woman", "child", "dog", "cat", "chef", "pilot", "doctor", "farmer", "singer",
@@ -55,6 +59,49 @@ def write_text_data(folder: Path, n: int = 1200) -> dict[str, Path]:
     return {"corpus": corpus, "sts": sts}
 
 
+@contextlib.contextmanager
+def quick_runs() -> Iterator[None]:
+    """For a module's runs (wrap a module-scoped autouse fixture in it): one torch thread (tiny
+    models run fastest on one; the function-scoped ``one_thread`` fixture comes after the
+    module's fixtures) and no report.html from train / evaluate (its figures cost ~0.5 s a run;
+    tests/report checks the report)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("contrastkit.report.refresh_run_report", lambda *args, **kwargs: None)
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def as_sets(overrides: dict[str, Any]) -> list[str]:
+    """``{"train.max_steps": 4}`` → ``["--set", "train.max_steps=4"]``."""
+    return [x for key, value in overrides.items() for x in ("--set", f"{key}={value}")]
+
+
+def tiny_clip_sets(**extra: Any) -> list[str]:
+    """--set overrides: CLIP on digits (captions from the labels), a 5-layer CNN of width 8 and
+    a one-layer tiny BERT, 16-d joint embeddings; 4 steps unless told otherwise."""
+    base: dict[str, Any] = {
+        "task": "image_text",
+        "method.name": "clip",
+        "method.embed_dim": 16,
+        "data.name": "digits",
+        "model.encoder": "convnet5",
+        "model.width": 8,
+        "text.encoder": "tiny",
+        "text.tiny_width": 32,
+        "text.tiny_layers": 1,
+        "text.max_length": 12,
+        "train.batch_size": 64,
+        "train.max_steps": 4,
+        "train.checkpoint_every": 4,
+        "train.progress": False,
+    }
+    return as_sets({**base, **extra})
+
+
 def tiny_text_sets(paths: dict[str, Path], **extra: Any) -> list[str]:
     """--set overrides: unsupervised SimCSE with a tiny random BERT on the generated data."""
     base: dict[str, Any] = {
@@ -77,12 +124,7 @@ def tiny_text_sets(paths: dict[str, Path], **extra: Any) -> list[str]:
         "train.progress": False,
         "train.seed": 0,
     }
-    base.update(extra)
-    out: list[str] = []
-    for key, value in base.items():
-        out += ["--set", f"{key}={value}"]
-    return out
-
+    return as_sets({**base, **extra})
 
 
 def fake_tokenize(texts: list[str]) -> dict[str, torch.Tensor]:

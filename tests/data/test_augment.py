@@ -25,6 +25,8 @@ from contrastkit.data.image.augment import (
 )
 from contrastkit.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MEAN3, STD3 = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 
 FULL: list[dict[str, Any]] = [

@@ -16,7 +16,7 @@ from contrastkit.data.image.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_
 from contrastkit.errors import UserError
 
 # torchvision 0.29 deprecates write_png/decode_image in favour of torchcodec (not a dependency)
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning"), pytest.mark.usefixtures("one_thread")]
 
 # ----------------------------------------------------------------------------- digits
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,12 @@ from contrastkit.data.image import load_image_dataset
 from contrastkit.data.image.decode import decode_bytes
 from contrastkit.data.image.store import StoreInterrupted, open_store, prepare_store
 from contrastkit.errors import UserError
-from tests.conftest import tiny_overrides
+from contrastkit.recipes import load_config
+from contrastkit.runner import train_run
+
+from ..conftest import tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _folder(root: Path, per_class: int = 8) -> Path:
@@ -150,12 +157,14 @@ def test_train_on_a_store_matches_in_memory(tmp_path: Path, capsys: pytest.Captu
     quick = [x for o in ("eval.baselines=false", "eval.plots=false", "eval.few_label_shots=[1]", "eval.linear_probe=false",
                          "eval.max_train_samples=300", "eval.max_test_samples=100") for x in ("--set", o)]
     assert main(["train", *sets, *store, *quick, "--quiet", "--out", str(tmp_path / "a")]) == 0
-    assert main(["train", *sets, "--no-eval", "--quiet", "--out", str(tmp_path / "b")]) == 0
     capsys.readouterr()
     a = json.loads((tmp_path / "a" / "results.json").read_text())
-    b = json.loads((tmp_path / "b" / "results.json").read_text())
     assert "knn" in json.dumps(a["eval"])
-    assert a["train"]["final_loss"] == pytest.approx(b["train"]["final_loss"], rel=1e-6)
+    # the same training on the digits in memory (the one loop alone: no evaluation, no report)
+    (tmp_path / "b").mkdir()
+    b, _ = train_run(load_config(None, tiny_overrides(**{"train.max_steps": 3})), tmp_path / "b", progress=False,
+                     verbose=False)
+    assert a["train"]["final_loss"] == pytest.approx(b.final_loss, rel=1e-6)
 
 
 # ----------------------------------------------------------------------------- tar shards
@@ -255,37 +264,63 @@ def test_tar_shards_resume_after_a_kill(tmp_path: Path) -> None:
     assert _files(tmp_path / "resumed") == _files(tmp_path / "whole")
 
 
-# What the memory tests' child processes share: the resident memory of this process, split into
-# anonymous memory (tensors, Python) and the store's pages mapped into it, watched every 2 ms.
-_WATCH = r"""
-import json, resource, sys, threading, time
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
+# The memory tests measure in a child forked from this process (its imports already done, so a
+# few seconds cheaper than a new interpreter): the resident memory of the child, split into
+# anonymous memory (tensors, Python) and the pages of the test's store mapped into it, watched
+# every 2 ms while the measured call runs.
 
-def kib(field: str) -> int:
+
+def _kib(field: str) -> int:
     status = Path("/proc/self/status").read_text()
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":"))
 
-def store_pages() -> int:  # KiB of the store's images resident in this process's mappings
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        if not line[0].isupper() or line.split()[0].count("-") == 1 and ":" not in line.split()[0]:
-            inside = line.endswith(".images.u8")
-        elif inside and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
 
-peaks = {"anon": 0, "store": 0}
-done = threading.Event()
-def watch() -> None:
-    while not done.is_set():
-        peaks["anon"] = max(peaks["anon"], kib("RssAnon"))
-        peaks["store"] = max(peaks["store"], store_pages())
-        time.sleep(0.002)
-watcher = threading.Thread(target=watch, daemon=True)
-def watched(fn, *args, **kwargs):
-    anon_before, rss_before = kib("RssAnon"), kib("VmRSS")
+def _store_ranges(folder: str) -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of the images of the store in ``folder``."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(".images.u8") and f"{folder}/" in line:
+            lo, hi = line.split()[0].split("-")
+            ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges
+
+
+def _resident_kib(pagemap: Any, ranges: list[tuple[int, int]]) -> int:
+    """KiB of ``ranges`` resident in this process (the present bit of /proc/self/pagemap: what
+    smaps counts as Rss, read without smaps' cost)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    present = 0
+    for lo, hi in ranges:
+        pagemap.seek(lo // page * 8)
+        entries = np.frombuffer(pagemap.read((hi - lo) // page * 8), dtype=np.uint64)
+        present += int((entries >> np.uint64(63)).sum())
+    return present * page // 1024
+
+
+def _watched(folder: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, dict[str, float]]:
+    """``fn(*args, **kwargs)`` and the peaks of anonymous memory growth and of the store's pages
+    (its mappings looked up every 20 ms)."""
+    import resource
+    import threading
+    import time
+
+    peaks = {"anon": 0, "store": 0}
+    done = threading.Event()
+
+    def watch() -> None:
+        ranges: list[tuple[int, int]] = []
+        with open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+            for n in itertools.count():
+                if done.is_set():
+                    break
+                if n % 10 == 0:
+                    ranges = _store_ranges(folder)
+                peaks["anon"] = max(peaks["anon"], _kib("RssAnon"))
+                peaks["store"] = max(peaks["store"], _resident_kib(pagemap, ranges))
+                time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    anon_before, rss_before = _kib("RssAnon"), _kib("VmRSS")
     watcher.start()
     out = fn(*args, **kwargs)
     done.set()
@@ -295,50 +330,70 @@ def watched(fn, *args, **kwargs):
         "store_pages_mib": peaks["store"] / 1024,
         "maxrss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024,
     }
-"""
-
-_EVAL_RSS = _WATCH + r"""
-import contrastkit.tasks.image as image
-from contrastkit.config import apply_overrides
-from contrastkit.evaluate import suite, knn, linear_probe, few_label  # noqa: F401  (imports before measuring)
-from contrastkit.runs import read_run_config
-from contrastkit.tasks.runner import evaluate
-import sklearn.linear_model  # noqa: F401
-
-run, budget = Path(sys.argv[1]), int(sys.argv[2])
-image.RAW_PIXEL_BUDGET = budget
-cfg = apply_overrides(read_run_config(run), sys.argv[3:])
-# warm-up on 50 + 50 images of the same store: code pages, kernels and caches of every step are
-# then resident, so what grows below is the data (a warm-up peak still counts in ru_maxrss)
-evaluate(run, apply_overrides(cfg, ["eval.max_train_samples=50", "eval.max_test_samples=50"]), verbose=False)
-ev, mem = watched(evaluate, run, cfg)
-print(json.dumps({**mem, "eval": ev}))
-"""
-
-_TRAIN_RSS = _WATCH + r"""
-from contrastkit.config import load_config
-from contrastkit.tasks.runner import train
-
-run, overrides = Path(sys.argv[1]), sys.argv[2:]
-(run / "warm").mkdir()
-(run / "r").mkdir()
-# warm-up: two steps (kernels, optimiser state, threads), then the measured run from a new folder
-train(load_config(None, [*overrides, "train.max_steps=2"]), run / "warm", progress=False, verbose=False)
-summary, mem = watched(train, load_config(None, overrides), run / "r", progress=False, verbose=False)
-print(json.dumps({**mem, "steps": summary.steps}))
-"""
 
 
-def _child(script: str, *args: str) -> dict[str, Any]:
-    import subprocess
-    import sys
+def _forked(fn: Callable[[], dict[str, Any]], timeout: float = 300.0) -> dict[str, Any]:
+    """``fn()`` in a child forked from this process (one thread), its JSON answer read back."""
+    import signal
+    import time
+    import traceback
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            torch.set_num_threads(1)
+            os.write(write, json.dumps(fn()).encode())
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write)
+    chunks, deadline = [], time.monotonic() + timeout
+    with os.fdopen(read, "rb") as pipe:
+        chunks.append(pipe.read())  # until the child exits (it holds the only write end)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the measured child did not finish")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0, "the measured child failed (its traceback is above)"
+    out: dict[str, Any] = json.loads(b"".join(chunks))
     return out
+
+
+def _measure_training(run: Path, store: Path, overrides: list[str]) -> dict[str, Any]:
+    from contrastkit.recipes import load_config
+    from contrastkit.runner import train_run
+
+    # warm-up: two steps (kernels, optimiser state), then the measured run in a new folder
+    (run / "warm").mkdir()
+    (run / "r").mkdir()
+    train_run(load_config(None, [*overrides, "train.max_steps=2"]), run / "warm", progress=False, verbose=False)
+    (summary, _), mem = _watched(str(store), train_run, load_config(None, overrides), run / "r", progress=False,
+                                 verbose=False)
+    return {**mem, "steps": summary.steps}
+
+
+def _measure_evaluation(run: Path, store: Path, budget: int, overrides: list[str]) -> dict[str, Any]:
+    import contrastkit.tasks.image as image
+    from contrastkit.recipes import apply_overrides, read_run_config
+    from contrastkit.runner import open_run
+
+    image.RAW_PIXEL_BUDGET = budget  # the child's own copy of the module
+    cfg = apply_overrides(read_run_config(run), overrides)
+    # warm-up on 50 + 50 images of the same store: code pages, kernels and caches of every step are
+    # then resident, so what grows below is the data (a warm-up peak still counts in ru_maxrss)
+    open_run(apply_overrides(cfg, ["eval.max_train_samples=50", "eval.max_test_samples=50"]), run).evaluate(verbose=False)
+    ev, mem = _watched(str(store), open_run(cfg, run).evaluate, verbose=False)
+    return {**mem, "eval": ev}
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc (Linux)")
@@ -358,7 +413,7 @@ def test_train_from_a_store_several_times_a_memory_cap_stays_under_it(tmp_path: 
     store_mib = n * 3 * size * size / 2**20
     assert store_mib > 3.5 * cap_mib
     sets = tiny_overrides(**{"train.max_steps": 60, "train.batch_size": 32, "model.encoder": "convnet5", "model.width": 2})
-    out = _child(_TRAIN_RSS, str(tmp_path), *sets, "data.name=store", f"data.root={tmp_path / 's'}")
+    out = _forked(lambda: _measure_training(tmp_path, tmp_path / "s", [*sets, "data.name=store", f"data.root={tmp_path / 's'}"]))
     print(f"training on a {store_mib:.0f} MiB store: at most {out['store_pages_mib']:.1f} MiB of it mapped, "
           f"anonymous memory grew {out['anon_growth_mib']:.1f} MiB")
     assert out["steps"] == 60
@@ -386,7 +441,7 @@ def test_evaluate_a_store_streams_under_a_memory_cap(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     quick = [f"data.root={store}", "eval.batch_size=16", "eval.plots=false", "eval.few_label_shots=[1]",
              "eval.few_label_draws=1", "eval.linear_probe=false"]
-    out = _child(_EVAL_RSS, str(tmp_path / "r"), str(8 << 20), *quick)
+    out = _forked(lambda: _measure_evaluation(tmp_path / "r", store, 8 << 20, quick))
     encoders = out["eval"]["encoders"]
     assert set(encoders) == {"ssl", "random_init", "raw_pixels"}
     assert 0.1 < encoders["ssl"]["knn"]["accuracy"] <= 1.0

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from contrastkit.cli import main
-from contrastkit.config import load_config
 from contrastkit.data.interactions import InteractionData, load_given
+from contrastkit.data.interactions.spec import load_data
 from contrastkit.errors import UserError
-from contrastkit.tasks.recsys import load_data
+from contrastkit.recipes import load_config
 
 from ..conftest import SHARED_DATA
 
@@ -187,7 +187,7 @@ def test_amazon_beauty_loads_with_the_published_counts() -> None:
     cfg = load_config("amazon-beauty-lightgcn", [f"recsys.root={BEAUTY}"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_data(cfg)
+        data = load_data(cfg.recsys, cfg.train.seed)
     s = data.stats
     assert (s["users_in_files"], s["items_in_files"]) == (52204, 57289)
     assert (s["train_rows_read"], s["valid_rows_read"], s["test_rows_read"]) == (284530, 29796, 80582)

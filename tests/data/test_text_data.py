@@ -31,6 +31,8 @@ from contrastkit.errors import UserError
 from ..conftest import SHARED_DATA
 from ..text_helpers import fake_tokenize
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_read_lines_skips_blank_lines(tmp_path: Path) -> None:
     f = tmp_path / "c.txt"

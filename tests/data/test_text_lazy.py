@@ -136,13 +136,13 @@ def test_cli_lazy_run_trains_and_evaluates(tmp_path: Path, capsys: pytest.Captur
     pytest.importorskip("transformers")
     from contrastkit.cli import main
 
-    from .text_helpers import tiny_text_sets
+    from ..text_helpers import tiny_text_sets
 
     paths = write_text_data(tmp_path / "data", n=600)
     run = tmp_path / "run"
-    sets = tiny_text_sets(paths, **{"text.lazy": True, "text.workers": 2, "train.max_steps": 12,
-                                    "train.checkpoint_every": 6, "eval.baselines": False})
-    assert main(["train", *sets, "--out", str(run), "--quiet"]) == 0
+    sets = tiny_text_sets(paths, **{"text.lazy": True, "text.workers": 2, "train.max_steps": 4,
+                                    "train.checkpoint_every": 2, "eval.baselines": False})
+    assert main(["train", "sick-simcse", *sets, "--out", str(run), "--quiet"]) == 0
     results = json.loads((run / "results.json").read_text())
     assert np.isfinite(results["eval"]["encoders"]["trained"]["sts"]["spearman"])
     assert list((run / "data" / "text_index").glob("corpus.txt.offsets.npy"))

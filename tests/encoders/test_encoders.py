@@ -10,6 +10,8 @@ from contrastkit.encoders import IMAGE_ENCODERS, build_image_encoder
 from contrastkit.encoders.image import BasicBlock, TorchvisionResNet
 from contrastkit.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: a second thread only spins
+
 
 @pytest.mark.parametrize(
     ("name", "channels", "size", "out_dim"),

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from contrastkit.diagnostics import (
-    CollapseMonitor,
     alignment,
     collapse_stats,
     effective_rank,
     normalised_std,
     uniformity,
 )
+from contrastkit.train.callbacks import CollapseMonitor
 
 
 def _signed_basis(d: int) -> torch.Tensor:
@@ -56,15 +57,38 @@ def test_collapse_stats_keys() -> None:
     assert "alignment" not in collapse_stats(z1)
 
 
-def test_monitor_warns_once_after_patience() -> None:
-    mon = CollapseMonitor(patience=2)
+class _Trainer:
+    """What the monitor reads of the trainer: the step just done."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+
+def test_monitor_warns_once_after_patience_of_logged_steps() -> None:
+    mon, trainer = CollapseMonitor(patience=2), _Trainer()
     healthy = {"emb_std": 0.9, "eff_rank": 10.0}
     collapsed = {"emb_std": 0.01, "eff_rank": 1.0}
-    mon(1, collapsed)
-    mon(2, healthy)  # resets the count
-    mon(3, collapsed)
-    assert mon.collapsed_at is None
-    with pytest.warns(RuntimeWarning, match="representation collapse at step 4"):
-        mon(4, collapsed)
-    mon(5, collapsed)  # no second warning
-    assert mon.collapsed_at == 4
+    line = {"emb_std": 0.9, "eff_rank": 1.2}  # spread, but all on a line: collapse too
+
+    def step(logs: dict[str, float] | None) -> None:
+        trainer.step += 1
+        mon.on_step(trainer, logs)
+
+    step(collapsed)
+    step(healthy)  # resets the count
+    step(collapsed)
+    step(None)  # a step that is not logged neither counts nor resets
+    step({"loss": 1.0})  # a logged step without diagnostics: the same
+    assert mon.collapsed_at is None and mon.bad == 1
+    # the monitor's state survives a checkpoint: a resumed run keeps counting
+    resumed = CollapseMonitor(patience=2)
+    resumed.load_state_dict(mon.state_dict())
+    with pytest.warns(RuntimeWarning, match="representation collapse at step 6"):
+        trainer.step += 1
+        resumed.on_step(trainer, line)
+    assert resumed.collapsed_at == 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        trainer.step += 1
+        resumed.on_step(trainer, collapsed)
+    assert resumed.collapsed_at == 6

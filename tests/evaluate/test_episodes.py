@@ -3,24 +3,26 @@ loop, class restrictions, and the novel-class protocol (no novel class in pre-tr
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from contrastkit.cli import main
-from contrastkit.config import load_config
+from contrastkit.data.image.spec import load_split
 from contrastkit.errors import UserError
 from contrastkit.evaluate.episodes import (
     confidence_interval,
     episode_accuracy,
     prototype_predictions,
 )
-from contrastkit.tasks import RunContext, get_task
+from contrastkit.recipes import load_config
+from contrastkit.runner import load_run, train_run
+from contrastkit.runs import new_run_dir
 
 from ..conftest import tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thread only spins
 
 
 def test_confidence_interval_is_196_standard_errors() -> None:
@@ -68,26 +70,24 @@ def test_episodes_separate_easy_classes_and_respect_the_class_pool() -> None:
 def test_novel_class_protocol_keeps_novel_classes_out_of_pre_training(tmp_path: Path) -> None:
     sets = tiny_overrides(**{
         "data.train_classes": "[0, 1, 2, 3, 4]", "eval.episodes": 30, "eval.episode_classes": "novel",
-        "eval.episode_shots": "[1, 5]", "train.max_steps": 3, "eval.plots": False,
+        "eval.episode_shots": "[1, 5]", "train.max_steps": 2, "train.checkpoint_every": 2, "train.num_threads": 1,
+        "eval.plots": False, "eval.knn": False, "eval.linear_probe": False, "eval.few_label_shots": "[]",
     })
     cfg = load_config("digits-simclr", sets)
-    task = get_task("image")
-    data = task.data(RunContext(cfg, tmp_path, torch.device("cpu")))
+    data = load_split(cfg.data, "train")  # what training reads
     assert data.labels is not None and set(data.labels.unique().tolist()) == {0, 1, 2, 3, 4}
-    from contrastkit.tasks.image import load_split
-
-    full = load_split(cfg, "train", all_classes=True)
+    full = load_split(cfg.data, "train", all_classes=True)  # the probes' labelled bank
     assert full.labels is not None
     assert data.images.shape[0] == int((full.labels < 5).sum()) < full.images.shape[0]  # all of 0-4, nothing else
-    run = tmp_path / "run"
-    assert main(["train", *[x for s in sets for x in ("--set", s)], "--out", str(run)]) == 0
-    encoders = json.loads((run / "results.json").read_text())["eval"]["encoders"]
+    run = new_run_dir(cfg, str(tmp_path / "run"), False)
+    assert train_run(cfg, run, progress=False, verbose=False)[0].steps == 2
+    encoders = load_run(run).evaluate(verbose=False)["encoders"]
     assert set(encoders) == {"ssl", "random_init", "raw_pixels"}
-    for results in encoders.values():
-        one, five = results["episodes"]["5way1shot"], results["episodes"]["5way5shot"]
+    for res in encoders.values():
+        one, five = res["episodes"]["5way1shot"], res["episodes"]["5way5shot"]
         assert one["classes"] == five["classes"] == [5, 6, 7, 8, 9] and one["episodes"] == 30
         assert 0.2 < one["mean"] <= 1 and five["mean"] >= one["mean"] - 0.1
     with pytest.raises(UserError, match=r"episode_classes=novel needs data\.train_classes"):
         load_config("digits-simclr", ["eval.episode_classes=novel"])
-    with pytest.raises(UserError, match=r"data.train_classes \[12\] are not classes of digits"):
-        task.data(RunContext(load_config("digits-simclr", ["data.train_classes=[1, 12]"]), tmp_path, torch.device("cpu")))
+    with pytest.raises(UserError, match=r"data.train_classes \[12\] are not classes of data set 'digits' \(0\.\.9\)"):
+        load_split(load_config("digits-simclr", ["data.train_classes=[1, 12]"]).data, "train")

@@ -3,9 +3,13 @@ gives on the same inputs; user mistakes are one line and exit 2. Tiny runs, trai
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import os
 import shutil
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported:
 from contrastkit.cli import main
 
 from ..conftest import tiny_overrides
-from .test_recsys_pipeline import tiny_sets, write_tiny_movielens
-from ..text_helpers import tiny_text_sets, write_text_data
+from ..recsys_helpers import tiny_sets, write_tiny_movielens
+from ..text_helpers import quick_runs, tiny_clip_sets, tiny_text_sets, write_text_data
 
 TOL = 1e-4  # what the export promises (float32)
 
@@ -32,6 +36,12 @@ def _sets(**extra: object) -> list[str]:
 def _train(run: Path, *argv: str) -> Path:
     assert main(["train", "--out", str(run), "--no-eval", "--quiet", *argv]) == 0
     return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quick_runs() -> Iterator[None]:
+    with quick_runs():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +65,36 @@ def _export(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> list[str]:
     return capsys.readouterr().out.splitlines()
 
 
-def _embed(run: Path, data: str | Path, out: Path, capsys: pytest.CaptureFixture[str]) -> np.ndarray:
-    assert main(["embed", str(run), "--data", str(data), "--out", str(out)]) == 0
-    capsys.readouterr()
-    return np.load(out)
+class Embeddings:
+    """What `contrastkit embed RUN --data DATA` writes, run once per run and data for the module:
+    the reference every format is checked against."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: dict[tuple[Path, str], Path] = {}
+
+    def file(self, run: Path, data: str | Path | None, suffix: str = ".npy") -> Path:
+        """The file written (for .npy, the labels, where the data has some, are in the
+        .labels.npy beside it); ``data`` None: the run's default (a recsys run's users and items)."""
+        key = (run, f"{data}{suffix}")
+        if key not in self.files:
+            out = self.root / f"{len(self.files)}{suffix}"
+            argv = ["embed", str(run), "--out", str(out), *(["--data", str(data)] if data is not None else [])]
+            with contextlib.redirect_stdout(io.StringIO()):
+                assert main(argv) == 0
+            self.files[key] = out
+        return self.files[key]
+
+    def __call__(self, run: Path, data: str | Path) -> np.ndarray:
+        return np.load(self.file(run, data))
 
 
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Embeddings:
+    return Embeddings(tmp_path_factory.mktemp("embedded"))
+
+
+@functools.cache
 def _digits_test() -> torch.Tensor:
     from contrastkit.data.image import load_image_dataset
 
@@ -74,11 +108,11 @@ def _printed_code(lines: list[str]) -> str:
 
 @pytest.mark.parametrize("fmt", ["torchvision", "timm"])
 def test_state_dict_loads_strictly_and_matches_embed(
-    fmt: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fmt: str, runs: dict[str, Path], embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if fmt == "timm":
         pytest.importorskip("timm", reason="timm is not installed (pip install 'contrastkit[export]')")
-    want = _embed(runs["resnet"], "digits:test", tmp_path / "e.npy", capsys)
+    want = embedded(runs["resnet"], "digits:test")
     out = tmp_path / ("w.pt" if fmt == "timm" else "w.safetensors")
     lines = _export(capsys, runs["resnet"], "--format", fmt, "--out", out)
     assert lines[0].startswith(f"wrote {out}") and "max abs diff" in lines[1]
@@ -92,10 +126,12 @@ def test_state_dict_loads_strictly_and_matches_embed(
     assert np.abs(got - want).max() <= 1e-5
 
 
-def test_onnx_image_encoder_matches_embed(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_onnx_image_encoder_matches_embed(
+    runs: dict[str, Path], embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ort = pytest.importorskip("onnxruntime")
     for name in ("resnet", "small"):  # the quickstart's small_resnet exports to ONNX too
-        want = _embed(runs[name], "digits:test", tmp_path / f"{name}.npy", capsys)
+        want = embedded(runs[name], "digits:test")
         out = tmp_path / f"{name}.onnx"
         lines = _export(capsys, runs[name], "--format", "onnx", "--out", out)
         assert lines[0].startswith(f"wrote {out}") and "max abs diff" in lines[1]
@@ -104,11 +140,13 @@ def test_onnx_image_encoder_matches_embed(runs: dict[str, Path], tmp_path: Path,
         assert got.shape == want.shape and np.abs(got - want).max() <= TOL
 
 
-def test_onnx_text_encoder_matches_embed(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_onnx_text_encoder_matches_embed(
+    runs: dict[str, Path], embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ort = pytest.importorskip("onnxruntime")
     import transformers
 
-    want = _embed(runs["text"], runs["corpus"], tmp_path / "t.npy", capsys)
+    want = embedded(runs["text"], runs["corpus"])
     out = tmp_path / "text.onnx"
     lines = _export(capsys, runs["text"], "--format", "onnx", "--out", out)
     assert any(line.startswith(f"wrote {tmp_path / 'text.tokenizer'}") for line in lines)
@@ -121,22 +159,18 @@ def test_onnx_text_encoder_matches_embed(runs: dict[str, Path], tmp_path: Path, 
 
 
 def test_image_text_towers_export_with_their_projections(
-    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """CLIP: the image tower's projection becomes the ResNet's fc; ONNX writes one graph per tower."""
     ort = pytest.importorskip("onnxruntime")
     import transformers
 
-    sets = {
-        "task": "image_text", "method.name": "clip", "data.name": "digits", "model.encoder": "resnet18",
-        "text.encoder": "tiny", "text.tiny_width": 32, "text.tiny_layers": 1, "text.max_length": 12,
-        "method.embed_dim": 16, "train.batch_size": 16, "train.max_steps": 1, "train.checkpoint_every": 100,
-    }
-    run = _train(tmp_path / "clip", *[x for k, v in sets.items() for x in ("--set", f"{k}={v}")])
-    images = _embed(run, "digits:test", tmp_path / "i.npy", capsys)
+    sets = tiny_clip_sets(**{"model.encoder": "resnet18", "train.batch_size": 16, "train.max_steps": 1})
+    run = _train(tmp_path / "clip", *sets)
+    images = embedded(run, "digits:test")
     texts = [f"a photo of a {d}" for d in range(10)] + ["a small dark 7"]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
-    captions = _embed(run, tmp_path / "texts.txt", tmp_path / "t.npy", capsys)
+    captions = embedded(run, tmp_path / "texts.txt")
 
     code = _printed_code(_export(capsys, run, "--format", "torchvision", "--out", tmp_path / "w.safetensors"))
     assert "model.fc = nn.Linear(512, 16, bias=False)" in code
@@ -166,14 +200,14 @@ def _with_pooling(run: Path, pooling: str, dest: Path) -> Path:
 
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_huggingface_folder_loads_in_transformers_and_sentence_transformers(
-    pooling: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    pooling: str, runs: dict[str, Path], embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import transformers
 
     run = runs["text"] if pooling == "mean" else _with_pooling(runs["text"], pooling, tmp_path / "run")
     texts = runs["corpus"].read_text().splitlines()[:300]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
-    want = _embed(run, tmp_path / "texts.txt", tmp_path / "t.npy", capsys)
+    want = embedded(run, tmp_path / "texts.txt")
     out = tmp_path / "hf"
     lines = _export(capsys, run, "--format", "sentence-transformers" if pooling == "cls" else "huggingface", "--out", out)
     assert lines[0].startswith(f"wrote {out}/") and f"{pooling} Pooling" in lines[0]
@@ -206,27 +240,29 @@ def _read(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".parquet"])
-def test_arrays_are_embed_with_ids(suffix: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_arrays_are_embed_with_ids(
+    suffix: str, runs: dict[str, Path], embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
     # images: the rows of the data set with their labels
-    want = _embed(runs["resnet"], "digits:test", tmp_path / "e.npy", capsys)
+    want = embedded(runs["resnet"], "digits:test")
     _export(capsys, runs["resnet"], "--format", "arrays", "--data", "digits:test", "--out", tmp_path / f"img{suffix}")
     got = _read(tmp_path / f"img{suffix}")
     np.testing.assert_array_equal(got["embeddings"], want)
     np.testing.assert_array_equal(got["ids"], np.arange(360))
-    np.testing.assert_array_equal(got["labels"], np.load(tmp_path / "e.labels.npy"))
+    labels = embedded.file(runs["resnet"], "digits:test").with_suffix(".labels.npy")
+    np.testing.assert_array_equal(got["labels"], np.load(labels))
     # texts: rows and the texts
-    want = _embed(runs["text"], runs["corpus"], tmp_path / "t.npy", capsys)
+    want = embedded(runs["text"], runs["corpus"])
     _export(capsys, runs["text"], "--format", "arrays", "--data", runs["corpus"], "--out", tmp_path / f"txt{suffix}")
     got = _read(tmp_path / f"txt{suffix}")
     np.testing.assert_array_equal(got["embeddings"], want)
     assert got["texts"].tolist() == runs["corpus"].read_text().splitlines()
     # recommendation: users then items by default (their own ids), or one set with --data
-    assert main(["embed", str(runs["recsys"]), "--out", str(tmp_path / "r.npz")]) == 0
     _export(capsys, runs["recsys"], "--format", "arrays", "--out", tmp_path / f"rec{suffix}")
     got = _read(tmp_path / f"rec{suffix}")
-    with np.load(tmp_path / "r.npz") as z:
+    with np.load(embedded.file(runs["recsys"], None, ".npz")) as z:
         np.testing.assert_array_equal(got["embeddings"], np.concatenate([z["user_embeddings"], z["item_embeddings"]]))
         assert got["ids"].tolist() == [*z["user_ids"].tolist(), *z["item_ids"].tolist()]
     assert got["kinds"].tolist() == ["user"] * 40 + ["item"] * 30

@@ -3,6 +3,7 @@ saving and loading keep the answers."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,20 +72,27 @@ def test_kind_by_size_and_errors() -> None:
     assert index_name("sick:test") == "sick-test" and index_name("/a/b/corpus.txt") == "corpus"
 
 
-def test_query_models_are_built_once_per_state_of_the_weights(tmp_path: Path) -> None:
-    """search / serve load a run's model once, and again only when its weights change."""
-    from contrastkit.tasks.base import for_queries
+def test_a_run_builds_its_query_models_once_per_state_of_the_weights(tmp_path: Path) -> None:
+    """search / serve load a run's model once (run.cached), and again only when its weights change."""
+    from contrastkit.runner import load_run
 
     (tmp_path / "config.yaml").write_text("task: image\n")
+    run = load_run(tmp_path)
     built: list[object] = []
 
     def build() -> object:
         built.append(object())
         return built[-1]
 
-    first = for_queries(tmp_path, "model", build)
-    assert for_queries(tmp_path, "model", build) is first and len(built) == 1
-    assert for_queries(tmp_path, "other", build) is not first and len(built) == 2  # another model of the run
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"new weights")
-    assert for_queries(tmp_path, "model", build) is not first and len(built) == 3
+    first = run.cached("model", build)
+    assert run.cached("model", build) is first and len(built) == 1
+    assert run.cached("other", build) is not first and len(built) == 2  # another model of the run
+    ckpt = tmp_path / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"new weights")  # a first checkpoint appears
+    second = run.cached("model", build)
+    assert second is not first and len(built) == 3
+    assert run.cached("model", build) is second and len(built) == 3
+    stat = ckpt.stat()  # the weights rewritten in place, a second later
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert run.cached("model", build) is not second and len(built) == 4

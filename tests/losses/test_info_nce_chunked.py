@@ -14,6 +14,8 @@ from contrastkit.losses.info_nce import AUTO_KEEP_ELEMENTS
 
 from .test_info_nce import largest_saved, reference
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: a second thread only spins
+
 Case = Callable[..., torch.Tensor]
 
 

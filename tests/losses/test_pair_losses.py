@@ -16,6 +16,8 @@ from contrastkit.losses import (
     triplet_margin_loss,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: a second thread only spins
+
 DISTS = ["euclidean", "squared_euclidean", "cosine"]
 
 

@@ -11,13 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.config import NegativesConfig, load_config
 from contrastkit.errors import UserError
 from contrastkit.losses import info_nce
 from contrastkit.methods import SimCLR
+from contrastkit.methods.base import build_image_method
 from contrastkit.negatives import NegativeSampling, negative_sampling_from_config
+from contrastkit.recipes import load_config
 
 from ..conftest import tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: a second thread only spins
 
 
 def _sim(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
@@ -290,10 +293,10 @@ def test_config_section_and_conversion() -> None:
         "digits-simclr",
         ["method.negatives.kind=hard_weighting", "method.negatives.beta=0.5", "method.negatives.schedule=linear"],
     )
-    assert isinstance(cfg.method.negatives, NegativesConfig)
+    assert isinstance(cfg.method.negatives, NegativeSampling)  # the config section is the strategy itself
     s = negative_sampling_from_config(cfg.method.negatives)
     assert s == NegativeSampling("hard_weighting", beta=0.5, schedule="linear")
-    assert negative_sampling_from_config(NegativesConfig()) is None
+    assert negative_sampling_from_config(NegativeSampling()) is None  # uniform: the plain kernel
     with pytest.raises(UserError, match=r"^method.negatives.margin must be >= 0, got -1.0$"):
         load_config("digits-simclr", ["method.negatives.margin=-1"])
     with pytest.raises(UserError, match=r"unknown method.negatives.kind 'debias'.*'debiased'"):
@@ -316,9 +319,7 @@ def test_simclr_follows_the_schedule_and_pipeline_wires_it() -> None:
     end = model.training_step({"views": [x1, x2]}).loss
     torch.testing.assert_close(end, info_nce(z, positive_index=index, temperature=0.3, negatives=s.at(1.0)))
 
-    from contrastkit.tasks.image import build_model
-
     cfg = load_config("digits-simclr", tiny_overrides(**{"method.negatives.kind": "debiased"}))
-    built = build_model(cfg, 1, 8)
+    built = build_image_method(cfg.method, cfg.model, 1, 8)
     assert built.opts.negatives == NegativeSampling("debiased")  # type: ignore[union-attr]
     assert built.kernel_options()["negatives"] == NegativeSampling("debiased")  # type: ignore[operator]

@@ -18,7 +18,7 @@ from contrastkit.cli import main
 from contrastkit.report import fmt_number, refresh_run_report
 
 from ..conftest import tiny_overrides
-from .test_recsys_pipeline import tiny_sets, write_tiny_movielens
+from ..recsys_helpers import tiny_sets, write_tiny_movielens
 from ..text_helpers import tiny_text_sets, write_text_data
 
 FAST = {"train.max_steps": 4, "train.checkpoint_every": 2, "eval.few_label_draws": 1, "eval.tsne_points": 60}
@@ -99,6 +99,14 @@ def test_train_writes_a_self_contained_report_with_every_number(runs: dict[str, 
         assert escape(text) in page, text
     # curves from train_log.csv, the t-SNE map and the neighbour grid: three pictures
     assert len(re.findall(r"<img\b", page)) == 3
+    _check_training_record(page, results, "images")
+
+
+def _check_training_record(page: str, results: dict[str, Any], unit: str) -> None:
+    """The speed of training: results.json's throughput with its unit (once images_per_sec)."""
+    train = results["train"]
+    assert train["unit"] == unit and train["throughput"] > 0 and "images_per_sec" not in train
+    assert f"<th>unit</th><td>{unit}</td>" in page and not _missing_numbers(page, {"throughput": train["throughput"]})
 
 
 @pytest.mark.parametrize("name", ["lightgcn", "simcse"])
@@ -110,6 +118,7 @@ def test_recsys_and_text_runs_get_a_report_too(runs: dict[str, Path], name: str)
     expected = {"lightgcn": ["popularity", "ndcg@10", "validation_log.csv"], "simcse": ["STS spearman", "initial"]}[name]
     for text in expected:
         assert escape(text) in page, text
+    _check_training_record(page, results, {"lightgcn": "interactions", "simcse": "texts"}[name])
 
 
 def test_several_runs_side_by_side(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,7 +129,7 @@ def test_several_runs_side_by_side(runs: dict[str, Path], tmp_path: Path, capsys
     _check_self_contained(page)
     comparison = page[page.index('<section id="comparison">') : page.index('<section id="run-1">')]
     for text in ("simclr", "simclr-t05", "method.temperature", "train.max_steps", "eval.enabled",
-                 "eval.encoders.ssl.knn.accuracy", "train.final_loss"):
+                 "eval.encoders.ssl.knn.accuracy", "train.final_loss", "train.throughput", "train.unit"):
         assert f">{text}<" in comparison, text
     assert "model.width" not in comparison  # only the keys that differ
     assert "not evaluated" in page  # the second run was trained with --no-eval

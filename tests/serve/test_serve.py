@@ -1,6 +1,7 @@
 """contrastkit serve: the JSON API on image, text and recommendation runs, its security (paths
 out of the run folder, uploads, write methods, Host names), the command line around it, and
-the page itself in a real headless Chromium (one browser for the module)."""
+the page itself in a real headless Chromium (one browser for the module, one live server per
+run). Each run is trained once, in-process, for the module."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,20 @@ from contrastkit.cli import main
 from contrastkit.serve import MAX_UPLOAD, create_app
 
 from ..conftest import tiny_overrides
-from .test_recsys_pipeline import tiny_sets, write_tiny_movielens
-from ..text_helpers import tiny_text_sets, write_text_data
+from ..recsys_helpers import tiny_sets, write_tiny_movielens
+from ..text_helpers import quick_runs, tiny_clip_sets, tiny_text_sets, write_text_data
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SECRET = "top secret, outside the run"
 
 
 # ----------------------------------------------------------------------------- tiny runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quick_runs() -> Iterator[None]:
+    with quick_runs():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def image_run(root: Path) -> Path:
     run = root / "image"
-    sets = [x for pair in tiny_overrides() for x in ("--set", pair)]
+    sets = [x for pair in tiny_overrides(**{"train.max_steps": 1}) for x in ("--set", pair)]
     assert main(["train", *sets, "--out", str(run), "--no-eval", "--quiet"]) == 0
     return run
 
@@ -72,14 +78,7 @@ def text_run(root: Path) -> tuple[Path, list[str]]:
 @pytest.fixture(scope="module")
 def clip_run(root: Path) -> Path:
     run = root / "clip"
-    sets = {
-        "task": "image_text", "method.name": "clip", "data.name": "digits", "model.encoder": "convnet5",
-        "model.width": 8, "text.encoder": "tiny", "text.tiny_width": 32, "text.tiny_layers": 1,
-        "text.max_length": 12, "method.embed_dim": 16, "train.batch_size": 64, "train.max_steps": 4,
-        "train.checkpoint_every": 4, "train.progress": False,
-    }
-    args = [x for key, value in sets.items() for x in ("--set", f"{key}={value}")]
-    assert main(["train", *args, "--out", str(run), "--no-eval", "--quiet"]) == 0
+    assert main(["train", *tiny_clip_sets(), "--out", str(run), "--no-eval", "--quiet"]) == 0
     assert main(["index", str(run), "--data", "digits:test"]) == 0
     return run
 
@@ -322,7 +321,9 @@ def test_cli_mistakes_are_one_line(
 
 
 def test_cli_serves_until_ctrl_c(recsys_run: Path) -> None:
-    """What a docs test does with `contrastkit serve RUN --port P`: start it, fetch the page, SIGINT."""
+    """`contrastkit serve RUN --port P` as a command (the docs' serve commands count on this
+    test): it answers on a real socket until Ctrl-C, then exits 0, quietly. A process of its
+    own: exiting the interpreter after Ctrl-C is part of what is checked."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "contrastkit", "serve", str(recsys_run), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -338,18 +339,53 @@ def test_cli_serves_until_ctrl_c(recsys_run: Path) -> None:
         assert page.status == 200 and b"contrastkit" in page.read()
         conn.request("GET", "/file/../../../etc/passwd")  # sent as written: http.client does not normalise
         assert conn.getresponse().status == 404
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # the connection stays open, as a browser's would
         rest, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 0 and not rest.strip() and "Traceback" not in err, (rest, err)  # quiet
+    assert proc.returncode == 0 and not rest.strip() and "Traceback" not in err, (proc.returncode, rest, err)  # quiet
 
 
 # ----------------------------------------------------------------------------- in a real browser
 
 
+class Pages:
+    """Headless Chromium and one live server per app (started when first asked for): ``open``
+    an app's page and wait until its script is ready."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.servers: dict[int, tuple[Any, threading.Thread]] = {}
+
+    def url(self, app: Any) -> str:
+        from werkzeug.serving import make_server
+
+        if id(app) not in self.servers:
+            server = make_server("127.0.0.1", 0, app, threaded=True)
+            server.daemon_threads = False  # close() joins the request threads: none outlives the module
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            self.servers[id(app)] = (server, thread)
+        return f"http://127.0.0.1:{self.servers[id(app)][0].port}/"
+
+    def open(self, app: Any) -> Any:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver.get(self.url(app))
+        wait = WebDriverWait(self.driver, 30)
+        wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+        return wait
+
+    def close(self) -> None:
+        self.driver.quit()  # first: its keep-alive connections end, so their threads can be joined
+        for server, thread in self.servers.values():
+            server.shutdown()
+            server.server_close()
+            thread.join(10)
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def pages() -> Iterator[Pages]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
@@ -364,80 +400,55 @@ def browser() -> Iterator[Any]:
     # the system chromedriver, named: Selenium Manager never runs (it would download one)
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(30)
+    out = Pages(driver)
     try:
-        yield driver
+        yield out
     finally:
-        driver.quit()
-
-
-@contextmanager
-def live(app: Any) -> Iterator[str]:
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}/"
-    finally:
-        server.shutdown()
-        thread.join(10)
-
-
-def open_page(browser: Any, url: str) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    browser.get(url)
-    wait = WebDriverWait(browser, 30)
-    wait.until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
-    return wait
+        out.close()
 
 
 def first_hits(browser: Any, list_id: str = "results") -> list[str]:
     return [li.get_attribute("data-name") for li in browser.find_elements("css selector", f"#{list_id} li")]
 
 
-def test_browser_text_query(browser: Any, text_app: Any, text_run: tuple[Path, list[str]]) -> None:
+def test_browser_text_query(pages: Pages, text_app: Any, text_run: tuple[Path, list[str]]) -> None:
     sentence = text_run[1][7]
-    with live(text_app) as url:
-        wait = open_page(browser, url)
-        assert browser.find_element("id", "drop").is_displayed() is False
-        browser.find_element("id", "q").send_keys(sentence)
-        browser.find_element("id", "search-btn").click()
-        wait.until(lambda d: first_hits(d)[:1] == [sentence])
-        first = browser.find_element("css selector", "#results li")
-        assert first.find_element("css selector", ".score").text == "1.0000"
-        assert len(first_hits(browser)) == 10
+    browser, wait = pages.driver, pages.open(text_app)
+    assert browser.find_element("id", "drop").is_displayed() is False
+    browser.find_element("id", "q").send_keys(sentence)
+    browser.find_element("id", "search-btn").click()
+    wait.until(lambda d: first_hits(d)[:1] == [sentence])
+    first = browser.find_element("css selector", "#results li")
+    assert first.find_element("css selector", ".score").text == "1.0000"
+    assert len(first_hits(browser)) == 10
 
 
-def test_browser_image_upload_and_gallery(browser: Any, image_app: Any, query_png: Path) -> None:
-    with live(image_app) as url:
-        wait = open_page(browser, url)
-        assert browser.find_element("id", "text-form").is_displayed() is False
-        browser.find_element("id", "upload").send_keys(str(query_png))
-        wait.until(lambda d: first_hits(d)[:1] == ["digits:test#11"])
+def test_browser_image_upload_and_gallery(pages: Pages, image_app: Any, query_png: Path) -> None:
+    browser, wait = pages.driver, pages.open(image_app)
+    assert browser.find_element("id", "text-form").is_displayed() is False
+    browser.find_element("id", "upload").send_keys(str(query_png))
+    wait.until(lambda d: first_hits(d)[:1] == ["digits:test#11"])
 
-        thumbs = browser.find_elements("css selector", "#gallery img")
-        assert len(thumbs) == 150  # the first page of the 360 test images
-        assert browser.execute_script("return arguments[0].naturalWidth", thumbs[7]) == 8  # decoded PNG
-        thumbs[7].click()
-        wait.until(lambda d: "digits:test#7" in d.find_element("id", "query").text and len(first_hits(d)) == 10)
-        assert "digits:test#7" not in first_hits(browser)
-        assert "sel" in (thumbs[7].get_attribute("class") or "")
-        browser.find_element("id", "more").click()
-        assert len(browser.find_elements("css selector", "#gallery img")) == 300
+    thumbs = browser.find_elements("css selector", "#gallery img")
+    assert len(thumbs) == 150  # the first page of the 360 test images
+    assert browser.execute_script("return arguments[0].naturalWidth", thumbs[7]) == 8  # decoded PNG
+    thumbs[7].click()
+    wait.until(lambda d: "digits:test#7" in d.find_element("id", "query").text and len(first_hits(d)) == 10)
+    assert "digits:test#7" not in first_hits(browser)
+    assert "sel" in (thumbs[7].get_attribute("class") or "")
+    browser.find_element("id", "more").click()
+    assert len(browser.find_elements("css selector", "#gallery img")) == 300
 
 
-def test_browser_recommendations(browser: Any, recsys_app: Any) -> None:
-    with live(recsys_app) as url:
-        wait = open_page(browser, url)
-        assert browser.find_element("id", "search").is_displayed() is False
-        browser.find_element("id", "user").send_keys("3")
-        browser.find_element("id", "recommend-btn").click()
-        wait.until(lambda d: len(first_hits(d, "recs")) == 10)
-        history = browser.find_element("id", "history").text
-        assert "Movie " in history and not set(first_hits(browser, "recs")) & set(first_hits(browser, "history"))
-        browser.find_element("id", "user").clear()
-        browser.find_element("id", "user").send_keys("nobody")
-        browser.find_element("id", "recommend-btn").click()
-        wait.until(lambda d: "unknown user id 'nobody'" in d.find_element("id", "user-status").text)
+def test_browser_recommendations(pages: Pages, recsys_app: Any) -> None:
+    browser, wait = pages.driver, pages.open(recsys_app)
+    assert browser.find_element("id", "search").is_displayed() is False
+    browser.find_element("id", "user").send_keys("3")
+    browser.find_element("id", "recommend-btn").click()
+    wait.until(lambda d: len(first_hits(d, "recs")) == 10)
+    history = browser.find_element("id", "history").text
+    assert "Movie " in history and not set(first_hits(browser, "recs")) & set(first_hits(browser, "history"))
+    browser.find_element("id", "user").clear()
+    browser.find_element("id", "user").send_keys("nobody")
+    browser.find_element("id", "recommend-btn").click()
+    wait.until(lambda d: "unknown user id 'nobody'" in d.find_element("id", "user-status").text)

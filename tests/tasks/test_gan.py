@@ -1,5 +1,6 @@
 """Task gan: the sample-quality metrics against closed forms, ContraD's loss terms against naive
-loops, a few GAN steps of each method through the CLI, exact resume and one-line errors."""
+loops, a few GAN steps of each method through the CLI (evaluation, saved generator, run object)
+and one-line errors. Exact resume and SIGTERM → exit 75 of a GAN run are the one loop's: tests/train/."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from contrastkit.cli import main
 from contrastkit.evaluate.generative import frechet_distance, frechet_from_stats, precision_recall
 from contrastkit.methods.gan import real_fake_supcon_term, simclr_term
-from contrastkit.tasks import get_task
+from contrastkit.runner import load_run
+from contrastkit.runs import checkpoint_part, load_run_checkpoint
 
 # tiny networks on 8x8 digits: a step takes milliseconds
 TINY = {
@@ -148,24 +151,19 @@ def test_each_method_trains_and_evaluates_through_the_cli(tmp_path: Path, capsys
     assert all(math.isfinite(float(r["loss"])) and math.isfinite(float(r["loss@generator"])) for r in _log(base))
     # both runs used the same cached feature space
     assert res["eval"]["feature_encoder"] == ev["feature_encoder"]
-    row = get_task("gan").compare_row(json.loads((run / "results.json").read_text()))
+    # the run object: compare's figures, the saved generator = the checkpoint's, samples from it
+    trained = load_run(run)
+    row = trained.compare_row(json.loads((run / "results.json").read_text()))
     assert row["FD (ck feats)"] == ev["fd"] and row["D probe %"] == pytest.approx(100 * ev["d_probe"]["accuracy"])
-
-
-def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    once, twice = tmp_path / "once", tmp_path / "twice"
-    extra = {"train.max_steps": 8, "eval.enabled": "false", "train.checkpoint_every": 5, "gan.sample_every": 0}
-    assert main(_args("digits-contrad", once, **extra)) == 0
-    assert main(_args("digits-contrad", twice, **{**extra, "train.max_steps": 4})) == 0
-    assert main(["train", "--out", str(twice), "--resume", "--set", "train.max_steps=8"]) == 0
-    a = torch.load(once / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(twice / "checkpoints" / "last.pt", weights_only=True)
-    assert a["step"] == b["step"] == 8
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
-    assert torch.equal(a["rng"], b["rng"])
-    assert a["opt_d"]["state"][0]["exp_avg"].equal(b["opt_d"]["state"][0]["exp_avg"])
-    assert [r["loss@generator"] for r in _log(once)] == [r["loss@generator"] for r in _log(twice)]
+    assert row["precision"] == ev["precision"] and row["recall"] == ev["recall"]
+    state = load_run_checkpoint(run)
+    assert state["step"] == 30 and set(state["state"]) >= {"model", "opt_g", "opt_d", "rng"}
+    weights = checkpoint_part(state, "model")
+    saved = load_file(str(run / "generator.safetensors"))
+    assert saved and all(torch.equal(v, weights[f"generator.{k}"]) for k, v in saved.items())
+    images = trained.generate(5, seed=1)
+    assert images.shape == (5, 1, 8, 8) and images.dtype == torch.uint8 and images.float().std() > 0
+    assert torch.equal(images, trained.generate(5, seed=1))
 
 
 @pytest.mark.parametrize(
@@ -175,7 +173,8 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path: Path) -> None
         (["gan.pr_k=0"], "gan.pr_k must be >= 1, got 0"),
         (["method.lambda_con=-1"], "method.lambda_con must be >= 0"),
         (["method.temperature=0.2"], "method.temperature is not an option of dcgan; its options are: augment"),
-        (["data.stream=true", "data.name=folder"], "task gan loads its images in memory"),
+        (["data.stream=true"], "data.stream is not read by task 'gan'"),
+        (["optim.lr=0.01"], "section 'optim' is not read by task 'gan'"),
         (["method.name=simclr"], "method.name 'simclr' is a method of task image, not of task gan"),
         (["train.batch_size=4096"], "train.batch_size 4096 is larger than the 1437 training images"),
         (["gan.feature_run=/nonexistent/run", "train.max_steps=1"], "gan.feature_run '/nonexistent/run' is not a run folder"),
@@ -193,8 +192,8 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_rgb_32px_networks_take_a_finite_step_with_gradients_through_the_augmentation() -> None:
-    from contrastkit.config import load_config
-    from contrastkit.tasks.gan import build_gan
+    from contrastkit.recipes import load_config
+    from contrastkit.tasks.gan.model import build_gan
 
     cfg = load_config("digits-contrad", ["gan.g_width=8", "gan.d_width=8", "gan.feature_dim=32", "gan.z_dim=8"])
     cfg.data.augment = None  # the RGB defaults: crop, flip, colour jitter with hue, grayscale

@@ -19,6 +19,7 @@ test with ``isinstance``. No task imports another: what two tasks share lives be
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from contrastkit.config import Config
 from contrastkit.errors import UserError, check_choice
 from contrastkit.runs import read_results
-from contrastkit.train import Training, TrainSummary, setup_runtime
+from contrastkit.train import Training, TrainSummary, evaluation_runtime, run_device
 
 T = TypeVar("T", bound="type[Task]")
 M = TypeVar("M")
@@ -66,13 +67,35 @@ class RunContext:
             print(message, flush=True)
 
 
+def _seeded(evaluate: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    @functools.wraps(evaluate)
+    def seeded(self: TrainedRun, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with evaluation_runtime(self.config.train, self.device):
+            return evaluate(self, *args, **kwargs)
+
+    return seeded
+
+
+def number(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``; "nan" where results.json has null (a NaN, an absent figure)."""
+    return format(float("nan") if value is None else value, spec)
+
+
 # ----------------------------------------------------------------------------- the run object
 
 
 class TrainedRun:
     """A run folder opened for use: its config, results, evaluation and embeddings. Models are
     loaded when first needed and kept (once per state of the run's saved weights: a run that
-    trains on while this object lives is picked up)."""
+    trains on while this object lives is picked up). Opening a run changes nothing in the
+    process; ``evaluate`` (every subclass's) runs seeded with ``train.seed`` and with
+    ``train.num_threads``, and leaves the caller's random state and threads as they were."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("evaluate")
+        if own is not None:
+            cls.evaluate = _seeded(own)  # type: ignore[method-assign]
 
     def __init__(self, path: Path, cfg: Config) -> None:
         self.path = Path(path)
@@ -88,7 +111,7 @@ class TrainedRun:
     def device(self) -> torch.device:
         """Where the run's models compute (``train.device``; a finished run uses one process)."""
         if self._device is None:
-            self._device = setup_runtime(self.config.train, training=False)
+            self._device = run_device(self.config.train)
         return self._device
 
     @property
@@ -122,11 +145,11 @@ class TrainedRun:
     def headline(self, results: dict[str, Any]) -> str:
         """The line `contrastkit train` prints about training."""
         tr = results.get("train", {})
-        rate, unit = tr.get("throughput", tr.get("images_per_sec", 0)), tr.get("unit", "samples")
+        rate, unit = tr.get("throughput", tr.get("images_per_sec")), tr.get("unit", "samples")
         return (
-            f"trained {tr.get('steps')} steps ({tr.get('epochs_done', 0):.1f} epochs) in "
-            f"{tr.get('seconds', 0):.0f}s, {rate:.0f} {unit}/s, final loss "
-            f"{tr.get('final_loss', float('nan')):.4f}"
+            f"trained {tr.get('steps')} steps ({number(tr.get('epochs_done'), '.1f')} epochs) in "
+            f"{number(tr.get('seconds'), '.0f')}s, {number(rate, '.0f')} {unit}/s, final loss "
+            f"{number(tr.get('final_loss'), '.4f')}"
         )
 
     def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:

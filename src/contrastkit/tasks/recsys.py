@@ -38,7 +38,7 @@ from contrastkit.index.vectors import (
 from contrastkit.methods.recsys import GraphRecommender
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import CHECKPOINTS, load_run_weights
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task
 from contrastkit.train import (
     Callback,
     GradientStep,
@@ -199,8 +199,8 @@ class RecsysRun(UserItemVectors, TrainedRun):
         tr, es = results.get("train", {}), results.get("early_stopping", {})
         spe = es.get("seconds_per_epoch")
         return (
-            f"trained {tr.get('steps')} steps ({tr.get('epochs_done', 0):.1f} epochs, "
-            f"{'-' if spe is None else f'{spe:.2f}'} s/epoch) in {tr.get('seconds', 0):.0f}s; "
+            f"trained {tr.get('steps')} steps ({number(tr.get('epochs_done'), '.1f')} epochs, "
+            f"{'-' if spe is None else f'{spe:.2f}'} s/epoch) in {number(tr.get('seconds'), '.0f')}s; "
             f"stopped by {tr.get('stopped_by')}; best valid {es.get('metric')} "
             f"{fmt_metric(es.get('best'))} at epoch {es.get('best_epoch')}"
         )

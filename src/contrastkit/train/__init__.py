@@ -12,7 +12,14 @@ from contrastkit.train.checkpoint import (
 )
 from contrastkit.train.optim import LARS, build_optimizer, lr_factor, peak_lr
 from contrastkit.train.options import OptimConfig, TrainConfig
-from contrastkit.train.runtime import autocast_dtype, peak_memory_mb, resolve_device, setup_runtime
+from contrastkit.train.runtime import (
+    autocast_dtype,
+    evaluation_runtime,
+    peak_memory_mb,
+    resolve_device,
+    run_device,
+    setup_runtime,
+)
 from contrastkit.train.steps import GradientStep
 from contrastkit.train.trainer import (
     Batches,
@@ -44,12 +51,14 @@ __all__ = [
     "atomic_save",
     "autocast_dtype",
     "build_optimizer",
+    "evaluation_runtime",
     "load_checkpoint",
     "load_latest_checkpoint",
     "lr_factor",
     "peak_lr",
     "peak_memory_mb",
     "resolve_device",
+    "run_device",
     "save_safetensors",
     "setup_runtime",
 ]

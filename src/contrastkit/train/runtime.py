@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -42,6 +44,37 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_device(train: TrainConfig) -> torch.device:
+    """The device a finished run computes on (``train.device``; one process), changing nothing
+    else in the process."""
+    device = resolve_device(train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device {train.device!r} asked for CUDA, but no GPU is visible")
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+@contextmanager
+def evaluation_runtime(train: TrainConfig, device: torch.device) -> Iterator[None]:
+    """An evaluation's runtime: torch seeded with ``train.seed`` (so that it is the same whatever
+    ran before it), ``train.num_threads``, TF32 matmuls on a GPU — and afterwards the caller's
+    random state, threads and matmul precision as they were."""
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(train.seed)
+        if train.num_threads:
+            torch.set_num_threads(train.num_threads)
+        if cuda:
+            torch.set_float32_matmul_precision("high")
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.set_float32_matmul_precision(precision)
 
 
 def setup_runtime(train: TrainConfig, *, training: bool = True) -> torch.device:

@@ -187,6 +187,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self._checkpoint_now = False
         self._pending: list[Tensor] = []  # losses since the last check for non-finite values
+        self._saved_at = -1  # the step of the last checkpoint written
         self.units_done = 0  # units trained on by this process's steps (all ranks)
         self._last: StepResult | None = None
 
@@ -244,6 +245,7 @@ class Trainer:
             state["ranks"] = per_rank
             state["world_size"] = self.world_size
         failure: CheckpointWriteError | None = None
+        self._saved_at = self.step
         if self.is_main:
             try:
                 atomic_save(state, self.checkpoint_path, keep_previous=True)
@@ -472,7 +474,8 @@ class Trainer:
             # validation, say) and checkpoint are counted here
             self.elapsed += time.perf_counter() - t0
             progress.close()
-            self.save_checkpoint()
+            if self._saved_at != self.step:  # the last step's checkpoint, unless it has one already
+                self.save_checkpoint()
         if stopped_by == "preempted":
             raise Preempted(signals.signum or signal.SIGTERM, self.step, self.total_steps, str(self.checkpoint_path))
         done, spent_seconds = self.step - start_step, self.elapsed - start_elapsed
