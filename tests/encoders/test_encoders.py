@@ -9,6 +9,7 @@ from torch import nn
 from contrastkit.encoders import IMAGE_ENCODERS, build_image_encoder
 from contrastkit.encoders.image import BasicBlock, TorchvisionResNet
 from contrastkit.errors import UserError
+from contrastkit.train import channels_last_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: a second thread only spins
 
@@ -65,6 +66,19 @@ def test_channels_last_gives_same_output(name: str) -> None:
         model = model.to(memory_format=torch.channels_last)
         out = model(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_channels_last_skipped_where_the_cpu_kernel_overruns() -> None:
+    """oneDNN's CPU weight gradient for a 1x1 convolution from 4 channels writes out of bounds in
+    channels_last (valgrind); such encoders stay contiguous on CPU, and only there."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    narrow = build_image_encoder("small_resnet", 1, width=4)  # shortcut: 1x1 conv 4 -> 8, stride 2
+    wide = build_image_encoder("small_resnet", 1, width=8)
+    assert any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels == 4 for m in narrow.modules())
+    assert channels_last_for(narrow, cpu, True) is False
+    assert channels_last_for(narrow, cuda, True) is True
+    assert channels_last_for(wide, cpu, True) is True
+    assert channels_last_for(wide, cpu, False) is False
 
 
 @pytest.mark.parametrize("name", ["small_resnet", "convnet5", "resnet18"])

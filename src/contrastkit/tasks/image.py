@@ -45,7 +45,13 @@ from contrastkit.methods.registry import get_method
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
-from contrastkit.train import GradientStep, Training, TrainSummary, save_safetensors
+from contrastkit.train import (
+    GradientStep,
+    Training,
+    TrainSummary,
+    channels_last_for,
+    save_safetensors,
+)
 from contrastkit.train.callbacks import CollapseMonitor
 
 ENCODER_FILE = "encoder.safetensors"
@@ -160,12 +166,14 @@ class ImageRun(TrainedRun):
         assert train_sub.labels is not None and test_sub.labels is not None
         if verbose:
             print(f"evaluating {self.path} on {self.data_config.name} (test split: {len(test_sub)} images)", flush=True)
+        model = self.model()
+        channels_last = channels_last_for(model, self.device, cfg.train.channels_last)
         return evaluate_run(
-            self.model(), self.random_encoder, train_sub.images, train_sub.labels, test_sub.images, test_sub.labels,
+            model, self.random_encoder, train_sub.images, train_sub.labels, test_sub.images, test_sub.labels,
             num_classes=train.num_classes, class_names=train.classes, eval_transform=self.transform(),
             train_transform=augmentation_for(self.data_config, self._fit()).to(self.device),
             episode_classes=self._episode_classes(train.num_classes), cfg=ev, device=self.device,
-            out_dir=self.path / "plots", seed=seed, channels_last=cfg.train.channels_last, verbose=verbose,
+            out_dir=self.path / "plots", seed=seed, channels_last=channels_last, verbose=verbose,
             release=mapped.release if store else None, pixel_budget=RAW_PIXEL_BUDGET if store else None,
         )
 
@@ -265,7 +273,8 @@ class ImageTask(Task):
         if uses_labels and data.labels is None:
             raise UserError(f"method {cfg.method.name!r} needs labels but data set {data.name!r} has none")
         model = build_image_method(cfg.method, cfg.model, data.channels, input_size(d, data))
-        if cfg.train.channels_last:
+        channels_last = channels_last_for(model, ctx.device, cfg.train.channels_last)
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         labels = None
@@ -278,7 +287,7 @@ class ImageTask(Task):
             )
         common: dict[str, Any] = {
             "batch_size": ctx.local_batch, "augmentation": augmentation_for(d, data).to(ctx.device), "views": d.views,
-            "seed": cfg.train.seed, "device": ctx.device, "channels_last": cfg.train.channels_last, "labels": labels,
+            "seed": cfg.train.seed, "device": ctx.device, "channels_last": channels_last, "labels": labels,
             "rank": ctx.rank, "world_size": ctx.world_size,
         }
         loader: InMemoryViewLoader | StreamViewLoader

@@ -42,7 +42,13 @@ from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
-from contrastkit.train import GradientStep, Training, TrainSummary, save_safetensors
+from contrastkit.train import (
+    GradientStep,
+    Training,
+    TrainSummary,
+    channels_last_for,
+    save_safetensors,
+)
 
 META_FILE = "text_run.json"
 RETRIEVAL_IMAGES = 1000  # test images scored by image↔text retrieval
@@ -325,12 +331,13 @@ class ImageTextTask(Task):
         self.model = model
         spec = cfg.data.augment if cfg.data.augment is not None else DEFAULT_AUGMENT
         augmentation = build_augmentation(spec, size=data["size"], channels=data["channels"], mean=data["mean"], std=data["std"])
+        channels_last = channels_last_for(model.encoder, ctx.device, cfg.train.channels_last)
         loader = ImageTextLoader(
             data["images"], data["captions"], model.text_encoder.tokenize, batch_size=ctx.local_batch,
             augmentation=augmentation.to(ctx.device), seed=cfg.train.seed, device=ctx.device,
-            channels_last=cfg.train.channels_last, rank=ctx.rank, world_size=ctx.world_size,
+            channels_last=channels_last, rank=ctx.rank, world_size=ctx.world_size,
         )
-        if cfg.train.channels_last:
+        if channels_last:
             model.encoder.to(memory_format=torch.channels_last)
         if not ctx.resume and ctx.is_main:  # before training: an interrupted run can be evaluated
             keys = ("channels", "size", "mean", "std", "classes", "thresholds")

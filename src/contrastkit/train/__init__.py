@@ -14,6 +14,7 @@ from contrastkit.train.optim import LARS, build_optimizer, lr_factor, peak_lr
 from contrastkit.train.options import OptimConfig, TrainConfig
 from contrastkit.train.runtime import (
     autocast_dtype,
+    channels_last_for,
     evaluation_runtime,
     peak_memory_mb,
     resolve_device,
@@ -51,6 +52,7 @@ __all__ = [
     "atomic_save",
     "autocast_dtype",
     "build_optimizer",
+    "channels_last_for",
     "evaluation_runtime",
     "load_checkpoint",
     "load_latest_checkpoint",

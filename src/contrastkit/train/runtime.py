@@ -46,6 +46,19 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def channels_last_for(model: torch.nn.Module, device: torch.device, wanted: bool) -> bool:
+    """Whether ``model`` should run in channels_last memory format: ``wanted``, except on CPU when
+    the model has a 1x1 convolution whose input channels are not a multiple of 8. PyTorch's
+    oneDNN kernel for the weight gradient of such a convolution writes past its buffer in
+    channels_last (found with valgrind, e.g. 4 -> 8 channels at stride 2), which corrupts the
+    heap; those models stay contiguous on CPU."""
+    if not wanted or device.type != "cpu":
+        return wanted
+    return not any(
+        isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels % 8 != 0 for m in model.modules()
+    )
+
+
 def run_device(train: TrainConfig) -> torch.device:
     """The device a finished run computes on (``train.device``; one process), changing nothing
     else in the process."""
