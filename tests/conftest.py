@@ -9,10 +9,27 @@ from typing import Any
 import pytest
 import torch
 
+from contrastkit.train import Callback, Trainer
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 torch.set_num_threads(1)  # two xdist workers on two cores: one thread each, never oversubscribed
+
+
+class Interrupted(Exception):
+    """Raised by :class:`InterruptAt`: stands for a process killed mid-run."""
+
+
+class InterruptAt(Callback):
+    """A training callback that raises :class:`Interrupted` once the loop reaches ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+        if trainer.step == self.step:
+            raise Interrupted
 
 
 def tiny_overrides(**extra: Any) -> list[str]:

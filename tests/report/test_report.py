@@ -136,6 +136,16 @@ def test_several_runs_side_by_side(runs: dict[str, Path], tmp_path: Path, capsys
     _, results = _page_of(runs["simclr"])
     assert not _missing_numbers(page, results["eval"])
 
+    # a run folder of an older contrastkit, whose results.json has images_per_sec: still compared
+    from contrastkit.report.build import headline_values, read_run_files
+
+    _, newer = _page_of(runs["simclr-t05"])
+    train = {k: v for k, v in newer["train"].items() if k not in ("throughput", "unit")}
+    older = read_run_files(runs["simclr-t05"], "older", results={**newer, "train": {**train, "images_per_sec": 123.5}})
+    row = headline_values(older)
+    assert row["train.images_per_sec"] == 123.5 and "train.throughput" not in row
+    assert headline_values(read_run_files(runs["simclr-t05"], "newer"))["train.unit"] == "images"
+
 
 def test_interrupted_run_and_evaluate_refreshes_the_report(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -307,7 +307,7 @@ def test_a_task_defined_in_a_test_runs_its_life_cycle_through_the_cli(
     # the run folder: config.yaml holds the task's sections without the keys it does not read
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["task"] == "points" and saved["points"] == {"n": 256, "dim": 6, "clusters": 4, "noise": 0.3}
-    assert saved["eval"] == {"enabled": True} and "channels_last" not in saved["train"]
+    assert saved["eval"] == {"enabled": True, "report": True} and "channels_last" not in saved["train"]
     assert saved["method"] == {"name": "points_nce", "temperature": 0.3, "width": 16}
     state = load_run_checkpoint(run)
     assert state["step"] == 24 and set(state["state"]) >= {"model", "optimizer"}
@@ -440,7 +440,7 @@ def test_switching_method_or_task_drops_what_the_recipe_set_for_the_old_one() ->
                                          r"eval.few_label_shots, eval.finetune$"):
         cfg = load_config(None, ["task=text", "text.train_file=sick:train"])
     assert cfg.method.name == "simcse" and cfg.method.temperature == 0.2  # kept: SimCSE has it
-    assert cfg.to_dict()["eval"] == {"enabled": True, "baselines": True, "batch_size": 512}
+    assert cfg.to_dict()["eval"] == {"enabled": True, "report": True, "baselines": True, "batch_size": 512}
 
 
 # ----------------------------------------------------------------------------- keys a task does not read
@@ -483,7 +483,7 @@ def test_config_yaml_leaves_out_what_the_task_does_not_read(tmp_path: Path) -> N
         again = read_run_config(folder)
         assert again.to_dict() == cfg.to_dict() and again.method == cfg.method, recipe
     assert "optim" not in yaml.safe_load((tmp_path / "fashion-mnist-dcgan" / "config.yaml").read_text())
-    assert yaml.safe_load((tmp_path / "ml100k-lightgcn" / "config.yaml").read_text())["eval"] == {"enabled": True}
+    assert yaml.safe_load((tmp_path / "ml100k-lightgcn" / "config.yaml").read_text())["eval"] == {"enabled": True, "report": True}
 
 
 # ----------------------------------------------------------------------------- older run folders

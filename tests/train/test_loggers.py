@@ -16,10 +16,9 @@ from contrastkit.errors import UserError
 from contrastkit.recipes import load_config
 from contrastkit.runner import train_run
 from contrastkit.runs import new_run_dir
-from contrastkit.train import Callback, Trainer
 from contrastkit.train.loggers import LOG_FIELDS, Loggers, check_installed, read_tracker_ids
 
-from ..conftest import tiny_overrides
+from ..conftest import InterruptAt, Interrupted, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,19 +28,6 @@ FAST = {"model.width": 4, "train.batch_size": 32, "train.max_steps": 6, "train.c
 
 def _cfg(**extra: Any) -> Any:
     return load_config("digits-simclr", tiny_overrides(**{**FAST, **extra}))
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _KillAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
-        if trainer.step == self.step:
-            raise _Interrupt
 
 
 def train(cfg: Any, run: Path, **options: Any) -> Any:
@@ -62,7 +48,7 @@ def test_default_is_csv_and_tensorboard_as_before(tmp_path: Path) -> None:
         for step in range(1, 5):
             loggers.log_metrics(step, {**row, "loss": 2.0 - step / 10})
     lines = (tmp_path / "train_log.csv").read_text().splitlines()
-    assert lines[0].split(",") == [*LOG_FIELDS, "alpha", "zeta"]  # the same columns as before
+    assert lines[0].split(",") == [*LOG_FIELDS, "images_per_sec", "elapsed_sec", "alpha", "zeta"]
     assert _csv_steps(tmp_path) == [1, 2, 3, 4]
     # a resume from step 2: the CSV rows and TensorBoard events after it are dropped, then redone
     with Loggers.open(["csv", "tensorboard"], tmp_path, start_step=2, config={}) as loggers:
@@ -106,8 +92,8 @@ def test_mlflow_records_every_step_once_across_a_resume(tmp_path: Path, monkeypa
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     cfg = _cfg(**{"train.loggers": "[csv, tensorboard, mlflow]"})
     run = new_run_dir(cfg, str(tmp_path / "run"), resume=False)
-    with pytest.raises(_Interrupt):  # steps 4 and 5 are logged, the checkpoint is at step 3
-        train(cfg, run, progress=False, verbose=False, callbacks=[_KillAt(5)])
+    with pytest.raises(Interrupted):  # steps 4 and 5 are logged, the checkpoint is at step 3
+        train(cfg, run, progress=False, verbose=False, callbacks=[InterruptAt(5)])
     client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
     run_id = read_tracker_ids(run)["mlflow"]["run_id"]
     assert client.get_run(run_id).info.status == "FAILED"

@@ -19,11 +19,7 @@ from contrastkit.runs import checkpoint_part, new_run_dir
 from contrastkit.train import LARS, Callback, Trainer, TrainingDiverged, load_checkpoint, lr_factor
 from contrastkit.train.progress import Progress
 
-from ..conftest import tiny_overrides
-
-
-class _Interrupt(Exception):
-    pass
+from ..conftest import InterruptAt, Interrupted, tiny_overrides
 
 
 class Validations(Callback):
@@ -45,15 +41,6 @@ class Validations(Callback):
         self.count = int(state["count"])
 
 
-class InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
-        if trainer.step == self.step:
-            raise _Interrupt
-
-
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     weights: dict[str, torch.Tensor] = checkpoint_part(load_checkpoint(run / "checkpoints" / "last.pt"), "model")
     return weights
@@ -67,7 +54,7 @@ def test_resume_after_an_interruption_is_exact(tmp_path: Path) -> None:
     done = Validations()
     train_run(cfg, full, progress=False, verbose=False, callbacks=[done])
     cut = new_run_dir(cfg, str(tmp_path / "cut"), resume=False)
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         train_run(cfg, cut, progress=False, verbose=False, callbacks=[Validations(), InterruptAt(5)])
     state = load_checkpoint(cut / "checkpoints" / "last.pt")
     assert state["step"] == 4 and state["callbacks"][1] == {"count": 2}  # the monitor, ours, the interrupter

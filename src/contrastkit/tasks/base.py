@@ -81,6 +81,15 @@ def number(value: Any, spec: str) -> str:
     return format(float("nan") if value is None else value, spec)
 
 
+def trained_line(train: dict[str, Any], what: str = "steps", epochs: bool = True) -> str:
+    """"trained N steps (E epochs) in Ts, R units/s" from results.json's ``train`` entry (an
+    older run folder's ``images_per_sec`` included)."""
+    rate, unit = train.get("throughput", train.get("images_per_sec")), train.get("unit", "samples")
+    done = f" ({number(train.get('epochs_done'), '.1f')} epochs)" if epochs else ""
+    return (f"trained {train.get('steps')} {what}{done} in {number(train.get('seconds'), '.0f')}s, "
+            f"{number(rate, '.0f')} {unit}/s")
+
+
 # ----------------------------------------------------------------------------- the run object
 
 
@@ -145,12 +154,7 @@ class TrainedRun:
     def headline(self, results: dict[str, Any]) -> str:
         """The line `contrastkit train` prints about training."""
         tr = results.get("train", {})
-        rate, unit = tr.get("throughput", tr.get("images_per_sec")), tr.get("unit", "samples")
-        return (
-            f"trained {tr.get('steps')} steps ({number(tr.get('epochs_done'), '.1f')} epochs) in "
-            f"{number(tr.get('seconds'), '.0f')}s, {number(rate, '.0f')} {unit}/s, final loss "
-            f"{number(tr.get('final_loss'), '.4f')}"
-        )
+        return f"{trained_line(tr)}, final loss {number(tr.get('final_loss'), '.4f')}"
 
     def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
         """Headline figures for ``contrastkit compare`` (column name → number or text)."""

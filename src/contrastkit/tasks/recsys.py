@@ -11,7 +11,6 @@ the best epoch).
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from typing import Any, ClassVar
@@ -48,7 +47,7 @@ from contrastkit.train import (
     atomic_save,
     load_checkpoint,
 )
-from contrastkit.train.loggers import truncate_csv
+from contrastkit.train.loggers import CsvLogger
 
 BEST_CHECKPOINT = "best.pt"
 VALID_LOG = "validation_log.csv"
@@ -89,18 +88,9 @@ class EarlyStopping(Callback):
         self.state.update(state)
 
     def on_start(self, trainer: Trainer) -> None:
-        truncate_csv(self.ctx.run_dir / VALID_LOG, trainer.step)  # rows after the checkpoint are redone
+        self.log = CsvLogger(self.ctx.run_dir / VALID_LOG, trainer.step)  # rows after the checkpoint are redone
         if self.state["stopped"]:
             trainer.stop("early_stopping")
-
-    def _log(self, row: dict[str, float]) -> None:
-        path = self.ctx.run_dir / VALID_LOG
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
 
     def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
         step, per_epoch = trainer.step, trainer.steps_per_epoch
@@ -125,7 +115,7 @@ class EarlyStopping(Callback):
             )
         else:
             st["bad"] += 1
-        self._log({"epoch": epoch, "step": step, "loss": trainer.last_loss(), **metrics, "seconds": seconds})
+        self.log.log_metrics(step, {"epoch": epoch, "loss": trainer.last_loss(), **metrics, "seconds": seconds})
         if self.ctx.verbose and not self.cfg.train.progress:
             print(f"epoch {epoch}: valid {self.metric} {value:.4f} (best {st['best']:.4f} at {st['best_epoch']})", flush=True)
         if st["bad"] >= self.cfg.recsys.patience and epoch >= self.cfg.recsys.min_epochs:

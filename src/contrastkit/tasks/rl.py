@@ -33,7 +33,7 @@ from contrastkit.methods.registry import get_method
 from contrastkit.methods.rl import ATCOptions
 from contrastkit.options import option
 from contrastkit.runs import checkpoint_part, load_run_checkpoint
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task, trained_line
 from contrastkit.train import Callback, Trainer, Training, TrainSummary
 
 EXTRA = "task rl needs: pip install 'contrastkit[rl]'"
@@ -252,12 +252,8 @@ class RLRun(TrainedRun):
     def headline(self, results: dict[str, Any]) -> str:
         tr = results.get("train", {})
         curve = results.get("rl", {}).get("curve") or [{"mean": float("nan"), "std": float("nan")}]
-        rate = tr.get("throughput", tr.get("images_per_sec"))
-        return (
-            f"trained {tr.get('steps')} environment steps in {number(tr.get('seconds'), '.0f')}s "
-            f"({number(rate, '.0f')} steps/s); last evaluation return {number(curve[-1]['mean'], '.1f')} ± "
-            f"{number(curve[-1]['std'], '.1f')}"
-        )
+        return (f"{trained_line(tr, 'environment steps', epochs=False)}; last evaluation return "
+                f"{number(curve[-1]['mean'], '.1f')} ± {number(curve[-1]['std'], '.1f')}")
 
     def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
         ev = results.get("eval", {})

@@ -103,56 +103,67 @@ def _save_tracker_id(run_dir: Path, name: str, entry: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- csv
 
 
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    """Replace ``path`` at once (a kill while writing leaves the old file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
 def truncate_csv(path: Path, step: int) -> list[str]:
     """Drop the rows of a log CSV (with a ``step`` column) after ``step``: after a resume those
     steps are redone. Returns its columns ([] when there is no file)."""
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        fields = list(reader.fieldnames or [])
+    fields, rows = _read_csv(path)
     kept = [r for r in rows if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
     if len(kept) < len(rows):
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(kept)
+        _write_csv(path, fields, kept)
     return fields
 
 
+def order_columns(keys: list[str]) -> list[str]:
+    """step, epoch, loss, lr, the throughput (``<unit>_per_sec``), elapsed_sec, then the rest A-Z."""
+    rates = sorted(k for k in keys if k.endswith("_per_sec"))
+    first = [k for k in [*LOG_FIELDS, *rates, "elapsed_sec"] if k in keys]
+    return first + sorted(k for k in keys if k not in first)
+
+
 class CsvLogger:
-    """train_log.csv: one row per log step; columns fixed by the first row (extra keys of later
-    rows are dropped)."""
+    """train_log.csv: one row per log step. A key that first shows up on a later row (an RL
+    run's loss once learning starts) widens the header; the earlier rows leave it empty."""
 
     def __init__(self, path: Path, start_step: int) -> None:
         self.path = path
-        self.fields: list[str] = []
-        if path.exists():
-            self._truncate(start_step)
-
-    def _truncate(self, step: int) -> None:
-        """After a resume, drop rows written after the checkpoint (they will be redone)."""
-        self.fields = truncate_csv(self.path, step) or list(LOG_FIELDS)
+        self.fields: list[str] = truncate_csv(path, start_step) if path.exists() else []
 
     def log_params(self, config: dict[str, Any]) -> None:
         """Nothing: the config is the run folder's config.yaml."""
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **metrics}
-        new = not self.path.exists()
-        if new:
-            rates = sorted(k for k in row if k.endswith("_per_sec"))
-            first = [k for k in [*LOG_FIELDS, *rates, "elapsed_sec"] if k in row]
-            self.fields = first + sorted(k for k in row if k not in first)
-        elif not self.fields:
-            with self.path.open(newline="") as handle:
-                self.fields = next(csv.reader(handle), LOG_FIELDS)
+        if not self.path.exists():
+            self.fields = order_columns(list(row))
+            _write_csv(self.path, self.fields, [row])
+            return
+        if not self.fields:
+            self.fields = _read_csv(self.path)[0]
+        if any(key not in self.fields for key in row):
+            self.fields = order_columns(list(dict.fromkeys([*self.fields, *row])))
+            _write_csv(self.path, self.fields, [*_read_csv(self.path)[1], row])
+            return
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+            csv.DictWriter(handle, fieldnames=self.fields).writerow(row)
 
     def close(self, status: str = "finished") -> None:
         """Nothing to release: every row is appended and closed at once."""

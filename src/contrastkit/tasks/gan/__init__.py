@@ -28,7 +28,7 @@ from contrastkit.errors import UserError
 from contrastkit.methods.base import StepOutput
 from contrastkit.methods.gan import GANMethod, check_size
 from contrastkit.runs import load_run_weights
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task, trained_line
 from contrastkit.tasks.gan.evaluation import evaluate_gan, gan_results_table
 from contrastkit.tasks.gan.model import GENERATOR_FILE, LOG_NAMES, GanConfig, build_gan, save_grid
 from contrastkit.train import Callback, Clock, Trainer, Training, TrainSummary, save_safetensors
@@ -165,12 +165,8 @@ class GanRun(TrainedRun):
     def headline(self, results: dict[str, Any]) -> str:
         tr = results.get("train", {})
         last = results.get("gan_train", {}).get("final", {})
-        rate = tr.get("throughput", tr.get("images_per_sec"))
-        return (
-            f"trained {tr.get('steps')} GAN steps ({number(tr.get('epochs_done'), '.1f')} epochs) in "
-            f"{number(tr.get('seconds'), '.0f')}s, {number(rate, '.0f')} images/s, final D loss "
-            f"{number(last.get('d_loss'), '.4f')}, G loss {number(last.get('g_loss'), '.4f')}"
-        )
+        return (f"{trained_line(tr, 'GAN steps')}, final D loss {number(last.get('d_loss'), '.4f')}, "
+                f"G loss {number(last.get('g_loss'), '.4f')}")
 
     def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
         ev = results.get("eval", {})
