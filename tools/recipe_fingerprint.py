@@ -55,9 +55,11 @@ def overrides(name: str, recipe: dict[str, Any], shared: Path) -> list[str] | No
         return [*sets, "train.progress=false", "train.num_threads=1"]
     common += ["train.max_steps=3", "train.checkpoint_every=3"]
     if task == "image":
-        return [*common, "eval.max_train_samples=400", "eval.max_test_samples=200", "eval.plots=false", "eval.few_label_draws=1", "eval.finetune_epochs=1", "eval.episodes=20"]
+        return [*common, "eval.max_train_samples=400", "eval.max_test_samples=200", "eval.plots=false", "eval.few_label_draws=1",
+                "eval.finetune_epochs=1", "eval.episodes=20"]
     if task == "gan":
-        return [*common, "train.time_budget_minutes=null", "gan.eval_samples=100", "gan.probe_samples=200", "gan.feature_steps=10", "gan.sample_every=0"]
+        return [*common, "train.time_budget_minutes=null", "gan.eval_samples=100", "gan.probe_samples=200",
+                "gan.feature_steps=10", "gan.sample_every=0"]
     if task == "image_text":
         return [*common, "train.batch_size=32"]
     if task == "text":
@@ -69,7 +71,8 @@ def overrides(name: str, recipe: dict[str, Any], shared: Path) -> list[str] | No
     if task == "sequences":
         if (recipe.get("sequences") or {}).get("source") == "interactions":
             return [*common, f"recsys.root={shared / 'ml-100k'}", "recsys.max_users=300"]
-        return [*common, "sequences.text_file=sick:train", f"sequences.data_root={shared / 'sick'}", "sequences.min_count=2", "sequences.neighbours=[man, dog]"]
+        return [*common, "sequences.text_file=sick:train", f"sequences.data_root={shared / 'sick'}", "sequences.min_count=2",
+                "sequences.neighbours=[man, dog]"]
     raise SystemExit(f"no overrides for task {task!r} of recipe {name}")
 
 
@@ -78,7 +81,8 @@ def tensor_hashes(obj: Any, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     if isinstance(obj, torch.Tensor):
         data = obj.detach().cpu().contiguous()
-        out[prefix] = hashlib.sha256(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"").hexdigest()[:16]
+        raw = data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
+        out[prefix] = hashlib.sha256(raw).hexdigest()[:16]
     elif isinstance(obj, dict):
         for key, value in obj.items():
             out.update(tensor_hashes(value, f"{prefix}.{key}" if prefix else str(key)))

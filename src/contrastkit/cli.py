@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npy file (labels go to <stem>.labels.npy)")
     p.add_argument("--batch-size", type=int, default=512)
 
-    p = sub.add_parser("export", help="a run's encoder (torchvision, timm, onnx, huggingface) or embeddings (arrays) for other tools")
+    p = sub.add_parser("export", help="a run's encoder (torchvision, timm, onnx, huggingface) or embeddings (arrays) for "
+        "other tools")
     p.add_argument("run_dir")
     p.add_argument("--format", required=True, metavar="FORMAT",
                    help="torchvision, timm, onnx, huggingface (alias sentence-transformers) or arrays")

@@ -217,7 +217,8 @@ def test_build_save_load_and_id_maps(tmp_path: Path) -> None:
 
 def test_bpr_loader_negatives_and_resume() -> None:
     rng = np.random.default_rng(0)
-    pairs = np.asarray(sorted({(int(u), int(i)) for u, i in zip(rng.integers(0, 20, 200), rng.integers(0, 15, 200), strict=True)}))
+    users, items = rng.integers(0, 20, 200), rng.integers(0, 15, 200)
+    pairs = np.asarray(sorted({(int(u), int(i)) for u, i in zip(users, items, strict=True)}))
     loader = BPRLoader(pairs, 15, batch_size=32, seed=5)
     seen = {tuple(p) for p in pairs.tolist()}
     batches = list(loader.batches(0))

@@ -57,7 +57,8 @@ def _raw_pairs(data: InteractionData, part: np.ndarray) -> set[tuple[str, str]]:
 
 def _files(folder: Path, layout: str) -> tuple[Path, Path, Path]:
     write, suffix = WRITERS[layout]
-    train, valid, test = (write(folder / f"{n}{suffix}", rows) for n, rows in (("train", TRAIN), ("valid", VALID), ("test", TEST)))
+    splits = (("train", TRAIN), ("valid", VALID), ("test", TEST))
+    train, valid, test = (write(folder / f"{n}{suffix}", rows) for n, rows in splits)
     return train, valid, test
 
 
@@ -182,7 +183,8 @@ def test_cli_train_given_split_end_to_end(tmp_path: Path, capsys: pytest.Capture
     assert main(["recommend", str(run), "--user", "3", "--k", "3"]) == 0
 
 
-@pytest.mark.skipif(not (BEAUTY / "train.txt").is_file(), reason=f"Amazon Beauty (SELFRec split) not found at {BEAUTY} (shared data)")
+@pytest.mark.skipif(not (BEAUTY / "train.txt").is_file(), reason=f"Amazon Beauty (SELFRec split) not found at {BEAUTY} "
+    "(shared data)")
 def test_amazon_beauty_loads_with_the_published_counts() -> None:
     cfg = load_config("amazon-beauty-lightgcn", [f"recsys.root={BEAUTY}"])
     with warnings.catch_warnings(record=True) as caught:

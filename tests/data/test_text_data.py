@@ -167,7 +167,8 @@ def test_text_loader_views_order_and_resume() -> None:
     assert len(loader) == 6
     batches = list(loader.batches(0))
     assert len(batches) == 6 and len(batches[0]["views"]) == 2
-    assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == sorted(set(torch.cat([b["index"] for b in batches]).tolist()))
+    indices = torch.cat([b["index"] for b in batches]).tolist()
+    assert sorted(indices) == sorted(set(indices))
     # resume in the middle of an epoch replays the same batches
     fresh = TextViewLoader([texts], fake_tokenize, batch_size=8, augmentation=aug, seed=3)
     first = next(iter(fresh.batches(0)))

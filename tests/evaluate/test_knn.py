@@ -18,16 +18,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: a second thr
 
 
 def _previous(train: torch.Tensor, labels: torch.Tensor, test: torch.Tensor, c: int, k: int, t: float) -> torch.Tensor:
-    """contrastkit 0.1's knn_predict: test blocks against the whole bank, one topk per row."""
+    """The naive reference: one test row at a time against the whole bank, votes summed per class
+    (what contrastkit 0.1's knn_predict computed in blocks of 64 rows)."""
     bank = F.normalize(train, dim=1)
     k = min(k, bank.shape[0])
     preds = []
-    for start in range(0, test.shape[0], 64):
-        q = F.normalize(test[start : start + 64], dim=1)
-        top_sim, top_idx = (q @ bank.T).topk(k, dim=1)
-        votes = torch.zeros(q.shape[0], c).scatter_add_(1, labels[top_idx], (top_sim / t).exp())
-        preds.append(votes.argmax(dim=1))
-    return torch.cat(preds)
+    for row in F.normalize(test, dim=1):
+        top_sim, top_idx = (bank @ row).topk(k)
+        votes = torch.zeros(c).index_add_(0, labels[top_idx], (top_sim / t).exp())
+        preds.append(int(votes.argmax()))
+    return torch.tensor(preds)
 
 
 def _data(n_train: int = 700, n_test: int = 300, d: int = 16, c: int = 7) -> tuple[torch.Tensor, ...]:

@@ -275,17 +275,23 @@ def test_one_line_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.C
     for argv, message in (
         ([runs["resnet"], "--format", "keras", "--out", tmp_path / "m.h5"],
          "unknown --format 'keras'; allowed: arrays, huggingface, onnx, sentence-transformers, timm, torchvision"),
-        ([tmp_path / "nowhere", "--format", "onnx", "--out", tmp_path / "m.onnx"], "is not a contrastkit run folder (no config.yaml)"),
-        ([runs["recsys"], "--format", "onnx", "--out", tmp_path / "m.onnx"], "this run's task is 'recsys', which exports to: arrays"),
+        ([tmp_path / "nowhere", "--format", "onnx", "--out", tmp_path / "m.onnx"], "is not a contrastkit run folder (no "
+            "config.yaml)"),
+        ([runs["recsys"], "--format", "onnx", "--out", tmp_path / "m.onnx"], "this run's task is 'recsys', which exports "
+            "to: arrays"),
         ([runs["resnet"], "--format", "huggingface", "--out", tmp_path / "hf"],
-         "--format huggingface exports runs of task text; this run's task is 'image', which exports to: torchvision, timm, onnx, arrays"),
+         "--format huggingface exports runs of task text; this run's task is 'image', which exports to: torchvision, timm, "
+             "onnx, arrays"),
         ([runs["small"], "--format", "torchvision", "--out", tmp_path / "w.pt"],
-         "image encoder 'small_resnet' has no torchvision equivalent (only resnet18, resnet50 do); export it with --format onnx or --format arrays"),
+         "image encoder 'small_resnet' has no torchvision equivalent (only resnet18, resnet50 do); export it with --format "
+             "onnx or --format arrays"),
         ([cls_run, "--format", "huggingface", "--out", tmp_path / "hf"],
          "text.pooling 'first_last_avg' has no sentence-transformers Pooling mode"),
-        ([runs["resnet"], "--format", "arrays", "--data", "digits:test", "--out", tmp_path / "e.csv"], "name it *.npz or *.parquet"),
+        ([runs["resnet"], "--format", "arrays", "--data", "digits:test", "--out", tmp_path / "e.csv"], "name it *.npz or "
+            "*.parquet"),
         ([runs["resnet"], "--format", "onnx", "--out", tmp_path / "m.pt"], "an ONNX export is a .onnx file"),
-        ([runs["resnet"], "--format", "onnx", "--data", "digits:test", "--out", tmp_path / "m.onnx"], "--data chooses the data set of --format arrays"),
+        ([runs["resnet"], "--format", "onnx", "--data", "digits:test", "--out", tmp_path / "m.onnx"], "--data chooses the "
+            "data set of --format arrays"),
         ([runs["resnet"], "--format", "arrays", "--out", tmp_path / "e.npz"], "--data is required for this run"),
     ):
         assert main(["export", *map(str, argv)]) == 2

@@ -52,7 +52,9 @@ def test_nce_loss_matches_gutmann_hyvarinen_and_reduces_to_sgns() -> None:
     assert float(got) == pytest.approx(_naive_nce(pos, neg, lq_pos, lq_neg, 3), rel=1e-12)
     # num_noise is k of the correction; with log(k q) = 0 NCE is SGNS
     k = 8
-    assert float(nce_loss(pos, neg, lq_pos, lq_neg, num_noise=k)) == pytest.approx(_naive_nce(pos, neg, lq_pos, lq_neg, k), rel=1e-12)
+    assert float(nce_loss(pos, neg, lq_pos, lq_neg, num_noise=k)) == pytest.approx(
+        _naive_nce(pos, neg, lq_pos, lq_neg, k), rel=1e-12
+    )
     zero_pos, zero_neg = torch.full_like(pos, -math.log(3)), torch.full_like(neg, -math.log(3))
     torch.testing.assert_close(nce_loss(pos, neg, zero_pos, zero_neg), negative_sampling_loss(pos, neg))
 

@@ -311,7 +311,8 @@ def test_cli_mistakes_are_one_line(
         for argv, message in (
             (["serve", str(tmp_path / "nope"), "--port", "0"], "does not exist"),
             (["serve", str(tmp_path), "--port", "0"], "not a contrastkit run folder"),
-            (["serve", str(no_index), "--port", "0"], f"nothing to explore: no index, test images or recommendations; build one with: contrastkit index {no_index}"),
+            (["serve", str(no_index), "--port", "0"], "nothing to explore: no index, test images or recommendations; build "
+                f"one with: contrastkit index {no_index}"),
             (["serve", str(recsys_run), "--port", "70000"], "--port must be from 0 to 65535"),
             (["serve", str(recsys_run), "--port", str(port)], f"cannot serve on 127.0.0.1 port {port}"),
         ):

@@ -174,7 +174,8 @@ def test_config_and_data_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
         load_config("ml100k-lightgcn", ["method.name=simgc"])
     with pytest.raises(UserError, match=r"^recsys.model has moved: use method.name"):
         load_config("ml100k-lightgcn", ["recsys.model=simgcl"])
-    with pytest.raises(UserError, match=r"^method.noise_eps is not an option of lightgcn; its options are: embedding_dim, reg, layers$"):
+    with pytest.raises(UserError, match=r"^method.noise_eps is not an option of lightgcn; its options are: embedding_dim, "
+        r"reg, layers$"):
         load_config("ml100k-lightgcn", ["method.noise_eps=0.1"])
     with pytest.raises(UserError, match=r"K=20 is not in recsys.eval_ks"):
         load_config("ml100k-lightgcn", ["recsys.eval_ks=[10]"])

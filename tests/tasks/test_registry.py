@@ -127,7 +127,8 @@ def test_a_method_defined_in_a_test_trains_and_evaluates_through_the_cli(
     listing = capsys.readouterr().out
     assert "toy_contrast  (task image; a test, 2026)" in listing and "method.noise" in listing
     assert "Gaussian noise added to the projections" in listing
-    assert main(["train", "--set", f"method.name={toy_method}", "--set", "method.queue_size=8", "--out", str(tmp_path / "x")]) == 2
+    sets = ["--set", f"method.name={toy_method}", "--set", "method.queue_size=8"]
+    assert main(["train", *sets, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
         "contrastkit: error: method.queue_size is not an option of toy_contrast; "
@@ -453,9 +454,11 @@ def test_switching_method_or_task_drops_what_the_recipe_set_for_the_old_one() ->
         ("ml100k-lightgcn", "eval.knn_k=5", "eval.knn_k is not read by task 'recsys'"),
         ("ml100k-lightgcn", "eval.plots=false", "eval.plots is not read by task 'recsys'; the eval keys it reads: enabled"),
         ("ml100k-lightgcn", "train.channels_last=true", "train.channels_last is not read by task 'recsys'"),
-        ("sick-simcse", "eval.plots=false", "eval.plots is not read by task 'text'; the eval keys it reads: enabled, baselines, batch_size"),
+        ("sick-simcse", "eval.plots=false", "eval.plots is not read by task 'text'; the eval keys it reads: enabled, "
+            "baselines, batch_size"),
         ("fashion-mnist-dcgan", "optim.lr=0.1", "section 'optim' is not read by task 'gan'"),
-        ("fashion-mnist-clip", "data.views=2", "data.views is not read by task 'image_text'; the data keys it reads: name, root,"),
+        ("fashion-mnist-clip", "data.views=2",
+         "data.views is not read by task 'image_text'; the data keys it reads: name, root,"),
         ("fashion-mnist-clip", "text.lazy=true", "text.lazy is not read by task 'image_text'"),
     ],
 )

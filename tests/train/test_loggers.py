@@ -23,7 +23,8 @@ from ..conftest import InterruptAt, Interrupted, tiny_overrides
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 4-pixel-wide encoder, small batches: each run is a few steps of almost nothing
-FAST = {"model.width": 4, "train.batch_size": 32, "train.max_steps": 6, "train.checkpoint_every": 3, "train.keep_freed_memory": False}
+FAST = {"model.width": 4, "train.batch_size": 32, "train.max_steps": 6, "train.checkpoint_every": 3,
+        "train.keep_freed_memory": False}
 
 
 def _cfg(**extra: Any) -> Any:

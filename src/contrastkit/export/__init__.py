@@ -11,7 +11,7 @@ embeddings, in a format other tools load — each checked against `contrastkit e
 The towers (what `embed` computes with) come from the run object (towers.py). Optional
 packages (onnx, onnxruntime, timm, sentence-transformers, pyarrow: ``contrastkit[export]``) are
 imported only by the format that needs them.
-"""
+"""  # noqa: E501 (a table kept whole)
 
 from __future__ import annotations
 

@@ -89,7 +89,9 @@ def snippet(tower: ImageTower, fmt: str, out: Path) -> str:
         lines = ["import torch", "import torchvision"]
         build = [f"model = torchvision.models.{arch}(weights=None)"]
         if c != 3 and not tower.cifar_stem:
-            build.append(f"model.conv1 = nn.Conv2d({c}, 64, kernel_size=7, stride=2, padding=3, bias=False)  # {c} input channel(s)")
+            build.append(
+                f"model.conv1 = nn.Conv2d({c}, 64, kernel_size=7, stride=2, padding=3, bias=False)  # {c} input channel(s)"
+            )
     if out.suffix in TORCH_SUFFIXES:
         load = f"torch.load({str(out)!r}, weights_only=True)"
     else:

@@ -57,7 +57,8 @@ def export_huggingface(tower: TextTower, out: Path) -> list[str]:
     _write_json(out / "1_Pooling" / "config.json", {"word_embedding_dimension": tower.out_dim, **modes, "include_prompt": True})
 
     want = tower.reference(tower.samples)
-    lines = [f"wrote {out}/ (transformers model + tokenizer, sentence-transformers modules: Transformer, {tower.pooling} Pooling)"]
+    lines = [f"wrote {out}/ (transformers model + tokenizer, sentence-transformers modules: Transformer, "
+             f"{tower.pooling} Pooling)"]
     lines.append(f"parity with contrastkit embed on {len(tower.samples)} texts: AutoModel + {tower.pooling} pooling "
                  f"max abs diff {check_parity('AutoModel + pooling', _automodel_features(out, tower), want):.2e}")
     st = _sentence_transformer_features(out, tower.samples)

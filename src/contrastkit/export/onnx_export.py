@@ -38,7 +38,8 @@ def require_onnx() -> tuple[Any, Any]:
         import onnx
         import onnxruntime
     except ImportError:
-        raise UserError("--format onnx needs the optional packages onnx and onnxruntime: pip install 'contrastkit[export]'") from None
+        raise UserError("--format onnx needs the optional packages onnx and onnxruntime: "
+                        "pip install 'contrastkit[export]'") from None
     return onnx, onnxruntime
 
 
@@ -123,7 +124,8 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, axes: dict[
                         dynamic_shapes=shapes, dynamo=True, external_data=False,  # one file, as the tracer's
                     )
             except Exception as again:
-                raise UserError(f"ONNX export failed: {_first_line(first)}; then with dynamo=True: {_first_line(again)}") from None
+                raise UserError(f"ONNX export failed: {_first_line(first)}; "
+                                f"then with dynamo=True: {_first_line(again)}") from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -2,10 +2,10 @@
 
 Everything works on a run object (:func:`contrastkit.runner.load_run`) whose task can embed
 items (:class:`~contrastkit.tasks.EmbedsItems`) and encode queries
-(:class:`~contrastkit.tasks.AnswersQueries`). An index lives in ``RUN_DIR/index/NAME/`` (NAME from the data spec unless given). Queries are
-text, or a path to an image file; they are encoded by the run's own encoder: the sentence
-encoder of a text run, the image encoder of an image run, either tower of an image–text run
-(so text→image and image→text search work in the shared space).
+(:class:`~contrastkit.tasks.AnswersQueries`). An index lives in ``RUN_DIR/index/NAME/`` (NAME
+from the data spec unless given). Queries are text, or a path to an image file; they are encoded
+by the run's own encoder: the sentence encoder of a text run, the image encoder of an image run,
+either tower of an image–text run (so text→image and image→text search work in the shared space).
 """
 
 from __future__ import annotations

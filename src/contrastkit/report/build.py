@@ -294,7 +294,8 @@ def write_report(run_dirs: list[Path], out: Path | None = None, *, results: dict
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {str(out)!r} is a folder; give a file name such as {out / REPORT_FILE}")
-    runs = [read_run_files(p, label, results if len(paths) == 1 else None) for p, label in zip(paths, _labels(paths), strict=True)]
+    given = results if len(paths) == 1 else None
+    runs = [read_run_files(p, label, given) for p, label in zip(paths, _labels(paths), strict=True)]
     text = build_html(runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -191,7 +191,9 @@ async function init() {
   }
   if (info.files.length) {
     $("files-box").hidden = false;
-    $("files").append(...info.files.map((f) => el("li", {}, el("a", {href: "/file/" + f.split("/").map(encodeURIComponent).join("/"), textContent: f, target: "_blank", rel: "noopener"}))));
+    const href = (f) => "/file/" + f.split("/").map(encodeURIComponent).join("/");
+    $("files").append(...info.files.map((f) => el("li", {}, el("a", {href: href(f), textContent: f, target: "_blank",
+                                                                       rel: "noopener"}))));
   }
   $("results-box").hidden = !(info.search || info.gallery);
   say("status", "ready");

@@ -154,7 +154,10 @@ class RecsysRun(UserItemVectors, TrainedRun):
         """The recommender with the best-validation weights (the last checkpoint if none)."""
         model = build_model(self.config, self.interactions(), self.device)
         best = self.path / CHECKPOINTS / BEST_CHECKPOINT
-        state = load_checkpoint(best, map_location=self.device)["model"] if best.is_file() else load_run_weights(self.path, self.device)
+        if best.is_file():
+            state = load_checkpoint(best, map_location=self.device)["model"]
+        else:
+            state = load_run_weights(self.path, self.device)
         model.load_state_dict(state)
         return model.eval()
 
@@ -243,4 +246,3 @@ class RecsysTask(Task):
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
         return {"early_stopping": self.stopper.results(summary)}
-

@@ -216,7 +216,8 @@ class RLRun(TrainedRun):
             "curve": self.results.get("rl", {}).get("curve") or saved_curve, "probe": None,
         }
         if verbose:
-            print(f"evaluated {self.path}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes", flush=True)
+            mean, std = np.mean(returns), np.std(returns)
+            print(f"evaluated {self.path}: return {mean:.1f} ± {std:.1f} over {len(returns)} episodes", flush=True)
         if _pixels(cfg) and r.probe_steps > 0:
             data = collect(_make_env(cfg, seed + 60_000), r.probe_steps, seed + 60_000,
                            policy=lambda o: model.predict(o, deterministic=True)[0], epsilon=0.5)

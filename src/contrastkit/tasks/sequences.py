@@ -68,7 +68,8 @@ class SequencesConfig:
     """Where the sequences come from and how they are read and evaluated."""
 
     source: str = option("text", "text: a corpus; interactions: users' histories (read by the recsys section)", choices=SOURCES)
-    text_file: str | None = option(None, "text: a .txt(.gz) file (a sentence or document per line), sick:SPLIT or FILE.csv#column")
+    text_file: str | None = option(
+        None, "text: a .txt(.gz) file (a sentence or document per line), sick:SPLIT or FILE.csv#column")
     tokenizer: str = option("words", "words (letters, digits, apostrophes) or whitespace (already tokenised)", choices=TOKENIZERS)
     lowercase: bool = option(True, "text: lowercase before tokenising")
     min_count: int = option(5, "drop tokens seen fewer times (text)", ge=1)
@@ -321,7 +322,8 @@ class SequencesTask(Task):
             shuffle_sentences=s.source == "interactions" and s.order == "set", seed=cfg.train.seed, device=ctx.device,
         )
         model = self.model = get_method(m.name, self.name).build(m, vocab_size=len(self.corpus.vocab), log_noise=loader.log_noise)
-        step = (SkipGramSGDStep if plain_sgd(cfg.optim, cfg.train, ctx.device) else GradientStep)(model, cfg.optim, cfg.train, device=ctx.device)
+        kind = SkipGramSGDStep if plain_sgd(cfg.optim, cfg.train, ctx.device) else GradientStep
+        step = kind(model, cfg.optim, cfg.train, device=ctx.device)
         return Training(step, loader, unit="tokens")
 
     def describe(self, ctx: RunContext) -> str:

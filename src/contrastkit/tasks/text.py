@@ -192,7 +192,8 @@ class TextTask(Task):
             columns = t.train_columns or (["sentence_A", "sentence_B"] if pairs else [])
             return open_lazy_text(str(t.train_file), columns, t.train_filter, cache, pairs=pairs, limit=t.max_train_examples)
         if not pairs:
-            return [read_sentences(t.train_file, t.train_columns, t.train_filter, data_root=t.data_root, limit=t.max_train_examples)]
+            limit = t.max_train_examples
+            return [read_sentences(t.train_file, t.train_columns, t.train_filter, data_root=t.data_root, limit=limit)]
         columns = t.train_columns or ["sentence_A", "sentence_B"]
         read = read_pairs(t.train_file, columns, t.train_filter, data_root=t.data_root, limit=t.max_train_examples)
         return [read.anchors, read.positives, *([read.negatives] if read.negatives is not None else [])]

@@ -56,7 +56,9 @@ def launch(nproc: int, argv: list[str], resume_command: str) -> int:
         ["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs.name}", "-m", "contrastkit", *argv]
     )
     saved_env = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
-    saved_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)}
+    saved_handlers = {
+        s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+    }
     quiet = [
         logging.getLogger(name)
         for name in ["torch.distributed.run", *logging.root.manager.loggerDict]
