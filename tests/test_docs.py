@@ -227,6 +227,10 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "faiss-cpu && /work/benchvenv/bin/pip install -e . --no-deps": Command(
             exempt="creates the benchmark environment (downloads several GB)"
         ),
+        "python benchmarks/loop_overhead.py --steps 40 --rounds 10 --threads 2": Command(
+            replace={"python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing",
+            expect="loop_own_ms_per_step",
+        ),
         "/work/benchvenv/bin/python benchmarks/loss_speed.py --rounds 2 --out runs/bench-loss": Command(
             replace={"benchmarks/": f"{REPO}/benchmarks/"}, slow="minutes of timing", data=Path("/work/benchvenv/bin/python"),
         ),
