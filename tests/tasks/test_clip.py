@@ -236,7 +236,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
             elif name == "clip_labels":
                 loss = clip_loss(xl, yl, s, labels=labels[rows])
             elif name == "siglip":
-                loss = siglip_loss(xl, yl, s.exp(), -1.0)
+                loss = siglip_loss(xl, yl, s.exp(), -1.0, gather_distributed=True)
             else:
                 loss = SimCSE(nn.Identity(), temperature=0.1).loss_from_views([xl, yl, zl])
             loss.backward()

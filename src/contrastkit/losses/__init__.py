@@ -1,4 +1,24 @@
-"""Contrastive losses: one pure function and its thin nn.Module wrapper per family."""
+"""Contrastive losses: one pure function and its thin nn.Module wrapper per family, to drop into
+your own training loop.
+
+- InfoNCE family (one kernel): :func:`info_nce`, :class:`InfoNCELoss`, :class:`NTXentLoss`
+  (SimCLR), :class:`SupConLoss`; ``gather_distributed=True`` takes the keys of every process.
+- SigLIP: :func:`siglip_loss`, :class:`SigLIPLoss` (pairwise sigmoid; ``gather_distributed``).
+- Non-contrastive: :class:`NormalizedMSELoss` (BYOL), :class:`NegativeCosineLoss` (SimSiam),
+  :class:`BarlowTwinsLoss`, :class:`VICRegLoss`.
+- Metric learning: :class:`ContrastiveMarginLoss`, :class:`TripletMarginLoss` (``MININGS``).
+- Sampled softmax: :class:`NCELoss`, :class:`NegativeSamplingLoss` (word2vec), :class:`BPRLoss`.
+
+Example::
+
+    import torch
+    from contrastkit.losses import NTXentLoss
+
+    z1 = torch.randn(8, 32, requires_grad=True)  # projections of view 1
+    z2 = torch.randn(8, 32, requires_grad=True)  # and of view 2 of the same 8 images
+    loss = NTXentLoss(temperature=0.5)(z1, z2)
+    loss.backward()
+"""
 
 from __future__ import annotations
 
@@ -17,6 +37,7 @@ from contrastkit.losses.margin import (
     pair_margin_loss,
 )
 from contrastkit.losses.nce import NCELoss, NegativeSamplingLoss, nce_loss, negative_sampling_loss
+from contrastkit.losses.siglip import SigLIPLoss, siglip_loss
 from contrastkit.losses.triplet import MININGS, TripletMarginLoss, triplet_margin_loss
 from contrastkit.losses.vicreg import VICRegLoss, covariance_term, variance_term, vicreg_loss
 
@@ -31,6 +52,7 @@ __all__ = [
     "NegativeCosineLoss",
     "NegativeSamplingLoss",
     "NormalizedMSELoss",
+    "SigLIPLoss",
     "SupConLoss",
     "TripletMarginLoss",
     "VICRegLoss",
@@ -45,6 +67,7 @@ __all__ = [
     "negative_sampling_loss",
     "normalized_mse_loss",
     "pair_margin_loss",
+    "siglip_loss",
     "triplet_margin_loss",
     "variance_term",
     "vicreg_loss",

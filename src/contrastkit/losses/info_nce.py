@@ -21,6 +21,18 @@ paths, each in a private module:
   query rows under activation checkpointing (every strategy is row-local, so chunking stays
   exact).
 
+Default temperatures, one per paper: :func:`info_nce` and :class:`InfoNCELoss` 0.07 (MoCo,
+He et al. 2020, arXiv:1911.05722, the InfoNCE of its Eq. 1); :class:`NTXentLoss` 0.5 (SimCLR's
+CIFAR-10 setting, Chen et al. 2020, Appendix B.9; its ImageNet runs use 0.1);
+:class:`SupConLoss` 0.1 (Khosla et al. 2020, Section 4). The methods keep their own defaults
+(``method.temperature``), so recipes do not depend on these.
+
+``gather_distributed=True`` (as lightly's losses): under torch.distributed each process
+contrasts its own queries with the keys of every process, gathered with
+:func:`contrastkit.negatives.gather_with_grad` so that gradients flow back to the process that
+owns each key; with DistributedDataParallel's averaging of gradients this is the loss of the
+global batch. Without an initialised process group, or with one process, it changes nothing.
+
 What they share (the "auto" chunking budget ``AUTO_KEEP_ELEMENTS``, resolving the positives)
 is in ``_info_nce_common.py``; the budget is re-exported here, but read (and so tuned) there.
 """
@@ -39,6 +51,7 @@ from contrastkit.losses._info_nce_common import _check_2d, _resolve_positives, _
 from contrastkit.losses._info_nce_common import _labels_to_index as _labels_to_index
 from contrastkit.losses._info_nce_dense import _dense_path
 from contrastkit.losses._info_nce_tiled import _denominator_path
+from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, world
 from contrastkit.negatives.mining import NegativeSampling
 from contrastkit.similarity import get_similarity
 
@@ -108,7 +121,7 @@ def info_nce(
     positive_index: Tensor | None = None,
     labels: Tensor | None = None,
     key_labels: Tensor | None = None,
-    temperature: float | Tensor = 0.1,
+    temperature: float | Tensor = 0.07,
     similarity: str = "cosine",
     negative_keys: Tensor | None = None,
     negative_weights: Tensor | None = None,
@@ -116,6 +129,7 @@ def info_nce(
     chunk_size: int | str | None = "auto",
     negatives: NegativeSampling | None = None,
     check_values: bool = True,
+    gather_distributed: bool = False,
 ) -> Tensor:
     """InfoNCE / NT-Xent / SupCon loss of queries (N, D) against keys (M, D) (van den Oord 2018).
 
@@ -139,7 +153,17 @@ def info_nce(
     - Anchors without a positive are left out of "mean" (and "sum") and are 0 under "none";
       if no anchor has one, "mean" is 0 (still connected to the graph).
     - ``temperature``: a float, or a 0-dim tensor (e.g. a learnable CLIP temperature, which
-      then receives a gradient; its positivity is checked on CPU only).
+      then receives a gradient; its positivity is checked on CPU only). Default 0.07, MoCo's
+      value (He et al. 2020, arXiv:1911.05722).
+    - ``gather_distributed``: under torch.distributed, contrast this process's queries with
+      the keys of every process (``keys``, or the queries when keys is None), gathered with
+      gradient; positives are given as for the local keys and are re-indexed into the global
+      batch (``positive_index`` + rank x M, ``key_labels`` gathered: labels must then be
+      unique across processes for instance discrimination). ``negative_keys`` are used as
+      given on each process (a MoCo queue is the same everywhere); ``negative_weights`` cannot
+      be combined with it. Every process must pass the same number of rows. "mean" is over this
+      process's queries: averaged over processes (DDP) it is the global mean when every process
+      has as many queries with a positive. No-op without torch.distributed or with one process.
     - ``chunk_size``: "auto" (default) keeps the logits for the backward while N x (M+K) is
       at most ``AUTO_KEEP_ELEMENTS`` and chunks above it; None never chunks; an integer chunks
       with blocks of that many keys. Chunked results are exact (equal to the unchunked ones up
@@ -160,6 +184,31 @@ def info_nce(
     """
     strategy = _check_options(reduction, similarity, temperature, chunk_size, negatives, check_values)
     _check_2d("queries", queries)
+    if gather_distributed and world()[1] > 1:
+        keys, gathered = _gather_across_ranks(
+            queries,
+            keys,
+            InfoNCEInputs(
+                positive_mask=positive_mask,
+                positive_index=positive_index,
+                labels=labels,
+                key_labels=key_labels,
+                negative_keys=negative_keys,
+                negative_weights=negative_weights,
+            ),
+            check_values,
+        )
+        return info_nce(
+            queries,
+            keys,
+            **gathered,
+            temperature=temperature,
+            similarity=similarity,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            negatives=negatives,
+            check_values=check_values,
+        )
     n, d = queries.shape
     self_keys = keys is None
     if keys is not None:
@@ -234,18 +283,77 @@ def info_nce(
     return per_row / valid.sum().clamp_min(1).to(per_row.dtype)
 
 
-class _InfoNCEModule(nn.Module):
-    """Base of the module wrappers: checks and holds temperature, similarity and reduction."""
+def _gather_across_ranks(
+    queries: Tensor, keys: Tensor | None, inputs: InfoNCEInputs, check_values: bool
+) -> tuple[Tensor, InfoNCEInputs]:
+    """The keys of every rank (gathered with gradient, in rank order) and :func:`info_nce`'s
+    inputs re-indexed into them: this rank's M keys are columns rank·M … rank·M + M − 1. With
+    keys=None a row's own key is left out of its positives (mask) and its denominator (weight 0)."""
+    if inputs.get("negative_weights") is not None:
+        raise UserError(
+            "negative_weights cannot be combined with gather_distributed=True (its columns name this "
+            "process's keys only); pass negatives=NegativeSampling(...) or gather the keys yourself"
+        )
+    n, self_keys = queries.shape[0], keys is None
+    local = queries if keys is None else keys
+    _check_2d("keys", local, queries.shape[1])
+    positive_mask, positive_index = inputs.get("positive_mask"), inputs.get("positive_index")
+    labels, key_labels = inputs.get("labels"), inputs.get("key_labels")
+    # the local inputs are checked as they are given (shapes, index range, one kind of positives)
+    _resolve_positives(
+        queries, keys, positive_mask=positive_mask, positive_index=positive_index, labels=labels,
+        key_labels=key_labels, check_values=check_values,
+    )
+    rank, size = world()
+    m = local.shape[0]
+    offset = rank * m
+    all_keys = gather_with_grad(local)
+    rows = torch.arange(n, device=queries.device)
+    out = InfoNCEInputs(negative_keys=inputs.get("negative_keys"))
+    mask: Tensor | None = None
+    if positive_mask is not None:
+        mask = torch.zeros(n, m * size, dtype=torch.bool, device=queries.device)
+        mask[:, offset : offset + m] = positive_mask if positive_mask.dtype == torch.bool else positive_mask != 0
+    elif positive_index is not None:
+        index = positive_index.long()
+        out["positive_index"] = torch.where(index >= 0, index + offset, index)
+    elif labels is not None:
+        all_labels = gather_no_grad(labels if key_labels is None else key_labels)
+        if self_keys:
+            mask = labels[:, None] == all_labels[None, :]
+        else:
+            out["labels"], out["key_labels"] = labels, all_labels
+    else:  # key i is the positive of query i
+        out["positive_index"] = rows + offset
+    if self_keys:
+        own = rows + offset
+        if mask is not None:
+            mask[rows, own] = False
+        extra = inputs.get("negative_keys")
+        weights = torch.ones(n, m * size + (0 if extra is None else extra.shape[0]), device=queries.device)
+        weights[rows, own] = 0.0
+        out["negative_weights"] = weights
+    if mask is not None:
+        out["positive_mask"] = mask
+    return all_keys, out
 
-    def __init__(self, temperature: float, similarity: str, reduction: str) -> None:
+
+class _InfoNCEModule(nn.Module):
+    """Base of the module wrappers: checks and holds temperature, similarity, reduction and
+    gather_distributed."""
+
+    def __init__(self, temperature: float, similarity: str, reduction: str, gather_distributed: bool = False) -> None:
         super().__init__()
         if not temperature > 0:
             raise UserError(f"temperature must be > 0; got {temperature!r}")
         get_similarity(similarity)
         check_choice("reduction", reduction, REDUCTIONS)
+        if not isinstance(gather_distributed, bool):
+            raise UserError(f"gather_distributed must be True or False; got {gather_distributed!r}")
         self.temperature = temperature
         self.similarity = similarity
         self.reduction = reduction
+        self.gather_distributed = gather_distributed
 
     def _info_nce(
         self,
@@ -256,7 +364,7 @@ class _InfoNCEModule(nn.Module):
         negatives: NegativeSampling | None = None,
         **inputs: Unpack[InfoNCEInputs],
     ) -> Tensor:
-        """:func:`info_nce` with this module's temperature, similarity and reduction."""
+        """:func:`info_nce` with this module's temperature, similarity, reduction and gathering."""
         return info_nce(
             queries,
             keys,
@@ -266,24 +374,38 @@ class _InfoNCEModule(nn.Module):
             reduction=self.reduction,
             chunk_size=chunk_size,
             negatives=negatives,
+            gather_distributed=self.gather_distributed,
         )
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, similarity={self.similarity!r}"
+        gather = ", gather_distributed=True" if self.gather_distributed else ""
+        return f"temperature={self.temperature}, similarity={self.similarity!r}{gather}"
 
 
 class InfoNCELoss(_InfoNCEModule):
-    """Module form of :func:`info_nce` (van den Oord et al. 2018, arXiv:1807.03748)."""
+    """Module form of :func:`info_nce` (van den Oord et al. 2018, arXiv:1807.03748).
+
+    ``temperature`` defaults to 0.07, MoCo's value (He et al. 2020, arXiv:1911.05722).
+    ``gather_distributed=True``: under torch.distributed the queries of each process are
+    contrasted with the keys of every process (see :func:`info_nce`).
+
+    Example::
+
+        loss_fn = InfoNCELoss(temperature=0.07)
+        q, k = torch.randn(8, 16), torch.randn(8, 16)
+        loss = loss_fn(q, k)  # key i is the positive of query i, the other keys are negatives
+    """
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        temperature: float = 0.07,
         similarity: str = "cosine",
         reduction: str = "mean",
         chunk_size: int | str | None = "auto",
         negatives: NegativeSampling | None = None,
+        gather_distributed: bool = False,
     ) -> None:
-        super().__init__(temperature, similarity, reduction)
+        super().__init__(temperature, similarity, reduction, gather_distributed)
         self.chunk_size = chunk_size
         self.negatives = negatives
 
@@ -299,13 +421,21 @@ class NTXentLoss(_InfoNCEModule):
     """NT-Xent over two views (SimCLR, Chen et al. 2020, arXiv:2002.05709).
 
     ``forward(z1, z2)`` with (N, D) each: the 2N rows are anchors, row i's positive is the
-    other view of the same sample, the other 2N − 2 rows are negatives.
+    other view of the same sample, the other 2N − 2 rows are negatives. ``temperature``
+    defaults to 0.5, the paper's CIFAR-10 value (Appendix B.9; its ImageNet runs use 0.1).
+    ``gather_distributed=True``: under torch.distributed the negatives are the rows of every
+    process (lightly's ``NTXentLoss(gather_distributed=True)``).
+
+    Example::
+
+        z1, z2 = torch.randn(8, 32), torch.randn(8, 32)  # projections of two views
+        loss = NTXentLoss(temperature=0.5)(z1, z2)
     """
 
     def __init__(
-        self, temperature: float = 0.5, similarity: str = "cosine", reduction: str = "mean"
+        self, temperature: float = 0.5, similarity: str = "cosine", reduction: str = "mean", gather_distributed: bool = False
     ) -> None:
-        super().__init__(temperature, similarity, reduction)
+        super().__init__(temperature, similarity, reduction, gather_distributed)
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
         if z1.dim() != 2 or _shape(z1) != _shape(z2):
@@ -323,12 +453,21 @@ class SupConLoss(_InfoNCEModule):
     ``forward(features, labels)``: features (N, V, D) (V views per sample) or (N, D); labels
     (N,). With (N, V, D) features and labels=None every sample is its own class (multi-view
     SimCLR). All N·V rows are anchors; positives are the other rows with the same label.
+    ``temperature`` defaults to 0.1, the paper's value (Section 4). ``gather_distributed=True``:
+    under torch.distributed the positives and negatives are the rows of every process (class
+    labels are compared across processes; without labels each sample stays its own class).
+
+    Example::
+
+        features = torch.randn(8, 2, 32)  # 8 samples, 2 views each
+        labels = torch.tensor([0, 1, 0, 2, 1, 3, 3, 2])
+        loss = SupConLoss(temperature=0.1)(features, labels)
     """
 
     def __init__(
-        self, temperature: float = 0.1, similarity: str = "cosine", reduction: str = "mean"
+        self, temperature: float = 0.1, similarity: str = "cosine", reduction: str = "mean", gather_distributed: bool = False
     ) -> None:
-        super().__init__(temperature, similarity, reduction)
+        super().__init__(temperature, similarity, reduction, gather_distributed)
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         if features.dim() == 2:
@@ -341,8 +480,9 @@ class SupConLoss(_InfoNCEModule):
         else:
             raise UserError(f"features must be (N, V, D) or (N, D); got shape {_shape(features)}")
         n = features.shape[0]
-        if labels is None:
-            labels = torch.arange(n, device=features.device)
+        if labels is None:  # every sample its own class: ids unique across processes
+            rank = world()[0] if self.gather_distributed else 0
+            labels = torch.arange(n, device=features.device) + rank * n
         elif _shape(labels) != (n,):
             raise UserError(f"labels must have shape (N,) = ({n},); got {_shape(labels)}")
         return self._info_nce(flat, labels=labels.repeat(views))

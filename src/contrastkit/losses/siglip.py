@@ -29,14 +29,22 @@ def siglip_loss(
     normalize: bool = True,
     reduction: str = "mean",
     labels: Tensor | None = None,
+    gather_distributed: bool = False,
 ) -> Tensor:
     """Pairwise sigmoid loss of x (N, D) against y (N, D); row i of x pairs with row i of y.
 
     ``reduction``: "mean" divides the sum over all N² pairs by N (the paper's normalisation),
     "sum" returns the plain sum, "none" the per-row sums (N,). Computed in float32 (float64 for
     float64 inputs). ``labels`` (N,), optional: pairs with equal labels are positives too.
-    Under torch.distributed each rank scores its rows of x against the y of the global batch
-    (gathered with gradient), so every pair is counted once across ranks.
+    ``gather_distributed=True``: under torch.distributed each rank scores its rows of x against
+    the y of the global batch (gathered with gradient), so every pair is counted once across
+    ranks and DDP's average of the gradients is the global batch's; no-op without
+    torch.distributed or with one process.
+
+    Example::
+
+        x, y = torch.randn(8, 32), torch.randn(8, 32)  # image and text embeddings
+        loss = siglip_loss(x, y, scale=10.0, bias=-10.0)
     """
     check_choice("reduction", reduction, REDUCTIONS)
     if x.dim() != 2 or x.shape != y.shape:
@@ -50,7 +58,7 @@ def siglip_loss(
     n = a.shape[0]
     if labels is not None and labels.shape != (n,):
         raise UserError(f"labels must have shape (N,) = ({n},); got {tuple(labels.shape)}")
-    _, size = world()
+    size = world()[1] if gather_distributed else 1
     key_labels = labels
     if size > 1:
         b = gather_with_grad(b)
@@ -71,17 +79,30 @@ def siglip_loss(
 
 
 class SigLIPLoss(nn.Module):
-    """:func:`siglip_loss` with the learnable log-scale t' and bias b (Zhai et al. 2023)."""
+    """:func:`siglip_loss` with the learnable log-scale t' and bias b (Zhai et al. 2023; their
+    initialisation t = 10, b = -10 is the default). ``gather_distributed=True``: under
+    torch.distributed the rows of x are scored against the y of every process.
 
-    def __init__(self, scale_init: float = 10.0, bias_init: float = -10.0, learnable: bool = True) -> None:
+    Example::
+
+        loss_fn = SigLIPLoss()  # has parameters: give them to the optimiser too
+        loss = loss_fn(torch.randn(8, 32), torch.randn(8, 32))
+    """
+
+    def __init__(
+        self, scale_init: float = 10.0, bias_init: float = -10.0, learnable: bool = True, gather_distributed: bool = False
+    ) -> None:
         super().__init__()
         if not scale_init > 0:
             raise UserError(f"SigLIP scale_init must be > 0, got {scale_init}")
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale_init)), requires_grad=learnable)
         self.bias = nn.Parameter(torch.tensor(float(bias_init)), requires_grad=learnable)
+        self.gather_distributed = gather_distributed
 
     def forward(self, x: Tensor, y: Tensor, labels: Tensor | None = None) -> Tensor:
-        return siglip_loss(x, y, self.log_scale.exp(), self.bias, labels=labels)
+        return siglip_loss(
+            x, y, self.log_scale.exp(), self.bias, labels=labels, gather_distributed=self.gather_distributed
+        )
 
     def extra_repr(self) -> str:
         return f"scale={float(self.log_scale.exp()):.3g}, bias={float(self.bias):.3g}"

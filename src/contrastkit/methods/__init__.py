@@ -1,13 +1,31 @@
 """Self-supervised methods: thin compositions around the losses, each an nn.Module that declares
 its options dataclass and registers itself (see :mod:`contrastkit.methods.registry`).
 
+In your own loop: build a method around your encoder, then per batch
+``out = method.training_step(batch)``, ``out.loss.backward()``, ``optimizer.step()``,
+``method.on_step_end(step, total_steps)`` (momentum targets, schedules). The batch each one
+expects is stated on its class:
+
+- image methods (:class:`SimCLR`, :class:`MoCoV2`, :class:`MoCoV3`, :class:`BYOL`,
+  :class:`SimSiam`, :class:`BarlowTwins`, :class:`VICReg`, :class:`SupCon`):
+  ``{"views": [x1, x2, ...]}``, float (B, C, H, W) normalised views (:mod:`contrastkit.augment`),
+  plus ``"labels"`` (B,) for SupCon;
+- :class:`SimCSE`: ``{"views": [ids, ...], "masks": [mask, ...]}`` (token ids, attention masks);
+- :class:`CLIP` (CLIP / SigLIP): ``{"views": [images], "input_ids", "attention_mask"}``;
+- recommenders (:class:`MFBPR`, :class:`LightGCN`, :class:`SGL`, :class:`SimGCL`,
+  :class:`XSimGCL`): BPR triples ``{"users", "pos", "neg", "epoch"}``;
+- :class:`SkipGram`: ``{"centers", "pair_center", "contexts", "negatives"}`` token ids;
+- GANs (:class:`DCGAN`, :class:`ContraD`): ``d_step(real, generator)`` / ``g_step(...)``;
+- agents (:class:`CURL`, :class:`ATC`): ``update(...)`` on stacked frames; :class:`Pixels` and
+  :class:`State` are options only.
+
 Adding a method: one file here with its options and ``@register_method(...)``, and its import
 line below.
 """
 
 from __future__ import annotations
 
-from contrastkit.methods import gan, rl  # noqa: F401  (tasks gan's and rl's methods register)
+from contrastkit.methods import gan, rl  # noqa: F401  (first: the registry keeps its order of methods)
 from contrastkit.methods.barlow_twins import BarlowTwins, BarlowTwinsOptions
 from contrastkit.methods.base import (
     ContrastOptions,
@@ -21,6 +39,7 @@ from contrastkit.methods.base import (
 )
 from contrastkit.methods.byol import BYOL, BYOLOptions
 from contrastkit.methods.clip import CLIP, CLIPOptions, SigLIPOptions
+from contrastkit.methods.gan import DCGAN, ContraD, ContraDOptions, DCGANOptions, GANMethod
 from contrastkit.methods.moco import MoCoV2, MoCoV2Options, MoCoV3, MoCoV3Options
 from contrastkit.methods.recsys import (
     MFBPR,
@@ -42,6 +61,7 @@ from contrastkit.methods.registry import (
     get_method,
     register_method,
 )
+from contrastkit.methods.rl import ATC, CURL, ATCOptions, CURLOptions, Pixels, PixelsOptions, State, StateOptions
 from contrastkit.methods.simclr import SimCLR, SimCLROptions
 from contrastkit.methods.simcse import SimCSE, SimCSEOptions
 from contrastkit.methods.simsiam import SimSiam, SimSiamOptions
@@ -50,15 +70,24 @@ from contrastkit.methods.supcon import SupCon, SupConOptions, semi_supervised_la
 from contrastkit.methods.vicreg import VICReg, VICRegOptions
 
 __all__ = [
+    "ATC",
     "BYOL",
     "CLIP",
+    "CURL",
+    "DCGAN",
     "MFBPR",
     "SGL",
+    "ATCOptions",
     "BYOLOptions",
     "BarlowTwins",
     "BarlowTwinsOptions",
     "CLIPOptions",
+    "CURLOptions",
+    "ContraD",
+    "ContraDOptions",
     "ContrastOptions",
+    "DCGANOptions",
+    "GANMethod",
     "GraphOptions",
     "GraphRecommender",
     "HeadOptions",
@@ -73,6 +102,8 @@ __all__ = [
     "MoCoV3",
     "MoCoV3Options",
     "MomentumOptions",
+    "Pixels",
+    "PixelsOptions",
     "SGLOptions",
     "SigLIPOptions",
     "SimCLR",
@@ -85,6 +116,8 @@ __all__ = [
     "SimSiamOptions",
     "SkipGram",
     "SkipGramOptions",
+    "State",
+    "StateOptions",
     "StepOutput",
     "SupCon",
     "SupConOptions",

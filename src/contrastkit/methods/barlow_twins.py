@@ -24,7 +24,12 @@ class BarlowTwinsOptions(ImageMethodOptions):
     "barlow_twins", options=BarlowTwinsOptions, tasks=("image",), paper="Zbontar et al. 2021, arXiv:2103.03230"
 )
 class BarlowTwins(TwoViewMethod):
-    """Barlow Twins: an encoder + projector whose two views' cross-correlation → identity."""
+    """Barlow Twins: an encoder + projector whose two views' cross-correlation → identity.
+
+    Batch: ``training_step({"views": [x1, x2]})``, two augmented views of the same B images,
+    each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. two calls of a
+    :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
+    """
 
     Options = BarlowTwinsOptions
     opts: BarlowTwinsOptions

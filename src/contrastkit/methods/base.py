@@ -90,6 +90,11 @@ class TwoViewMethod(nn.Module):
     Construct with an options object, keyword overrides, or both:
     ``SimCLR(encoder, 512, temperature=0.5, projection_dim=64)``; keywords naming a field of
     :class:`HeadOptions` set the projection head (default: the method's ``default_head``).
+
+    Batch (every image method): ``training_step({"views": [x1, x2, ...]})``, augmented views
+    of the same B images, each a float (B, C, H, W) tensor, normalised, on the model's device
+    (e.g. calls of a :mod:`contrastkit.augment` augmentation on a uint8 batch); SupCon reads
+    ``"labels"`` too. Returns a :class:`StepOutput` (its ``loss`` to back-propagate).
     """
 
     Options: ClassVar[type[ImageMethodOptions]] = ImageMethodOptions

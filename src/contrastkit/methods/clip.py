@@ -102,9 +102,12 @@ class CLIP(nn.Module):
     The image tower is ``encoder``, the text tower ``text_encoder``; the options' type chooses
     the loss (:class:`CLIPOptions`: symmetric InfoNCE with a learnable logit scale;
     :class:`SigLIPOptions`: pairwise sigmoid with learnable scale and bias).
-    A batch is ``{"views": [images (B, C, H, W)], "input_ids": (B, L), "attention_mask": (B, L)}``
+    Batch: ``{"views": [images (B, C, H, W)], "input_ids": (B, L), "attention_mask": (B, L)}``
     and optionally ``"caption_ids"`` (B,): images whose captions are the same text are then
-    positives of each other rather than false negatives.
+    positives of each other rather than false negatives. Types: images float, normalised (e.g.
+    :mod:`contrastkit.augment`); ``input_ids`` long token ids and ``attention_mask`` 1 / 0
+    (a Hugging Face tokenizer's); ``caption_ids`` long; row i of the images is captioned by row
+    i of the texts; all on the model's device.
     ``forward(images)`` returns the image tower's representation (before projection), like the
     other methods; ``embed_images`` / ``embed_texts`` give the shared-space embeddings.
     """
@@ -131,7 +134,7 @@ class CLIP(nn.Module):
             torch.tensor(math.log(1.0 / clip.temperature)), requires_grad=self.loss_name == "clip" and clip.learn_temperature
         )
         sig = opts if isinstance(opts, SigLIPOptions) else SigLIPOptions()
-        self.siglip = SigLIPLoss(sig.scale_init, sig.bias_init, learnable=sig.learn_scale)
+        self.siglip = SigLIPLoss(sig.scale_init, sig.bias_init, learnable=sig.learn_scale, gather_distributed=True)
         if self.loss_name != "siglip":
             for p in self.siglip.parameters():
                 p.requires_grad_(False)

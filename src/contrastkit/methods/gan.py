@@ -126,7 +126,13 @@ class ContraDOptions(MethodOptions):
 
 
 class GANMethod(nn.Module):
-    """Shared parts: generator, discriminator backbone, a linear real/fake head."""
+    """Shared parts: generator, discriminator backbone, a linear real/fake head.
+
+    No ``training_step(batch)``: a GAN step is two updates. ``d_step(real, generator)`` takes
+    real images (B, C, H, W), uint8 (0–255) or float in [0, 1], on the model's device, and a
+    ``torch.Generator`` (noise and augmentations) and returns the discriminator's loss and
+    logs; ``g_step(n, generator, device)`` the generator's loss on n fakes and logs.
+    """
 
     def __init__(self, *, channels: int, size: int, z_dim: int, g_width: int, d_width: int,
                  feature_dim: int, spectral_norm: bool, augmentation: Augment) -> None:
@@ -168,7 +174,11 @@ def _real01(real: Tensor) -> Tensor:
 
 @register_method("dcgan", options=DCGANOptions, tasks=("gan",), paper="Radford et al. 2016, arXiv:1511.06434")
 class DCGAN(GANMethod):
-    """DCGAN: the non-saturating GAN loss on a DCGAN-size generator / SN discriminator (baseline)."""
+    """DCGAN: the non-saturating GAN loss on a DCGAN-size generator / SN discriminator (baseline).
+
+    Steps: ``d_step(real, generator)`` on real images (B, C, H, W), uint8 or float in [0, 1],
+    and ``g_step(n, generator, device)``, as :class:`GANMethod` describes (no ``training_step``).
+    """
 
     def __init__(self, options: DCGANOptions, **parts: Any) -> None:
         super().__init__(**parts)
@@ -215,7 +225,11 @@ def real_fake_supcon_term(real_views: Tensor, fake: Tensor, temperature: float) 
 
 @register_method("contrad", options=ContraDOptions, tasks=("gan",), paper="Jeong & Shin 2021, arXiv:2103.09742")
 class ContraD(GANMethod):
-    """ContraD: the discriminator learns SimCLR + real-vs-fake SupCon; a linear head on detached features scores."""
+    """ContraD: the discriminator learns SimCLR + real-vs-fake SupCon; a linear head on detached features scores.
+
+    Steps: ``d_step(real, generator)`` on real images (B, C, H, W), uint8 or float in [0, 1],
+    and ``g_step(n, generator, device)``, as :class:`GANMethod` describes (no ``training_step``).
+    """
 
     def __init__(self, options: ContraDOptions, **parts: Any) -> None:
         super().__init__(**parts)

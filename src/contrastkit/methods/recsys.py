@@ -85,6 +85,13 @@ class GraphRecommender(nn.Module):
 
     Subclasses choose the layers (MF: none) and add a contrastive term. Built from
     ``(n_users, n_items, train_pairs)`` and an options object and/or keyword overrides.
+
+    Batch (every recommender: MF, LightGCN, SGL, SimGCL, XSimGCL): BPR triples
+    ``training_step({"users": u, "pos": i, "neg": j, "epoch": e})`` with ``u``, ``i``, ``j``
+    long (B,) tensors on the model's device — user u interacted with item i (a row of
+    ``train_pairs``) and not with item j (a sampled negative) — and ``epoch`` an int, optional
+    (SGL draws its two subgraph views once per epoch; default 0). SGL, SimGCL and XSimGCL
+    contrast the batch's unique users and positive items.
     """
 
     include_ego = True  # mean over layers 0..L (False: 1..L)
@@ -164,7 +171,11 @@ class GraphRecommender(nn.Module):
 
 @register_method("mf", options=GraphOptions, tasks=("recsys",), paper="Rendle et al. 2009, arXiv:1205.2618")
 class MFBPR(GraphRecommender):
-    """Matrix factorisation trained with BPR: no graph propagation."""
+    """Matrix factorisation trained with BPR: no graph propagation.
+
+    Batch: BPR triples ``{"users", "pos", "neg"}`` (long (B,)) and ``"epoch"``, as
+    :class:`GraphRecommender` describes.
+    """
 
     Options = GraphOptions
 
@@ -174,6 +185,9 @@ class LightGCN(GraphRecommender):
     """LightGCN: BPR on parameter-free neighbourhood averaging over the user–item graph.
 
     The embedding is the mean of layers 0..L of the normalised-graph propagation.
+
+    Batch: BPR triples ``{"users", "pos", "neg"}`` (long (B,)) and ``"epoch"``, as
+    :class:`GraphRecommender` describes.
     """
 
 
@@ -204,6 +218,9 @@ class SGL(_Contrastive):
     The subgraphs are redrawn at the start of every epoch (seeded by the epoch, so resumes are
     exact): node dropout (nd), edge dropout (ed) or random walk (rw: a different edge-dropped
     graph per layer). The BPR term uses the full graph.
+
+    Batch: BPR triples ``{"users", "pos", "neg"}`` (long (B,)) and ``"epoch"``, as
+    :class:`GraphRecommender` describes. (``"epoch"`` chooses the subgraphs)
     """
 
     Options = SGLOptions
@@ -264,6 +281,9 @@ class SimGCL(_Contrastive):
     """SimGCL: InfoNCE between two views made by uniform noise on every propagation layer.
 
     No graph augmentation; the noise has magnitude ε; BPR uses the clean embeddings.
+
+    Batch: BPR triples ``{"users", "pos", "neg"}`` (long (B,)) and ``"epoch"``, as
+    :class:`GraphRecommender` describes.
     """
 
     include_ego = False
@@ -284,6 +304,9 @@ class XSimGCL(_Contrastive):
 
     The final (layer-mean) embeddings serve BPR and are contrasted with the noisy layer-l*
     embeddings (cross-layer contrast).
+
+    Batch: BPR triples ``{"users", "pos", "neg"}`` (long (B,)) and ``"epoch"``, as
+    :class:`GraphRecommender` describes.
     """
 
     include_ego = False

@@ -100,7 +100,10 @@ class ATCOptions(PixelsOptions):
 
 @register_method("pixels", options=PixelsOptions, tasks=("rl",), paper="Mnih et al. 2015 (DQN), arXiv:1312.5602")
 class Pixels(nn.Module):
-    """Pixels: DQN on the conv encoder of stacked frames, no contrastive term (baseline)."""
+    """Pixels: DQN on the conv encoder of stacked frames, no contrastive term (baseline).
+
+    Holds the options only: the agent (Stable-Baselines3's DQN) trains on environment steps,
+    there is no batch of its own."""
 
     def __init__(self, options: PixelsOptions, encoder: nn.Module | None = None) -> None:
         super().__init__()
@@ -109,7 +112,10 @@ class Pixels(nn.Module):
 
 @register_method("state", options=StateOptions, tasks=("rl",), paper="Mnih et al. 2015 (DQN), arXiv:1312.5602")
 class State(nn.Module):
-    """State: DQN with an MLP on the environment's true state (the upper bound)."""
+    """State: DQN with an MLP on the environment's true state (the upper bound).
+
+    Holds the options only: the agent (Stable-Baselines3's DQN) trains on environment steps,
+    there is no batch of its own."""
 
     def __init__(self, options: StateOptions, encoder: nn.Module | None = None) -> None:
         super().__init__()
@@ -118,7 +124,13 @@ class State(nn.Module):
 
 @register_method("curl", options=CURLOptions, tasks=("rl",), paper="Srinivas et al. 2020, arXiv:2004.04136")
 class CURL(nn.Module):
-    """CURL: auxiliary bilinear InfoNCE between random crops, momentum key encoder."""
+    """CURL: auxiliary bilinear InfoNCE between random crops, momentum key encoder.
+
+    No ``training_step(batch)``: ``update(obs, augment)`` takes a replay batch of stacked
+    frames, float in [0, 1], (B, C · frame_stack, H, W), and the augmentation (a callable, e.g.
+    :func:`contrastkit.rl.augment.random_crop` with a margin) that makes the query and key
+    crops; it takes one step of its own optimiser and returns the loss.
+    """
 
     def __init__(self, options: CURLOptions, encoder: nn.Module) -> None:
         super().__init__()
@@ -148,7 +160,12 @@ class CURL(nn.Module):
 
 @register_method("atc", options=ATCOptions, tasks=("rl",), paper="Stooke et al. 2021, arXiv:2009.08319")
 class ATC(nn.Module):
-    """ATC: reward-free encoder pre-training, o_t vs o_(t+k), momentum target, bilinear InfoNCE."""
+    """ATC: reward-free encoder pre-training, o_t vs o_(t+k), momentum target, bilinear InfoNCE.
+
+    No ``training_step(batch)``: ``update(anchors, positives)`` takes augmented observations
+    o_t and o_(t+k) of the same rollouts, float in [0, 1], each (B, C · frame_stack, H, W) and
+    row-aligned; it takes one step of its own optimiser and returns the loss.
+    """
 
     def __init__(self, options: ATCOptions, encoder: nn.Module) -> None:
         super().__init__()

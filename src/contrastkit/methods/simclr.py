@@ -39,6 +39,10 @@ class SimCLR(TwoViewMethod):
     a positive (multi-view InfoNCE, the same kernel as SupCon with instance labels).
     ``negatives`` (a NegativeSampling) picks / weights the negatives; its schedule follows
     ``progress`` (step / total steps, updated in ``on_step_end``).
+
+    Batch: ``training_step({"views": [x1, ..., xV]})``, V >= 2 augmented views of the same B
+    images, each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. calls of
+    a :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
     """
 
     Options = SimCLROptions

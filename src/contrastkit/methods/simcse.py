@@ -57,6 +57,12 @@ class SimCSE(nn.Module):
     unsupervised SimCSE (dropout makes them differ), or anchor, positive and optionally a hard
     negative. Anchors are the queries; positives are the keys (query i's positive is key i);
     hard negatives are extra keys for every query.
+
+    Batch types: ``ids`` are integer (long) token ids and ``mask`` the tokenizer's attention
+    mask (1 = token, 0 = padding), each view padded to its own length L_v, on the model's
+    device — e.g. ``tok(sentences, padding=True, return_tensors="pt")``'s ``input_ids`` and
+    ``attention_mask`` of a Hugging Face tokenizer. ``encoder(input_ids, attention_mask)`` must
+    return (B, D) sentence embeddings. Other keys (``"index"``) are ignored.
     """
 
     def __init__(

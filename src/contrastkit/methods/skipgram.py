@@ -54,6 +54,12 @@ class SkipGram(nn.Module):
     With ``optim.name: sgd`` (no momentum, no weight decay) the sequences task trains with the
     plain-SGD fast path, :meth:`sgd_step`; any other optimiser goes through :meth:`loss` and
     autograd (:meth:`training_step`).
+
+    Batch (as :class:`contrastkit.data.sequences.SkipGramLoader` yields it), long tensors of
+    token ids on the model's device: ``"centers"`` (C,) the centre tokens, ``"pair_center"``
+    (P,) each (centre, context) pair's centre as an index into ``centers``, ``"contexts"`` (P,)
+    the context tokens, ``"negatives"`` (C, K) noise tokens shared by a centre's pairs, or
+    (P, K) one row per pair. Other keys (``"tokens"``) are ignored.
     """
 
     def __init__(

@@ -51,6 +51,11 @@ class SupCon(TwoViewMethod):
 
     Encoder + projection head trained with the multi-positive InfoNCE (SupCon "L_out") over all
     views of the batch; ``batch['labels']`` (-1 = unlabeled) chooses the positives.
+
+    Batch: ``training_step({"views": [x1, ..., xV], "labels": y})``, V >= 2 augmented views of
+    the same B images, each a float (B, C, H, W) tensor, normalised, on the model's device, and
+    ``labels`` an integer (B,) tensor of class ids (-1: unlabeled, its own class; without
+    ``"labels"`` every image is its own class, i.e. SimCLR).
     """
 
     Options = SupConOptions

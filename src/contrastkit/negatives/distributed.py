@@ -45,7 +45,15 @@ class _GatherWithGrad(torch.autograd.Function):
 
 def gather_with_grad(x: Tensor) -> Tensor:
     """Rows of ``x`` from every rank, in rank order, differentiable w.r.t. the local rows
-    (every rank must pass the same number of rows)."""
+    (every rank must pass the same number of rows).
+
+    Example (this process's queries against the keys of every process; key ``rank_offset(n) + i``
+    is the positive of query i)::
+
+        keys = gather_with_grad(k)  # (world_size * n, D)
+        index = torch.arange(n) + rank_offset(n)
+        loss = info_nce(q, keys, positive_index=index)  # = info_nce(q, k, gather_distributed=True)
+    """
     _, size = world()
     if size == 1:
         return x

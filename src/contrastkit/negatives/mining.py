@@ -54,6 +54,11 @@ class NegativeSampling:
     in [-1, 1]), not divided by the temperature. ``warmup_fraction``: the strategy is off (uniform)
     for this first fraction of training, then the schedule ramps it up to ``strength`` at the end
     ("constant" switches it on at once).
+
+    Example::
+
+        hard = NegativeSampling(kind="hard_topk", k=32, schedule="linear", warmup_fraction=0.1)
+        loss = info_nce(q, k, temperature=0.2, negatives=hard.at(step / total_steps))
     """
 
     kind: str = option("uniform", "which negatives count and how much", choices=NEGATIVE_KINDS)

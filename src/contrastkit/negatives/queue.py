@@ -14,6 +14,14 @@ class KeyQueue(nn.Module):
 
     ``keys()`` returns the filled part (fewer than ``size`` rows at the start of training, so
     no zero rows ever act as negatives); ``enqueue(k)`` writes the newest keys over the oldest.
+    Register it as a submodule of your model (or move it with ``.to(device)``): its buffers
+    follow the model's device and its ``state_dict``.
+
+    Example::
+
+        queue = KeyQueue(size=4096, dim=128)
+        loss = info_nce(q, k, negative_keys=queue.keys() if len(queue) else None, temperature=0.2)
+        queue.enqueue(k)  # after the step: this batch's keys become negatives of the next ones
     """
 
     queue: Tensor

@@ -74,7 +74,12 @@ GEOMETRIC: tuple[str, ...] = ("random_resized_crop", "horizontal_flip", "rotatio
 
 
 class BatchAugmentation(nn.Module):
-    """A recipe of batched ops: uint8 or [0, 1] float (B, C, H, W) → normalised (B, C, size, size)."""
+    """A recipe of batched ops: uint8 or [0, 1] float (B, C, H, W) → normalised (B, C, size, size).
+
+    Built by :func:`build_augmentation` from a recipe list; ``augment(images, generator)`` draws
+    fresh parameters for every image (on the generator's device), so two calls give two views
+    and the same generator seed gives the same views. Public as :mod:`contrastkit.augment`.
+    """
 
     def __init__(
         self, ops: Sequence[BatchOp], *, size: int, mean: Sequence[float], std: Sequence[float]
