@@ -3,7 +3,7 @@
 ``contrastkit.train(recipe, overrides=...)`` trains and evaluates a recipe and returns the run;
 ``contrastkit.load_run(path)`` opens a finished run (encode, search, recommend, evaluate). The
 building blocks for your own loop are in ``contrastkit.losses``, ``contrastkit.methods``,
-``contrastkit.negatives`` and ``contrastkit.data``.
+``contrastkit.negatives``, ``contrastkit.augment`` and ``contrastkit.data``.
 """
 
 from __future__ import annotations
