@@ -132,6 +132,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "source .venv/bin/activate": Command(exempt="a shell builtin; the tests call the venv's own contrastkit"),
         "contrastkit doctor": Command(expect="optional extras"),
         "contrastkit recipes": Command(expect="digits-simclr"),
+        "contrastkit recipes show digits-simclr": Command(expect="name: digits-simclr"),
         "contrastkit train fashion-mnist-simclr --set train.epochs=1 --out runs/fm": Command(
             sets=FM_QUICK, data=FASHION_MNIST, expect="ssl", slow=FM_SLOW
         ),
@@ -158,7 +159,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
             replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"],
             expect="tokens/s",
         ),
-        "contrastkit similar runs/w2v --item doctor --k 5": Command(after=(W2V_RUN,), expect="5 items most similar to item doc"),
+        "contrastkit similar runs/w2v --word doctor --k 5": Command(
+            after=(W2V_RUN,), expect="5 words most similar to word doctor"
+        ),
         "contrastkit train ml100k-item2vec --set recsys.root=PATH/TO/ml-100k --out runs/i2v": Command(
             replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=1"], data=ML100K, expect="popularity"
         ),
