@@ -472,7 +472,7 @@ class Sandbox:
                     pixels = rng.integers(0, 80, (40, 48, 3)).astype(np.uint8)
                     pixels[..., c] += 150
                     Image.fromarray(pixels).save(self.photos / split / name / f"{i}.png")
-        # "WebDataset-style tar shards": the photos' training images in ten shards, class name in .txt
+        # "WebDataset-style tar shards": the photos' training images in ten shards, class name in .cls
         self.shards = root / "shards"
         self.shards.mkdir()
         files = sorted((self.photos / "train").glob("*/*.png"))
@@ -481,7 +481,7 @@ class Sandbox:
                 for path in files[s::10]:
                     tar.add(path, arcname=f"{path.parent.name}-{path.stem}.png")
                     label = io.BytesIO(path.parent.name.encode())
-                    info = tarfile.TarInfo(f"{path.parent.name}-{path.stem}.txt")
+                    info = tarfile.TarInfo(f"{path.parent.name}-{path.stem}.cls")
                     info.size = len(label.getvalue())
                     tar.addfile(info, label)
 
