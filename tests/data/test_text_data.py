@@ -117,7 +117,7 @@ def test_sick_has_one_search_order_stated_everywhere(tmp_path: Path, monkeypatch
     from contrastkit import doctor
 
     assert SICK_ORDER in doctor._sick_hint()
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
     assert "`text.data_root`, `$CONTRASTKIT_DATA/sick`, `~/.cache/contrastkit/sick`, `../shared/data/sick`" in readme
 
 
