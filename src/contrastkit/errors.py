@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class UserError(ValueError):
@@ -24,3 +25,31 @@ def check_choice(what: str, value: str, allowed: Iterable[str]) -> str:
             f"unknown {what} {value!r}{closest(value, options)}; allowed: {', '.join(options)}"
         )
     return value
+
+
+def install_hint(*extras: str) -> str:
+    """The pip command that installs optional extras, in the form that fits this installation:
+    ``pip install -e ".[text]"`` when contrastkit runs from its source checkout (an editable
+    install, or the ``src`` folder on the path; the path is spelt out when the working folder is
+    not the checkout), ``pip install 'contrastkit[text]'`` for a wheel."""
+    names = ",".join(extras)
+    root = _checkout()
+    if root is None:
+        return f"pip install 'contrastkit[{names}]'"
+    try:
+        here = Path.cwd().resolve() == root
+    except OSError:
+        here = False
+    return f'pip install -e "{"." if here else root}[{names}]"'
+
+
+def _checkout() -> Path | None:
+    """The source checkout contrastkit is imported from (``src/contrastkit`` next to a
+    ``pyproject.toml`` naming it), or None for an installed wheel."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8") if pyproject.is_file() else ""
+    except OSError:
+        return None
+    return root if 'name = "contrastkit"' in text else None

@@ -117,9 +117,30 @@ def recipe_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def _check_recipe_name(name: str, *, paths: bool = True) -> None:
+    names = recipe_names()
+    if name not in names:
+        raise UserError(
+            f"unknown recipe {name!r}{closest(name, names)}; shipped recipes: "
+            f"{', '.join(names)}" + (" (or give a path to a .yaml file)" if paths else "")
+        )
+
+
 def recipe_text(name: str) -> str:
-    """The YAML of a shipped recipe."""
+    """The YAML of a shipped recipe, comments included (UserError for an unknown name)."""
+    _check_recipe_name(name, paths=False)
     return (resources.files("contrastkit") / "recipes" / f"{name}.yaml").read_text()
+
+
+def recipe_rows() -> list[dict[str, str]]:
+    """Each shipped recipe with its task, method, the data it trains on and the optional extra it
+    needs ('' for none): what ``contrastkit recipes`` prints."""
+    rows = []
+    for name in recipe_names():
+        cfg = load_config(name)
+        data, extra = get_task(cfg.task).needs(cfg)
+        rows.append({"name": name, "task": cfg.task, "method": cfg.method.name, "data": data, "extra": extra})
+    return rows
 
 
 def read_recipe(recipe: str) -> dict[str, Any]:
@@ -129,12 +150,7 @@ def read_recipe(recipe: str) -> dict[str, Any]:
         if not path.is_file():
             raise UserError(f"recipe file {recipe!r} does not exist")
         return read_yaml(path, "recipe")
-    names = recipe_names()
-    if recipe not in names:
-        raise UserError(
-            f"unknown recipe {recipe!r}{closest(recipe, names)}; shipped recipes: "
-            f"{', '.join(names)} (or give a path to a .yaml file)"
-        )
+    _check_recipe_name(recipe)
     data = yaml.safe_load(recipe_text(recipe)) or {}
     if not isinstance(data, dict):
         raise UserError(f"recipe {recipe!r} must be a mapping of sections, got {type(data).__name__}")

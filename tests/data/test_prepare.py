@@ -185,7 +185,7 @@ def _png(rng: np.random.Generator, gray: bool = False) -> bytes:
 
 def _shards(root: Path, per_class: int = 4, gray: bool = False) -> tuple[Path, Path]:
     """The same images as class subfolders (folder/a/00.png …) and as 3 WebDataset shards
-    (shards/train-000.tar …, class names in .txt, the folder's order), each with one corrupt file;
+    (shards/train-000.tar …, class names in .cls, the folder's order), each with one corrupt file;
     shard 1 also holds a sample without an image."""
     rng = np.random.default_rng(3)
     folder, shards = root / "folder", root / "shards"
@@ -197,12 +197,12 @@ def _shards(root: Path, per_class: int = 4, gray: bool = False) -> tuple[Path, P
                 data = _png(rng, gray)
                 (folder / c / f"{i:02d}.png").write_bytes(data)
                 _add(tar, f"{c}/{i:02d}.png", data)
-                _add(tar, f"{c}/{i:02d}.txt", c.encode())
+                _add(tar, f"{c}/{i:02d}.cls", c.encode())
             (folder / c / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
             _add(tar, f"{c}/zz.png", b"\x89PNG\r\n\x1a\nbroken")
-            _add(tar, f"{c}/zz.txt", c.encode())
+            _add(tar, f"{c}/zz.cls", c.encode())
             if s == 1:
-                _add(tar, "lonely.txt", b"b")
+                _add(tar, "lonely.cls", b"b")
     return folder, shards
 
 
@@ -246,6 +246,35 @@ def test_tar_shards_equal_the_folder(tmp_path: Path) -> None:
     (tmp_path / "cut.tar").write_bytes(whole[:3000])
     cut = _prepared(str(tmp_path / "cut.tar"), tmp_path / "c", workers=0)
     assert cut["splits"]["train"]["count"] >= 1 and "error" in cut["shards"][0]  # type: ignore[index]
+
+
+def test_shard_labels_come_from_cls_and_txt_is_a_caption(tmp_path: Path) -> None:
+    """.cls (an integer or a name) and .label are labels; .txt is a caption (WebDataset, open_clip),
+    ignored beside them and read as a class name, with a deprecation warning, only when a store
+    has no other labels."""
+    rng = np.random.default_rng(5)
+
+    def shard(path: Path, members: list[dict[str, bytes]]) -> Path:
+        with tarfile.open(path, "w") as tar:
+            for i, extra in enumerate(members):
+                _add(tar, f"{i:03d}.png", _png(rng))
+                for ext, data in extra.items():
+                    _add(tar, f"{i:03d}.{ext}", data)
+        return path
+
+    captions = shard(tmp_path / "captions.tar", [
+        {"cls": b"1", "txt": b"a photo of a cat"}, {"cls": b"0", "txt": b"a dog on grass"}, {"txt": b"a cat again"},
+    ])
+    m = _prepared(str(captions), tmp_path / "c", workers=0)
+    assert m["classes"] == ["0", "1"]
+    assert np.load(tmp_path / "c" / "train.labels.npy").tolist() == [1, 0, -1]
+    names = shard(tmp_path / "names.tar", [{"label": b"dog"}, {"cls": b"cat", "txt": b"a cat"}, {}])
+    m = _prepared(str(names), tmp_path / "n", workers=0)
+    assert m["classes"] == ["cat", "dog"] and np.load(tmp_path / "n" / "train.labels.npy").tolist() == [1, 0, -1]
+    only_txt = shard(tmp_path / "old.tar", [{"txt": b"dog"}, {"txt": b"cat"}])
+    with pytest.warns(FutureWarning, match=r"only labels are \.txt members"):
+        m = _prepared(str(only_txt), tmp_path / "o", workers=0)
+    assert m["classes"] == ["cat", "dog"] and np.load(tmp_path / "o" / "train.labels.npy").tolist() == [1, 0]
 
 
 def test_tar_shards_resume_after_a_kill(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from contrastkit.data.text import (
     word_deletion,
     word_swap,
 )
-from contrastkit.data.text.corpus import find_sick
+from contrastkit.data.text.corpus import SICK_ORDER, find_sick
 from contrastkit.errors import UserError
 
 from ..conftest import SHARED_DATA
@@ -89,6 +89,36 @@ def test_missing_data_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         find_sick(str(tmp_path))
     with pytest.raises(UserError, match="unknown SICK split 'dev'"):
         read_sentences("sick:dev", data_root=str(tmp_path))
+
+
+def test_sick_has_one_search_order_stated_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """text.data_root (the folder or its sick/), $CONTRASTKIT_DATA/sick, the cache, ../shared/data/sick:
+    the first that holds SICK.txt wins; the error, doctor and README state that order."""
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONTRASTKIT_DATA", str(tmp_path / "data"))
+    places = {
+        "shared": tmp_path / "shared" / "data" / "sick",
+        "cache": tmp_path / "cache" / "contrastkit" / "sick",
+        "env": tmp_path / "data" / "sick",
+        "root/sick": tmp_path / "root" / "sick",
+        "root": tmp_path / "root",
+    }
+    with pytest.raises(UserError, match="SICK data set not found") as info:
+        find_sick(str(tmp_path / "root"))
+    assert SICK_ORDER in str(info.value)
+    for folder in places.values():  # from the last place to the first: each new one wins
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "SICK.txt").write_text("pair_ID\tsentence_A\n")
+        assert find_sick(str(tmp_path / "root")).resolve() == (folder / "SICK.txt").resolve()
+    assert find_sick(None).resolve() == (places["env"] / "SICK.txt").resolve()  # no data_root: $CONTRASTKIT_DATA
+    from contrastkit import doctor
+
+    assert SICK_ORDER in doctor._sick_hint()
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert "`text.data_root`, `$CONTRASTKIT_DATA/sick`, `~/.cache/contrastkit/sick`, `../shared/data/sick`" in readme
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "sick" / "SICK.txt").is_file(), reason="needs ../shared/data/sick/SICK.txt")

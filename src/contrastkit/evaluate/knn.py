@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit.errors import UserError, check_choice
+from contrastkit.errors import UserError, check_choice, install_hint
 from contrastkit.evaluate.metrics import (
     check_features,
     check_labels,
@@ -123,7 +123,7 @@ def knn_predict(
     k = min(k, train_feats.shape[0])
     faiss = _faiss() if backend in ("auto", "faiss") else None
     if backend == "faiss" and faiss is None:
-        raise UserError("knn backend 'faiss' needs faiss: pip install 'contrastkit[faiss]' (or use 'torch')")
+        raise UserError(f"knn backend 'faiss' needs faiss: {install_hint('faiss')} (or use 'torch')")
     use_faiss = faiss is not None and (backend == "faiss" or dev.type == "cpu")
     with torch.no_grad():
         bank = F.normalize(train_feats.to(dev), dim=1)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, install_hint
 from contrastkit.tasks import EmbedsItems, TrainedRun
 
 SUFFIXES: tuple[str, ...] = (".npz", ".parquet")
@@ -93,7 +93,7 @@ def _pyarrow() -> Any:
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise UserError("Parquet output needs the optional package pyarrow: pip install 'contrastkit[export]'") from None
+        raise UserError(f"Parquet output needs the optional package pyarrow: {install_hint('export')}") from None
     return pyarrow
 
 

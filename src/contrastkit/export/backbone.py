@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, install_hint
 from contrastkit.export.towers import ImageTower, check_parity
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet50")  # model.encoder values with a library twin
@@ -35,7 +35,7 @@ def check_backbone(arch: str, fmt: str) -> None:
         try:
             import timm  # noqa: F401
         except ImportError:
-            raise UserError("--format timm needs the optional package timm: pip install 'contrastkit[export]'") from None
+            raise UserError(f"--format timm needs the optional package timm: {install_hint('export')}") from None
 
 
 def export_backbone(tower: ImageTower, fmt: str, out: Path) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from contrastkit.errors import UserError, check_choice
+from contrastkit.errors import UserError, check_choice, install_hint
 
 INDEX_KINDS: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf")
 METRICS: tuple[str, ...] = ("cosine", "ip")
@@ -31,7 +31,7 @@ def require_faiss() -> Any:
     try:
         import faiss
     except ImportError:
-        raise UserError("nearest-neighbour search needs faiss: pip install 'contrastkit[faiss]'") from None
+        raise UserError(f"nearest-neighbour search needs faiss: {install_hint('faiss')}") from None
     return faiss
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from contrastkit.errors import UserError, closest
+from contrastkit.errors import UserError, closest, install_hint
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # before pygame is imported by gymnasium
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
@@ -83,7 +83,7 @@ def check_env_id(env_id: str) -> None:
         try:
             import ale_py
         except ImportError:
-            raise UserError(f"rl.env {env_id!r} is an Atari game: pip install ale-py") from None
+            raise UserError(f"rl.env {env_id!r} is an Atari game: {install_hint('atari')}") from None
         gym.register_envs(ale_py)
     if env_id not in gym.registry:
         known = [k for k in gym.registry if not k.startswith(("ALE/", "phys2d", "tabular"))]

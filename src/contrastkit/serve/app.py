@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contrastkit.data.image.decode import IMAGE_SUFFIXES
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, install_hint
 from contrastkit.serve.explorer import Explorer, NotFound
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def require_flask() -> None:
     try:
         import flask  # noqa: F401
     except ImportError:
-        raise UserError("contrastkit serve needs flask: pip install 'contrastkit[serve]'") from None
+        raise UserError(f"contrastkit serve needs flask: {install_hint('serve')}") from None
 
 
 def create_app(

@@ -100,6 +100,9 @@ class TrainedRun:
     process; ``evaluate`` (every subclass's) runs seeded with ``train.seed`` and with
     ``train.num_threads``, and leaves the caller's random state and threads as they were."""
 
+    # what the things a run embeds are called in its answers (`contrastkit similar`: "word" for word runs)
+    noun: ClassVar[str] = "item"
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = cls.__dict__.get("evaluate")
@@ -269,6 +272,12 @@ class Task:
     def validate(cls, cfg: Config) -> None:
         """Rules across sections, checked when the config is built (each field is already
         checked against its declaration)."""
+
+    @classmethod
+    def needs(cls, cfg: Config) -> tuple[str, str]:
+        """What a config of this task trains on (a data set, a file, an environment) and the
+        optional extra it needs ('' for none): the columns of ``contrastkit recipes``."""
+        return "", ""
 
     def training(self, ctx: RunContext) -> Training:
         """Data, model, step, batches and callbacks of a run (``ctx.resume``: continuing one);

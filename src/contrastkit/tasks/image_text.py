@@ -290,6 +290,10 @@ class ImageTextTask(Task):
     runs = (ImageTextRun,)
 
     @classmethod
+    def needs(cls, cfg: Config) -> tuple[str, str]:
+        return cfg.text.train_file or f"{cfg.data.name} (captions generated)", "text"
+
+    @classmethod
     def validate(cls, cfg: Config) -> None:
         from contrastkit.data.text.captions import check_templates
 

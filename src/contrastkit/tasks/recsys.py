@@ -223,6 +223,11 @@ class RecsysTask(Task):
     default_method = "lightgcn"
     runs = (RecsysRun,)
 
+    @classmethod
+    def needs(cls, cfg: Config) -> tuple[str, str]:
+        r = cfg.recsys
+        return ("given split files (recsys.root)" if r.split == "given" else r.data), ""
+
     def training(self, ctx: RunContext) -> Training:
         from contrastkit.errors import UserError
 

@@ -28,15 +28,13 @@ import numpy as np
 import torch
 
 from contrastkit.config import Config
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, install_hint
 from contrastkit.methods.registry import get_method
 from contrastkit.methods.rl import ATCOptions
 from contrastkit.options import option
 from contrastkit.runs import checkpoint_part, load_run_checkpoint
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task, trained_line
 from contrastkit.train import Callback, Trainer, Training, TrainSummary
-
-EXTRA = "task rl needs: pip install 'contrastkit[rl]'"
 
 
 @dataclass
@@ -72,7 +70,7 @@ def _require() -> None:
         import gymnasium  # noqa: F401
         import stable_baselines3  # noqa: F401
     except ImportError:
-        raise UserError(EXTRA) from None
+        raise UserError(f"task rl needs: {install_hint('rl')}") from None
 
 
 def _pixels(cfg: Config) -> bool:
@@ -285,6 +283,11 @@ class RLTask(Task):
     }
     default_method = "curl"
     runs = (RLRun,)
+
+    @classmethod
+    def needs(cls, cfg: Config) -> tuple[str, str]:
+        env = cfg.rl.env
+        return env, "atari" if env.startswith("ALE/") else "rl"
 
     @classmethod
     def validate(cls, cfg: Config) -> None:

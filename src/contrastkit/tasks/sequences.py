@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from contrastkit.config import Config
 from contrastkit.data.interactions import InteractionData
 from contrastkit.data.interactions.spec import DATA_DIR, RecsysConfig, run_split, saved_split
 from contrastkit.data.sequences import (
@@ -77,7 +78,11 @@ class SequencesConfig:
     order: str = option("time", "interactions: each history in time order, or as a set (reshuffled every epoch)", choices=ORDERS)
     similarity_file: str | None = option(None, "text: word pairs with a similarity score (word1, word2, score; e.g. WordSim-353)")
     neighbours: list[str] = option(help="tokens whose nearest neighbours the results list", factory=list)
-    data_root: str | None = option(None, "where named text sources (sick) are looked for first")
+    data_root: str | None = option(
+        None,
+        "the folder holding SICK.txt (or its sick/), searched first; then $CONTRASTKIT_DATA/sick, "
+        "~/.cache/contrastkit/sick, ../shared/data/sick",
+    )
 
 
 def read_word_pairs(path: str) -> tuple[list[str], list[str], list[float]]:
@@ -173,6 +178,7 @@ class WordVectorsRun(SequencesRun):
     """word2vec on a text: token vectors, their nearest neighbours, word-pair similarity."""
 
     kind = "text (word2vec)"
+    noun = "word"
 
     def corpus(self) -> TokenCorpus:
         return self.cached("corpus", lambda: TokenCorpus.load(self.path / DATA_DIR))
@@ -285,6 +291,13 @@ class SequencesTask(Task):
     }
     default_method = "skipgram"
     runs = (WordVectorsRun, ItemVectorsRun)
+
+    @classmethod
+    def needs(cls, cfg: Config) -> tuple[str, str]:
+        s, r = cfg.sequences, cfg.recsys
+        if s.source == "text":
+            return s.text_file or "a text file (sequences.text_file)", ""
+        return ("given split files (recsys.root)" if r.split == "given" else r.data), ""
 
     def load(self, run_dir: Path) -> TrainedRun:
         cls = ItemVectorsRun if self.cfg.sequences.source == "interactions" else WordVectorsRun

@@ -159,6 +159,10 @@ class TextTask(Task):
     runs = (TextRun,)
 
     @classmethod
+    def needs(cls, cfg: Config) -> tuple[str, str]:
+        return cfg.text.train_file or "a text file (text.train_file)", "text"
+
+    @classmethod
     def validate(cls, cfg: Config) -> None:
         t: TextConfig = cfg.text
         if not t.train_file:

@@ -34,11 +34,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, install_hint
 
 LOG_FIELDS = ["step", "epoch", "loss", "lr"]  # then the throughput (<unit>_per_sec), elapsed_sec, the rest
 TRACKERS_FILE = "trackers.json"
-INSTALL_HINT = "pip install 'contrastkit[trackers]'"
 _MODULES = {"mlflow": "mlflow", "wandb": "wandb"}  # logger → module it needs beyond the core
 
 
@@ -71,7 +70,7 @@ def check_installed(names: list[str]) -> None:
     for name in names:
         module = _MODULES.get(name)
         if module and importlib.util.find_spec(module) is None:
-            raise UserError(f"train.loggers: {name} is not installed; {INSTALL_HINT}")
+            raise UserError(f"train.loggers: {name} is not installed; {install_hint('trackers')}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -312,7 +311,7 @@ def _open(name: str, run_dir: Path, start_step: int) -> Logger | None:
     try:
         return MlflowLogger(run_dir, start_step) if name == "mlflow" else WandbLogger(run_dir, start_step)
     except ImportError:
-        raise UserError(f"train.loggers: {name} is not installed; {INSTALL_HINT}") from None
+        raise UserError(f"train.loggers: {name} is not installed; {install_hint('trackers')}") from None
     except Exception as exc:
         hint = "; set WANDB_MODE=offline to log without an account" if name == "wandb" else ""
         raise UserError(f"train.loggers: {name} could not start ({_first_line(exc)}){hint}") from None

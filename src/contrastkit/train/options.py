@@ -51,7 +51,7 @@ class TrainConfig:
     sync_batchnorm: bool = option(True, "SyncBatchNorm under torchrun on GPUs")
     dist_timeout_minutes: float = option(10.0, "timeout of every collective under torchrun", gt=0)
     loggers: list[str] = option(
-        help="where training logs go (mlflow, wandb: pip install 'contrastkit[trackers]')",
+        help="where training logs go (mlflow, wandb: the trackers extra)",
         factory=lambda: ["csv", "tensorboard"], choices=LOGGERS,
     )
 

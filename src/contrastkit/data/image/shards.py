@@ -11,8 +11,11 @@ the member's path up to the first dot of its basename (``a/b/x1.seg.png`` → ke
 extension ``seg.png``); consecutive members with the same key form one sample. The image is the
 sample's first member with extension jpg / jpeg / png / webp / ppm / bmp, decoded (torchvision;
 PIL for PPM and BMP), resized and centre-cropped exactly as image folders are. The label: ``.cls``
-(integer text) or ``.txt`` / ``.label`` (a class name; classes are then the sorted names seen in
-all shards); without any, the store is unlabelled (label -1). Samples whose image does not decode,
+(an integer, as WebDataset writes it, or a class name) or ``.label`` (a class name); with names,
+the classes are the sorted names seen in all shards. ``.txt`` is a caption (WebDataset's and
+open_clip's convention), not a label: it is read as a class name only when no sample of the
+store has ``.cls`` or ``.label``, with a deprecation warning. Without any, the store is
+unlabelled (label -1). Samples whose image does not decode,
 or without an image, are skipped and counted (``corrupt``; the imageless ones also as
 ``imageless``); a truncated or unreadable archive keeps the samples read before the damage and
 records the error with the shard.
@@ -54,12 +57,14 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 # a sample's image: WebDataset's image extensions (no GIF)
 SHARD_IMAGE_EXTENSIONS = tuple(s.lstrip(".") for s in (*IMAGE_SUFFIXES, *PIL_SUFFIXES) if s != ".gif")
 _LABEL_CLS = "cls"
-_LABEL_NAMES = ("txt", "label")
+_LABEL_NAME = "label"
+_CAPTION = "txt"  # a caption; a class name only in stores without .cls / .label (deprecated)
 _SPLIT_PREFIX = re.compile(r"^(train|test|val|valid|validation|unlabeled)[-_.]")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
-Label = int | str | None  # a sample's label token: .cls integer, .txt / .label name, or none
+# a sample's label token: a .cls integer, a .cls / .label name, {"txt": name} (a .txt only), or none
+Label = int | str | dict[str, str] | None
 
 
 def is_tar(path: Path) -> bool:
@@ -179,19 +184,25 @@ def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
         yield key, members
 
 
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode().strip() or None
+    except UnicodeDecodeError:
+        return None
+
+
 def _label(members: dict[str, bytes]) -> Label:
     if _LABEL_CLS in members:
+        text = _text(members[_LABEL_CLS])
         try:
-            return int(members[_LABEL_CLS].decode().strip())
-        except (UnicodeDecodeError, ValueError):
-            return None
-    for ext in _LABEL_NAMES:
-        if ext in members:
-            try:
-                name = members[ext].decode().strip()
-            except UnicodeDecodeError:
-                return None
-            return name or None
+            return None if text is None else int(text)
+        except ValueError:
+            return text  # a class name
+    if _LABEL_NAME in members:
+        return _text(members[_LABEL_NAME])
+    if _CAPTION in members:
+        caption = _text(members[_CAPTION])
+        return None if caption is None else {_CAPTION: caption}
     return None
 
 
@@ -261,8 +272,26 @@ def label_classes(
     tokens: dict[str, list[Label]],
 ) -> tuple[list[str], dict[str, list[int]]]:
     """The classes and each split's int labels from the label tokens of all shards: class names
-    (``.txt`` / ``.label``, or any name at all) give the sorted names seen, integers alone
-    (``.cls``) the classes 0..max; a sample without a label (or a negative ``.cls``) is -1."""
+    (``.cls`` / ``.label``, or any name at all) give the sorted names seen, integers alone
+    (``.cls``) the classes 0..max; a sample without a label (or a negative ``.cls``) is -1.
+    ``.txt`` tokens are captions, ignored when any sample has a ``.cls`` / ``.label``; in a store
+    with no other labels they are read as class names, with a deprecation warning."""
+    if not any(t is not None and not isinstance(t, dict) for ts in tokens.values() for t in ts):
+        if any(isinstance(t, dict) for ts in tokens.values() for t in ts):
+            warnings.warn(
+                "the shards' only labels are .txt members, read as class names; .txt is a caption in "
+                "WebDataset and open_clip, and a later version will not read it as a label: name the "
+                "label member .cls (an integer or a class name) or .label",
+                FutureWarning,
+                stacklevel=2,
+            )
+        named = {n: [t[_CAPTION] if isinstance(t, dict) else t for t in ts] for n, ts in tokens.items()}
+    else:
+        named = {n: [None if isinstance(t, dict) else t for t in ts] for n, ts in tokens.items()}
+    return _classes(named)
+
+
+def _classes(tokens: dict[str, list[int | str | None]]) -> tuple[list[str], dict[str, list[int]]]:
     seen = [t for ts in tokens.values() for t in ts if t is not None]
     if any(isinstance(t, str) for t in seen):
         classes = sorted({str(t) for t in seen})

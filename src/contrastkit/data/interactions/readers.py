@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastkit.errors import UserError, check_choice
+from contrastkit.errors import UserError, check_choice, install_hint
 
 FORMATS = ("auto", "ml-100k", "movielens-dat", "movielens-csv", "recbole", "csv", "tsv", "parquet")
 
@@ -334,7 +334,7 @@ def read_table(
             import pyarrow.parquet as pq
         except ImportError:
             raise UserError(
-                "reading Parquet needs pyarrow: pip install 'contrastkit[recsys]'"
+                f"reading Parquet needs pyarrow: {install_hint('recsys')}"
             ) from None
         schema_names = list(pq.read_schema(path).names)
         _check_columns(wanted, schema_names, str(path))

@@ -3,8 +3,7 @@
 A *data spec* names what to read: a path (``.txt`` = one sentence or passage per line unless it
 holds a tab-separated table with the asked columns; ``.csv``, ``.tsv``, ``.jsonl`` / ``.json``
 tables), or a named source ``sick:SPLIT`` (SICK, Marelli et al. 2014: train, trial, test, all),
-looked for in ``data_root``, ``$CONTRASTKIT_DATA/sick``, ``~/.cache/contrastkit/sick``,
-``./data/sick`` and ``../shared/data/sick``.
+whose SICK.txt is looked for in the one order :data:`SICK_ORDER` states (:func:`find_sick`).
 """
 
 from __future__ import annotations
@@ -23,6 +22,12 @@ TABLE_FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl")
 SICK_SPLITS: dict[str, str | None] = {"train": "TRAIN", "trial": "TRIAL", "test": "TEST", "all": None}
 SICK_COLUMNS: tuple[str, str, str] = ("sentence_A", "sentence_B", "relatedness_score")
 SICK_FILE = "SICK.txt"
+# the one search order for SICK.txt, as README, `contrastkit doctor` and the not-found error state it
+SICK_ORDER = (
+    "1. text.data_root (or sequences.data_root: that folder or its sick/), 2. $CONTRASTKIT_DATA/sick, "
+    "3. ~/.cache/contrastkit/sick ($XDG_CACHE_HOME/contrastkit/sick when set), "
+    "4. ../shared/data/sick from the working folder"
+)
 
 csv.field_size_limit(1 << 24)
 
@@ -75,28 +80,30 @@ class STSData:
 
 
 def sick_search_path(data_root: str | None = None) -> list[Path]:
-    """Folders searched for SICK.txt, in order."""
+    """Folders searched for SICK.txt, in the order :data:`SICK_ORDER` states."""
     places: list[Path] = []
     if data_root:
-        places += [Path(data_root), Path(data_root) / "sick"]
+        places += [Path(data_root).expanduser(), Path(data_root).expanduser() / "sick"]
     env = os.environ.get("CONTRASTKIT_DATA")
     if env:
-        places.append(Path(env) / "sick")
+        places.append(Path(env).expanduser() / "sick")
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    places += [Path(base) / "contrastkit" / "sick", Path("data") / "sick"]
-    places += [Path("..") / "shared" / "data" / "sick"]
+    places.append(Path(base) / "contrastkit" / "sick")
+    places.append(Path("..") / "shared" / "data" / "sick")
     return places
 
 
 def find_sick(data_root: str | None = None) -> Path:
-    """Path of SICK.txt (UserError listing the places looked at when absent)."""
+    """Path of SICK.txt: the first of the folders :func:`sick_search_path` lists that holds it
+    (UserError listing them, in order, when none does)."""
     places = sick_search_path(data_root)
     for folder in places:
         if (folder / SICK_FILE).is_file():
             return folder / SICK_FILE
     raise UserError(
-        f"SICK data set not found: no {SICK_FILE} in {', '.join(str(p) for p in places)}; "
-        "put SICK.txt (Marelli et al. 2014) in one of them or set text.data_root"
+        f"SICK data set not found: no {SICK_FILE} in {', '.join(str(p) for p in places)} "
+        f"(searched in this order: {SICK_ORDER}); put SICK.txt (Marelli et al. 2014) in one of them "
+        "or set text.data_root"
     )
 
 

@@ -39,7 +39,11 @@ class TextConfig:
     retrieval_file: str | None = option(None, "retrieval evaluation: (query, relevant document) pairs")
     retrieval_columns: list[str] = option(help="query, document", factory=list)
     retrieval_filter: dict[str, Any] | None = option(None, "keep retrieval rows whose columns equal these values")
-    data_root: str | None = option(None, "where named sources (sick) are looked for first")
+    data_root: str | None = option(
+        None,
+        "the folder holding SICK.txt (or its sick/), searched first; then $CONTRASTKIT_DATA/sick, "
+        "~/.cache/contrastkit/sick, ../shared/data/sick",
+    )
     encoder: str = option("minilm", "minilm | tiny | a local folder | a hub name")
     pooling: str = option("mean", "token pooling of the sentence encoder", choices=TEXT_POOLINGS)
     max_length: int = option(64, "tokens per text", ge=2)
