@@ -317,6 +317,14 @@ COMMANDS: dict[str, dict[str, Command]] = {
         "contrastkit export runs/sick --format huggingface --out runs/sick/hf": Command(
             after=(SICK_RUN,), data=SICK, expect="SentenceTransformer", slow=SICK_SLOW
         ),
+        # the README's run (the same command): linked, not trained again
+        W2V_RUN: Command(
+            replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"],
+            expect="tokens/s",
+        ),
+        "contrastkit export runs/w2v --format word2vec --out runs/w2v/vectors.txt": Command(
+            after=(W2V_RUN,), expect="word2vec text format"
+        ),
         "contrastkit serve runs/ml100k --port 8766": Command(
             after=(ML100K_RUN,), data=ML100K, serves="/api/recommend/196", expect='"score"',
             slow="covered: tests/serve/test_serve.py starts `contrastkit serve` on a recommendation run, fetches a "
@@ -367,6 +375,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
             sets=["rl.steps=100", "rl.eval_episodes=1"], expect="return"
         ),
         "contrastkit train cartpole-pixels-curl --out runs/curl": Command(sets=RL_QUICK, expect="state probe R²"),
+        "contrastkit export runs/state --format sb3 --out runs/state/agent.zip": Command(
+            after=("contrastkit train cartpole-state --out runs/state",), expect="DQN.load Q-values max abs diff"
+        ),
     },
     "docs/generators.md": {
         "contrastkit train digits-contrad --out runs/gan-digits": Command(

@@ -55,13 +55,16 @@ def _parser() -> argparse.ArgumentParser:
                         "items: .npy with <stem>.ids.txt) and word2vec runs (vectors, tokens)")
     p.add_argument("--batch-size", type=int, default=512)
 
-    p = sub.add_parser("export", help="a run's encoder (torchvision, timm, onnx, huggingface) or embeddings (arrays) for "
-        "other tools")
+    p = sub.add_parser("export", help="a run's encoder (torchvision, timm, onnx, huggingface), embeddings (arrays), word or "
+        "item vectors (word2vec) or agent (sb3) for other tools")
     p.add_argument("run_dir")
     p.add_argument("--format", required=True, metavar="FORMAT",
-                   help="torchvision, timm, onnx, huggingface (alias sentence-transformers) or arrays")
+                   help="torchvision, timm, onnx, huggingface (alias sentence-transformers; with a model card), arrays, "
+                        "word2vec (gensim's text format: word2vec, item2vec and recsys runs) or sb3 (Stable-Baselines3 "
+                        "DQN.load; a pixel agent's needs contrastkit installed to load)")
     p.add_argument("--out", required=True,
-                   help="file (.safetensors/.pt, .onnx, .npz/.parquet) or, for huggingface, a new folder")
+                   help="file (.safetensors/.pt, .onnx, .npz/.parquet, word2vec .txt/.vec, sb3 .zip) or, for huggingface, "
+                        "a new folder")
     p.add_argument("--data", default=None, help="arrays: the data set, as for contrastkit embed (default: the task's)")
 
     p = sub.add_parser("compare", help="train several recipes on the same data for the same time budget")

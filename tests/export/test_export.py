@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import os
 import shutil
 import textwrap
@@ -208,9 +209,18 @@ def test_huggingface_folder_loads_in_transformers_and_sentence_transformers(
     texts = runs["corpus"].read_text().splitlines()[:300]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
     want = embedded(run, tmp_path / "texts.txt")
+    with contextlib.redirect_stdout(io.StringIO()):  # results.json gets the evaluation the model card shows
+        assert main(["evaluate", str(run), "--set", "eval.baselines=false"]) == 0
+    spearman = json.loads((run / "results.json").read_text())["eval"]["encoders"]["trained"]["sts"]["spearman"]
     out = tmp_path / "hf"
     lines = _export(capsys, run, "--format", "sentence-transformers" if pooling == "cls" else "huggingface", "--out", out)
-    assert lines[0].startswith(f"wrote {out}/") and f"{pooling} Pooling" in lines[0]
+    assert lines[0].startswith(f"wrote {out}/") and f"{pooling} Pooling, model card README.md" in lines[0]
+    card = (out / "README.md").read_text()
+    front, body = card.split("---\n")[1:3]  # YAML front matter, then markdown
+    meta = yaml.safe_load(front)
+    assert meta["library_name"] == "sentence-transformers" and "simcse" in meta["tags"]
+    assert "## Method" in body and "**simcse**" in body and "| text.pooling | " + pooling + " |" in body
+    assert f"| encoders / trained / sts / spearman | {spearman:.4g} |" in body  # the results table: results.json's number
 
     model = transformers.AutoModel.from_pretrained(str(out)).eval()  # AutoModel + our pooling
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
@@ -274,11 +284,12 @@ def test_one_line_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.C
     cls_run = _with_pooling(runs["text"], "first_last_avg", tmp_path / "fla")
     for argv, message in (
         ([runs["resnet"], "--format", "keras", "--out", tmp_path / "m.h5"],
-         "unknown --format 'keras'; allowed: arrays, huggingface, onnx, sentence-transformers, timm, torchvision"),
+         "unknown --format 'keras'; allowed: arrays, huggingface, onnx, sb3, sentence-transformers, timm, torchvision, "
+         "word2vec"),
         ([tmp_path / "nowhere", "--format", "onnx", "--out", tmp_path / "m.onnx"], "is not a contrastkit run folder (no "
             "config.yaml)"),
         ([runs["recsys"], "--format", "onnx", "--out", tmp_path / "m.onnx"], "this run's task is 'recsys', which exports "
-            "to: arrays"),
+            "to: arrays, word2vec"),
         ([runs["resnet"], "--format", "huggingface", "--out", tmp_path / "hf"],
          "--format huggingface exports runs of task text; this run's task is 'image', which exports to: torchvision, timm, "
              "onnx, arrays"),

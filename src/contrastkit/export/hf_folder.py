@@ -8,6 +8,7 @@ Layout (the sentence-transformers v2/v3 layout, which later versions still read)
     contrastkit_text.json                             our pooling and max_length (text.encoder=PATH reloads it)
     modules.json, sentence_bert_config.json           module 0: Transformer, max_seq_length = text.max_length
     1_Pooling/config.json                             mean or CLS pooling, as the run pools
+    README.md                                         the model card (model_card.py): data, method, settings, results
 
 No Normalize module: `contrastkit embed` does not normalise text embeddings. ``first_last_avg``
 pooling has no sentence-transformers Pooling mode, so such runs export with onnx or arrays.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastkit.errors import UserError
+from contrastkit.export.files import write_text_atomic
 from contrastkit.export.towers import TextTower, check_parity
 
 ST_POOLING = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
@@ -42,8 +44,9 @@ def check_huggingface(pooling: str, out: Path) -> None:
         raise UserError(f"--out {str(out)!r} exists and is not an empty folder; choose a new folder")
 
 
-def export_huggingface(tower: TextTower, out: Path) -> list[str]:
-    """Write the folder ``out``; check AutoModel (+ our pooling) and SentenceTransformer against `embed`."""
+def export_huggingface(tower: TextTower, out: Path, card: str | None = None) -> list[str]:
+    """Write the folder ``out`` (with ``card`` as its README.md); check AutoModel (+ our pooling)
+    and SentenceTransformer against `embed`."""
     if tower.proj is not None:  # the dispatcher sends text runs only
         raise UserError("--format huggingface exports the encoder of a text run; use onnx or arrays here")
     check_huggingface(tower.pooling, out)
@@ -55,10 +58,12 @@ def export_huggingface(tower: TextTower, out: Path) -> list[str]:
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": tower.max_length, "do_lower_case": False})
     modes = {mode: mode == ST_POOLING[tower.pooling] for mode in _ALL_MODES}
     _write_json(out / "1_Pooling" / "config.json", {"word_embedding_dimension": tower.out_dim, **modes, "include_prompt": True})
+    if card is not None:
+        write_text_atomic(out / "README.md", card)
 
     want = tower.reference(tower.samples)
     lines = [f"wrote {out}/ (transformers model + tokenizer, sentence-transformers modules: Transformer, "
-             f"{tower.pooling} Pooling)"]
+             f"{tower.pooling} Pooling{', model card README.md' if card is not None else ''})"]
     lines.append(f"parity with contrastkit embed on {len(tower.samples)} texts: AutoModel + {tower.pooling} pooling "
                  f"max abs diff {check_parity('AutoModel + pooling', _automodel_features(out, tower), want):.2e}")
     st = _sentence_transformer_features(out, tower.samples)
@@ -85,8 +90,7 @@ def _pooling_hint(pooling: str) -> str:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def _automodel_features(out: Path, tower: TextTower) -> Any:

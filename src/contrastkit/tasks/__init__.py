@@ -9,12 +9,14 @@ agents from pixels). Adding a task: one module with a :class:`Task` subclass dec
 from __future__ import annotations
 
 from contrastkit.tasks.base import (
+    Acts,
     AnswersQueries,
     BrowsesImages,
     EmbedsItems,
     EncodesImages,
     EncodesTexts,
     FindsSimilar,
+    HasKeyedVectors,
     ImageInput,
     Recommends,
     RunContext,
@@ -55,12 +57,14 @@ def capable(run: TrainedRun, capability: type, command: str) -> TrainedRun:
 
 
 __all__ = [
+    "Acts",
     "AnswersQueries",
     "BrowsesImages",
     "EmbedsItems",
     "EncodesImages",
     "EncodesTexts",
     "FindsSimilar",
+    "HasKeyedVectors",
     "ImageInput",
     "Recommends",
     "RunContext",

@@ -13,8 +13,9 @@ convention (the :class:`RunContext` of the run):
 A :class:`TrainedRun` evaluates the run, prints its results and writes embeddings; what more it
 can do is declared by the capability protocols below (:class:`EncodesImages`,
 :class:`EncodesTexts`, :class:`EmbedsItems`, :class:`AnswersQueries`, :class:`BrowsesImages`,
-:class:`Recommends`, :class:`FindsSimilar`), which the CLI, ``serve``, ``export`` and ``index``
-test with ``isinstance``. No task imports another: what two tasks share lives below ``tasks/``.
+:class:`Recommends`, :class:`FindsSimilar`, :class:`HasKeyedVectors`, :class:`Acts`), which the
+CLI, ``serve``, ``export`` and ``index`` test with ``isinstance``. No task imports another: what
+two tasks share lives below ``tasks/``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from contrastkit.config import Config
 from contrastkit.errors import UserError, check_choice
+from contrastkit.index.keyed import KeyedVectors
 from contrastkit.runs import read_results
 from contrastkit.train import Training, TrainSummary, evaluation_runtime, run_device
 
@@ -250,6 +252,22 @@ class FindsSimilar(Protocol):
     """Lists the items (or words) closest to one of its own."""
 
     def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class HasKeyedVectors(Protocol):
+    """Vectors by word or item id (``export --format word2vec`` writes them for gensim)."""
+
+    def keyed_vectors(self) -> KeyedVectors: ...
+
+
+@runtime_checkable
+class Acts(Protocol):
+    """An agent that acts in an environment (``export --format sb3`` writes it for Stable-Baselines3)."""
+
+    def agent(self) -> Any: ...
+
+    def q_values(self, obs: Any) -> np.ndarray: ...
 
 
 # ----------------------------------------------------------------------------- the task

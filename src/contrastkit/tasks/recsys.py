@@ -28,6 +28,7 @@ from contrastkit.evaluate.recommendation import (
     ranking_table,
     split_metrics,
 )
+from contrastkit.index.keyed import KeyedVectors
 from contrastkit.index.vectors import (
     UserItemVectors,
     cached_vectors,
@@ -205,6 +206,10 @@ class RecsysRun(UserItemVectors, TrainedRun):
     def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]:
         """The k items whose embeddings are closest (cosine) to one of the data's own item ids."""
         return similar_items(self.interactions(), self.vectors()[1], item, k)
+
+    def keyed_vectors(self) -> KeyedVectors:
+        """Every item's embedding (of the best epoch) by item id (the vectors `similar` compares)."""
+        return self.cached("keyed_vectors", lambda: KeyedVectors(self.interactions().item_ids, self.vectors()[1], what="item"))
 
 
 # ----------------------------------------------------------------------------- the task

@@ -19,7 +19,10 @@ the return curve and, with ``rl.save_buffer``, the replay buffer), ``plots/retur
 
 from __future__ import annotations
 
+import contextlib
+import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -191,8 +194,47 @@ class EvaluationRounds(Callback):
 # ----------------------------------------------------------------------------- the run
 
 
+@contextlib.contextmanager
+def _kept_random_state() -> Iterator[None]:
+    """Python's, numpy's and torch's random state as they were before (building an agent seeds them)."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
 class RLRun(TrainedRun):
     """An agent: its policy, the return curve of its training, its encoder's state probe."""
+
+    def agent(self) -> Any:
+        """The trained agent: a Stable-Baselines3 DQN on the run's environment with the policy (and
+        its optimiser) of the last checkpoint, acting greedily (``run.agent().predict(obs)``);
+        built once per state of the saved weights, leaving the caller's random state as it was."""
+        _require()
+
+        def build() -> Any:
+            cfg = self.config
+            with _kept_random_state():
+                model = _build_agent(cfg, _make_env(cfg, cfg.train.seed + 50_000), self.device, buffer_size=2)
+            state = load_run_checkpoint(self.path)
+            model.policy.load_state_dict(checkpoint_part(state, "policy"))
+            model.policy.optimizer.load_state_dict(checkpoint_part(state, "optimizer"))  # to train on from it
+            model.num_timesteps = int(checkpoint_part(state, "num_timesteps"))
+            model.policy.set_training_mode(False)
+            return model
+
+        return self.cached("agent", build)
+
+    def q_values(self, obs: Any) -> np.ndarray:
+        """The agent's Q-value of each action for one observation (A,) or a batch of them (N, A)."""
+        model = self.agent()
+        tensor, batched = model.policy.obs_to_tensor(obs)
+        with torch.no_grad():
+            q: np.ndarray = model.q_net(tensor).float().cpu().numpy()
+        return q if batched else q[0]
 
     def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
         _require()

@@ -16,6 +16,7 @@ Run folder, besides the common files: data/ (the corpus, or the interaction spli
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +39,7 @@ from contrastkit.data.sequences import (
 from contrastkit.errors import UserError
 from contrastkit.evaluate.ranking import embedding_scorer
 from contrastkit.evaluate.recommendation import evaluate_recommender, ranking_table
+from contrastkit.index.keyed import KeyedVectors
 from contrastkit.index.vectors import (
     UserItemVectors,
     cached_vectors,
@@ -242,6 +244,30 @@ class WordVectorsRun(SequencesRun):
         rows = nearest(self.weights()[0], corpus.index(token), k)
         return [{"item": corpus.vocab[j], "score": v, "title": ""} for j, v in rows]
 
+    def keyed_vectors(self) -> KeyedVectors:
+        """Every token's vector (the input vectors, as `embed` writes them), looked up as the
+        corpus was read (lowercased when ``sequences.lowercase``)."""
+
+        def build() -> KeyedVectors:
+            corpus = self.corpus()
+            fold = str.lower if self.config.sequences.lowercase else None
+            return KeyedVectors(corpus.vocab, self.weights()[0], counts=corpus.counts, fold=fold, what="token")
+
+        return self.cached("keyed_vectors", build)
+
+    @property
+    def vectors(self) -> KeyedVectors:
+        """The word vectors: ``run.vectors["cat"]`` (a numpy vector), ``"cat" in run.vectors``,
+        ``len(run.vectors)``, ``run.vectors.words``, ``run.vectors.matrix`` (V, D)."""
+        return self.keyed_vectors()
+
+    def most_similar(self, positive: str | Sequence[str] = (), negative: str | Sequence[str] = (),
+                     k: int = 10) -> list[tuple[str, float]]:
+        """gensim's ``most_similar``: the k words closest (cosine) to the positive words' unit
+        vectors minus the negative ones' (3CosAdd analogies: positive=["king", "woman"],
+        negative=["man"]), the query words left out; [(word, score)], best first."""
+        return self.keyed_vectors().most_similar(positive, negative, k)
+
 
 class ItemVectorsRun(UserItemVectors, SequencesRun):
     """item2vec on interaction histories: item vectors, users as their histories, recommendations."""
@@ -274,6 +300,10 @@ class ItemVectorsRun(UserItemVectors, SequencesRun):
         data = self.interactions()
         rows = nearest(self.weights()[0], data.item_index(item), k)
         return [{"item": data.item_ids[j], "score": v, "title": data.title(j)} for j, v in rows]
+
+    def keyed_vectors(self) -> KeyedVectors:
+        """Every item's input vector by item id (the vectors `similar` compares)."""
+        return self.cached("keyed_vectors", lambda: KeyedVectors(self.interactions().item_ids, self.weights()[0], what="item"))
 
 
 # ----------------------------------------------------------------------------- the task
