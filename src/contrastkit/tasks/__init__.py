@@ -9,6 +9,7 @@ agents from pixels). Adding a task: one module with a :class:`Task` subclass dec
 from __future__ import annotations
 
 from contrastkit.tasks.base import (
+    AnswersAnalogies,
     AnswersQueries,
     BrowsesImages,
     EmbedsItems,
@@ -55,6 +56,7 @@ def capable(run: TrainedRun, capability: type, command: str) -> TrainedRun:
 
 
 __all__ = [
+    "AnswersAnalogies",
     "AnswersQueries",
     "BrowsesImages",
     "EmbedsItems",

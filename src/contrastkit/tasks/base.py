@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from contrastkit.config import Config
 from contrastkit.errors import UserError, check_choice
 from contrastkit.runs import read_results
-from contrastkit.train import Training, TrainSummary, evaluation_runtime, run_device
+from contrastkit.training import Training, TrainSummary, evaluation_runtime, run_device
 
 T = TypeVar("T", bound="type[Task]")
 M = TypeVar("M")
@@ -247,6 +247,16 @@ class FindsSimilar(Protocol):
     """Lists the items (or words) closest to one of its own."""
 
     def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class AnswersAnalogies(Protocol):
+    """Word runs: gensim-style ``most_similar(positive, negative, k)`` over the vocabulary's
+    vectors (also offered as ``vectors``)."""
+
+    def most_similar(
+        self, positive: list[str] | str, negative: list[str] | str | None = None, k: int = 10
+    ) -> list[tuple[str, float]]: ...
 
 
 # ----------------------------------------------------------------------------- the task
