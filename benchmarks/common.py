@@ -127,7 +127,7 @@ def timed_loop(loader: Iterable[Any], step: Callable[[Any], None], warmup: int, 
 
 def each_step(fn: Callable[[int], None]) -> Any:
     """A training callback calling ``fn(step)`` after every step."""
-    from contrastkit.train import Callback
+    from contrastkit.training import Callback
 
     class EachStep(Callback):
         def on_step(self, trainer: Any, logs: dict[str, float] | None) -> None:
@@ -155,10 +155,10 @@ def timed_steps(cfg: Any, warmup: int, steps: int) -> float:
 
 
 def task_training(cfg: Any, run_dir: Path) -> Any:
-    """The task's :class:`~contrastkit.train.Training` of ``cfg`` (its step object: model and
+    """The task's :class:`~contrastkit.training.Training` of ``cfg`` (its step object: model and
     optimiser; its batches), on the configured device, as the loop would run it."""
     from contrastkit.tasks import RunContext, get_task
-    from contrastkit.train import setup_runtime
+    from contrastkit.training import setup_runtime
 
     device = setup_runtime(cfg.train)
     return get_task(cfg.task)(cfg).training(RunContext(cfg, Path(run_dir), device, verbose=False))

@@ -1,5 +1,5 @@
 """What the one training loop costs: the quickstart (SimCLR on the digits, its recipe's settings)
-through :class:`contrastkit.train.Trainer` — schedule, progress, loggers (CSV + TensorBoard),
+through :class:`contrastkit.training.Trainer` — schedule, progress, loggers (CSV + TensorBoard),
 the non-finite check, callbacks (the collapse monitor), the final checkpoint — against a bare
 hand-written loop over the same model, the same batches and the same optimiser (forward,
 backward, step, the method's EMA update, the learning-rate schedule).
@@ -29,7 +29,7 @@ import torch
 
 from contrastkit.recipes import load_config
 from contrastkit.tasks import RunContext, get_task
-from contrastkit.train import Trainer, lr_factor, setup_runtime
+from contrastkit.training import Trainer, lr_factor, setup_runtime
 
 
 def build(cfg: Any, run_dir: Path) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from contrastkit.train import Callback, Trainer
+from contrastkit.training import Callback, Trainer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

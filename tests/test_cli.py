@@ -1,6 +1,6 @@
 """The command line end to end on tiny data (one training, in-process, shared by the tests that
 read it), and its answers to user mistakes: help, version, one-line errors and exit codes.
-Resuming after a kill, SIGTERM and --nproc are the loop's, tested once in tests/train/."""
+Resuming after a kill, SIGTERM and --nproc are the loop's, tested once in tests/training/."""
 
 from __future__ import annotations
 

@@ -113,7 +113,7 @@ ST_ANCHOR = "/path/to/venv-with-sentence-transformers/bin/python"
 COMPARE_SLOW = "eight recipes for a minute each (tests/test_compare.py runs compare, two digits recipes, in CI)"
 FM_SLOW = ("covered: the same recipe trains and evaluates in CI under `torchrun --standalone` (distributed.md), and "
            "Fashion-MNIST trains and evaluates in one process with README's fashion-mnist-supcon-1pct")
-NPROC_SLOW = ("covered: tests/train/test_preemption.py runs `contrastkit train --nproc 2` on the digits quickstart, "
+NPROC_SLOW = ("covered: tests/training/test_preemption.py runs `contrastkit train --nproc 2` on the digits quickstart, "
               "evaluated in rank 0 (test_two_process_quickstart_evaluates_once_in_rank_0); distributed.md's "
               "`torchrun --standalone --nproc-per-node 2` (the launcher --nproc uses) runs here in CI")
 R18_SLOW = ("covered: tests/export/test_export.py trains digits-simclr with model.encoder=resnet18 through the CLI "
@@ -333,7 +333,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         'contrastkit train digits-simclr --set "train.loggers=[csv, tensorboard, mlflow]" --out runs/tracked': Command(
             sets=["train.max_steps=2", *DIGITS_EVAL], expect="ssl",
-            slow="covered: tests/train/test_loggers.py trains with train.loggers [csv, tensorboard, mlflow] and reads "
+            slow="covered: tests/training/test_loggers.py trains with train.loggers [csv, tensorboard, mlflow] and reads "
             "the MLflow run back (test_mlflow_records_every_step_once_across_a_resume)",
         ),
     },
@@ -413,7 +413,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         "contrastkit train --out runs/fm2 --resume --nproc 2": Command(
             sets=["train.max_steps=2"], after=(FM_RUN,), data=FASHION_MNIST, expect="resumed runs/fm2 at step 1/2",
-            slow="covered: tests/train/test_preemption.py resumes a SIGTERM-stopped `--nproc 2` run with "
+            slow="covered: tests/training/test_preemption.py resumes a SIGTERM-stopped `--nproc 2` run with "
             "`contrastkit train --out RUN --resume --nproc 2` (test_sigterm_under_nproc_2_stops_every_process_at_one_step)",
         ),
     },

@@ -12,12 +12,12 @@ from typing import Any
 
 from contrastkit.version import __version__
 
-__all__ = ["__version__", "load_run", "train"]
+__all__ = ["Run", "__version__", "load_run", "train"]
 
 
 def __getattr__(name: str) -> Any:
-    """``train`` and ``load_run`` are imported on first use (``import contrastkit`` stays light)."""
-    if name in ("train", "load_run"):
+    """``train``, ``load_run`` and ``Run`` are imported on first use (``import contrastkit`` stays light)."""
+    if name in ("train", "load_run", "Run"):
         from contrastkit import api
 
         return getattr(api, name)

@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 def _launch_nproc(args: argparse.Namespace) -> int:
     """`contrastkit train ... --nproc N`: the same command in N processes (torchrun + DDP)."""
     from contrastkit.runs import run_dir_for
-    from contrastkit.train.launch import launch
+    from contrastkit.training.launch import launch
 
     # one-line errors before any process starts
     args.out = str(run_dir_for(Path(args.recipe or "digits-simclr").stem, args.out, args.resume))
@@ -163,7 +163,7 @@ def _resume_command(out: str | Path, nproc: int = 1) -> str:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from contrastkit.api import train
-    from contrastkit.train.distributed import env_world_size
+    from contrastkit.training.distributed import env_world_size
 
     if args.nproc is not None:
         if args.nproc < 1:
@@ -175,7 +175,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run = train(args.recipe, overrides=args.overrides, out=args.out, resume=args.resume, evaluate=not args.no_eval,
                 progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks for the job
-        _print_results(run, run.results)
+        _print_results(run.trained, run.results)
     return 0
 
 
@@ -193,27 +193,28 @@ def _print_results(run: Any, results: dict[str, Any], *, headline: bool = True) 
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from contrastkit.runner import evaluate, load_run
+    from contrastkit.api import load_run
 
     run = load_run(args.run_dir, args.overrides)
-    evaluate(run)
-    _print_results(run, run.results, headline=False)
+    run.evaluate()
+    _print_results(run.trained, run.results, headline=False)
     return 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from contrastkit.runner import embed
+    from contrastkit.api import load_run
 
-    n, d = embed(Path(args.run_dir), args.data, Path(args.out), batch_size=args.batch_size)
+    if args.batch_size < 1:  # before the run is opened: the flag's own words
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    n, d = load_run(args.run_dir).embed(args.data, args.out, batch_size=args.batch_size)
     print(f"wrote {n} × {d} features to {args.out}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from contrastkit.export import export_run
+    from contrastkit.api import load_run
 
-    for line in export_run(Path(args.run_dir), args.format, Path(args.out), args.data):
-        print(line)
+    load_run(args.run_dir).export(args.format, args.out, data=args.data)
     return 0
 
 
@@ -239,12 +240,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _neighbours(args: argparse.Namespace, command: str, key: str, title: str) -> int:
     """`recommend` / `similar`: the run answers with rows of item, title and score."""
-    from contrastkit.runner import load_run
-    from contrastkit.tasks import FindsSimilar, Recommends, capable
+    from contrastkit.api import load_run
 
     if args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
-    run: Any = capable(load_run(args.run_dir), Recommends if command == "recommend" else FindsSimilar, command)
+    run = load_run(args.run_dir)
     rows = run.recommend(args.user, args.k) if command == "recommend" else run.similar(args.item, args.k)
     noun = getattr(run, "noun", "item")
     print(title.format(n=len(rows), id=getattr(args, key), noun=noun, nouns=f"{noun}s"))
@@ -262,16 +262,15 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from contrastkit.api import load_run
     from contrastkit.errors import check_choice
-    from contrastkit.index.faiss_index import INDEX_KINDS
-    from contrastkit.index.search import build_index
-    from contrastkit.runner import load_run
+    from contrastkit.index.faiss_index import INDEX_KINDS, IndexMeta
 
     check_choice("--kind", args.kind, INDEX_KINDS)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    run = load_run(args.run_dir)
-    folder, meta = build_index(run, args.data, kind=args.kind, name=args.name, batch_size=args.batch_size)
+    folder = load_run(args.run_dir).index(args.data, kind=args.kind, name=args.name, batch_size=args.batch_size)
+    meta = IndexMeta.read(folder)
     print(f"indexed {meta.count} {meta.modality} embeddings ({meta.dim}-d, {meta.kind}, {meta.metric}) in {folder}")
     return 0
 
@@ -303,6 +302,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from contrastkit.report import write_report
 
+    # several runs side by side: the report's own; one run: the same as Run.report
     path = write_report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None)
     print(f"wrote {path}")
     return 0
@@ -431,8 +431,8 @@ def _say(line: str) -> None:
 
 def _report(exc: Exception) -> int:
     """One line and the exit code for what stopped a command; anything else is a bug (re-raised)."""
-    from contrastkit.train import CheckpointWriteError, TrainingDiverged
-    from contrastkit.train.preemption import (
+    from contrastkit.training import CheckpointWriteError, TrainingDiverged
+    from contrastkit.training.preemption import (
         EXIT_CHECKPOINT_WRITE,
         EXIT_DIST_FAILURE,
         EXIT_PREEMPTED,

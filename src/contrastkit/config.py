@@ -22,7 +22,7 @@ import yaml
 from contrastkit.errors import UserError
 from contrastkit.methods.registry import MethodOptions, get_method
 from contrastkit.options import build, check, option, unknown_key
-from contrastkit.train.options import OptimConfig, TrainConfig
+from contrastkit.training.options import OptimConfig, TrainConfig
 
 
 @dataclass

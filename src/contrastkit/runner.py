@@ -1,5 +1,5 @@
 """The life cycle every run goes through, the same for every task: train (the task's
-:class:`~contrastkit.train.Training` through the one loop), then evaluate (rank 0 alone), then
+:class:`~contrastkit.training.Training` through the one loop), then evaluate (rank 0 alone), then
 results.json and report.html. The steps themselves belong to the task; this module only drives
 them, and opens finished runs (:func:`load_run`).
 """
@@ -17,8 +17,8 @@ from contrastkit.negatives.distributed import world
 from contrastkit.recipes import apply_overrides, read_run_config
 from contrastkit.runs import save_run_config, write_results
 from contrastkit.tasks import RunContext, TrainedRun, get_task
-from contrastkit.train import Callback, Trainer, TrainSummary, setup_runtime
-from contrastkit.train.distributed import shutdown
+from contrastkit.training import Callback, Trainer, TrainSummary, setup_runtime
+from contrastkit.training.distributed import shutdown
 
 
 def load_run(run_dir: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> TrainedRun:
@@ -108,10 +108,3 @@ def run_all(
 
         refresh_run_report(Path(run_dir), verbose=verbose)
     return results
-
-
-def embed(run_dir: Path, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
-    """Write embeddings of a data spec computed by a run's trained model (see each task)."""
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    return load_run(run_dir).embed(spec, Path(out), batch_size=batch_size)

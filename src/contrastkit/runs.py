@@ -19,8 +19,8 @@ import torch
 
 from contrastkit.config import Config, save_config
 from contrastkit.errors import UserError
-from contrastkit.train.checkpoint import load_latest_checkpoint
-from contrastkit.train.distributed import env_world_size
+from contrastkit.training.checkpoint import load_latest_checkpoint
+from contrastkit.training.distributed import env_world_size
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"

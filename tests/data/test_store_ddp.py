@@ -73,7 +73,7 @@ def test_ranks_read_disjoint_shards_and_resume_exactly(store: Path) -> None:
 def test_the_image_task_gives_each_rank_its_shard_of_the_map(store: Path, tmp_path: Path) -> None:
     """The image task's training on a store, as the two processes of ``--nproc 2`` build it: each
     rank's batches read its own half of the rows from the memory map (the two processes
-    themselves are the one loop's, tested in tests/train)."""
+    themselves are the one loop's, tested in tests/training)."""
     from contrastkit.recipes import load_config
     from contrastkit.tasks import RunContext, get_task
 

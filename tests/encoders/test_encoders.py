@@ -9,7 +9,7 @@ from torch import nn
 from contrastkit.encoders import IMAGE_ENCODERS, build_image_encoder
 from contrastkit.encoders.image import BasicBlock, TorchvisionResNet
 from contrastkit.errors import UserError
-from contrastkit.train import channels_last_for
+from contrastkit.training import channels_last_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: a second thread only spins
 

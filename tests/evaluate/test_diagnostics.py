@@ -15,7 +15,7 @@ from contrastkit.diagnostics import (
     normalised_std,
     uniformity,
 )
-from contrastkit.train.callbacks import CollapseMonitor
+from contrastkit.training.callbacks import CollapseMonitor
 
 
 def _signed_basis(d: int) -> torch.Tensor:

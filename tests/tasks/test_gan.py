@@ -1,6 +1,6 @@
 """Task gan: the sample-quality metrics against closed forms, ContraD's loss terms against naive
 loops, a few GAN steps of each method through the CLI (evaluation, saved generator, run object)
-and one-line errors. Exact resume and SIGTERM → exit 75 of a GAN run are the one loop's: tests/train/."""
+and one-line errors. Exact resume and SIGTERM → exit 75 of a GAN run are the one loop's: tests/training/."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from contrastkit.recipes import load_config
 from contrastkit.runner import evaluate, load_run, train_run
 from contrastkit.runs import new_run_dir
 from contrastkit.tasks import FindsSimilar, Recommends
-from contrastkit.train import Callback
+from contrastkit.training import Callback
 
 from ..conftest import SHARED_DATA
 from ..recsys_helpers import tiny_recsys_overrides, tiny_sets, write_tiny_movielens

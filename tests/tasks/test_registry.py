@@ -53,7 +53,7 @@ from contrastkit.tasks import (
     task_names,
     unregister_task,
 )
-from contrastkit.train import Callback, GradientStep, Training, TrainSummary
+from contrastkit.training import Callback, GradientStep, Training, TrainSummary
 
 from ..conftest import tiny_overrides
 

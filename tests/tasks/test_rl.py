@@ -2,7 +2,7 @@
 frame wrapper and the crop / shift augmentations, a few hundred CURL steps through the CLI
 (one loop step per environment step, its log, the replay buffer and return curve kept across
 --resume, CURL's loss per training round, the state probe) and one-line errors for bad input. SIGTERM → exit 75
-and resume of an rl run are the one loop's: tests/train/."""
+and resume of an rl run are the one loop's: tests/training/."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the loaders of the one training loop share (see :class:`contrastkit.train.Batches`)."""
+"""What the loaders of the one training loop share (see :class:`contrastkit.training.Batches`)."""
 
 from __future__ import annotations
 

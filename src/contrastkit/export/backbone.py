@@ -46,7 +46,7 @@ def export_backbone(tower: ImageTower, fmt: str, out: Path) -> list[str]:
     if out.suffix in TORCH_SUFFIXES:
         torch.save(state, out)
     else:
-        from contrastkit.train import save_safetensors
+        from contrastkit.training import save_safetensors
 
         save_safetensors(state, out)
     code = snippet(tower, fmt, out)

@@ -54,6 +54,11 @@ class IndexMeta:
     source: str = ""
     params: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def read(cls, folder: str | Path) -> IndexMeta:
+        """The meta.json of an index folder."""
+        return cls(**json.loads((Path(folder) / META_FILE).read_text()))
+
 
 def _prepare(vectors: np.ndarray, metric: str, what: str) -> np.ndarray:
     x = np.asarray(vectors, dtype=np.float32)
@@ -157,7 +162,7 @@ class EmbeddingIndex:
         folder = Path(folder)
         if not (folder / INDEX_FILE).is_file() or not (folder / META_FILE).is_file():
             raise UserError(f"{str(folder)!r} holds no index (expected {INDEX_FILE} and {META_FILE})")
-        meta = IndexMeta(**json.loads((folder / META_FILE).read_text()))
+        meta = IndexMeta.read(folder)
         index = faiss.read_index(str(folder / INDEX_FILE))
         with (folder / ITEMS_FILE).open(encoding="utf-8") as handle:
             items = [json.loads(line) for line in handle if line.strip()]

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from contrastkit.data.interactions import InteractionData
 from contrastkit.errors import UserError, check_choice
-from contrastkit.train.checkpoint import save_safetensors
+from contrastkit.training.checkpoint import save_safetensors
 
 EMBEDDINGS_FILE = "embeddings.safetensors"
 EMBED_SPECS = ("all", "users", "items")

@@ -17,7 +17,7 @@ from contrastkit.errors import UserError
 from contrastkit.report import figures
 from contrastkit.report.html import esc, page, render, table
 from contrastkit.runs import CONFIG_FILE, RESULTS_FILE
-from contrastkit.train.loggers import flatten_dict
+from contrastkit.training.loggers import flatten_dict
 from contrastkit.version import __version__
 
 REPORT_FILE = "report.html"

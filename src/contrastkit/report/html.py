@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from contrastkit.train.loggers import flatten_dict
+from contrastkit.training.loggers import flatten_dict
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from contrastkit.tasks.base import (
     Acts,
+    AnswersAnalogies,
     AnswersQueries,
     BrowsesImages,
     EmbedsItems,
@@ -58,6 +59,7 @@ def capable(run: TrainedRun, capability: type, command: str) -> TrainedRun:
 
 __all__ = [
     "Acts",
+    "AnswersAnalogies",
     "AnswersQueries",
     "BrowsesImages",
     "EmbedsItems",

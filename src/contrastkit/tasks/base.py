@@ -21,7 +21,7 @@ two tasks share lives below ``tasks/``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -34,7 +34,7 @@ from contrastkit.config import Config
 from contrastkit.errors import UserError, check_choice
 from contrastkit.index.keyed import KeyedVectors
 from contrastkit.runs import read_results
-from contrastkit.train import Training, TrainSummary, evaluation_runtime, run_device
+from contrastkit.training import Training, TrainSummary, evaluation_runtime, run_device
 
 T = TypeVar("T", bound="type[Task]")
 M = TypeVar("M")
@@ -268,6 +268,16 @@ class Acts(Protocol):
     def agent(self) -> Any: ...
 
     def q_values(self, obs: Any) -> np.ndarray: ...
+
+
+@runtime_checkable
+class AnswersAnalogies(Protocol):
+    """Word runs: gensim-style ``most_similar(positive, negative, k)`` over the vocabulary's
+    vectors (also offered as ``vectors``)."""
+
+    def most_similar(
+        self, positive: str | Sequence[str] = (), negative: str | Sequence[str] = (), k: int = 10
+    ) -> list[tuple[str, float]]: ...
 
 
 # ----------------------------------------------------------------------------- the task

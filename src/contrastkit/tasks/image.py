@@ -45,14 +45,14 @@ from contrastkit.methods.registry import get_method
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
-from contrastkit.train import (
+from contrastkit.training import (
     GradientStep,
     Training,
     TrainSummary,
     channels_last_for,
     save_safetensors,
 )
-from contrastkit.train.callbacks import CollapseMonitor
+from contrastkit.training.callbacks import CollapseMonitor
 
 ENCODER_FILE = "encoder.safetensors"
 # a store's raw-pixel baseline: float32 pixels of train + test at most this size (else a sample)

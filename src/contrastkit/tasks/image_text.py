@@ -42,7 +42,7 @@ from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
-from contrastkit.train import (
+from contrastkit.training import (
     GradientStep,
     Training,
     TrainSummary,

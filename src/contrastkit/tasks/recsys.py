@@ -39,7 +39,7 @@ from contrastkit.methods.recsys import GraphRecommender
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import CHECKPOINTS, load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task
-from contrastkit.train import (
+from contrastkit.training import (
     Callback,
     GradientStep,
     Trainer,
@@ -48,7 +48,7 @@ from contrastkit.train import (
     atomic_save,
     load_checkpoint,
 )
-from contrastkit.train.loggers import CsvLogger
+from contrastkit.training.loggers import CsvLogger
 
 BEST_CHECKPOINT = "best.pt"
 VALID_LOG = "validation_log.csv"

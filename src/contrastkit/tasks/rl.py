@@ -37,7 +37,7 @@ from contrastkit.methods.rl import ATCOptions
 from contrastkit.options import option
 from contrastkit.runs import checkpoint_part, load_run_checkpoint
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task, trained_line
-from contrastkit.train import Callback, Trainer, Training, TrainSummary
+from contrastkit.training import Callback, Trainer, Training, TrainSummary
 
 
 @dataclass

@@ -51,7 +51,7 @@ from contrastkit.methods.registry import get_method
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
-from contrastkit.train import (
+from contrastkit.training import (
     Clock,
     GradientStep,
     OptimConfig,

@@ -33,7 +33,7 @@ from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
-from contrastkit.train import GradientStep, Training, TrainSummary
+from contrastkit.training import GradientStep, Training, TrainSummary
 
 META_FILE = "text_run.json"
 # keys of the text section only the image_text task reads

@@ -1,7 +1,7 @@
 """Image folders: which files are images, which subfolders are splits and which are classes.
 
 A folder is flat (an unlabeled set), or holds one subfolder per class (labels by sorted name,
-images anywhere below); either may sit in split subfolders (``train/`` ``test/`` …). Hidden
+images anywhere below); either may sit in split subfolders (``training/`` ``test/`` …). Hidden
 entries (a leading dot) are ignored; image files are those with a suffix of
 :data:`contrastkit.data.image.decode.IMAGE_SUFFIXES`, sorted by path.
 """

@@ -1,7 +1,7 @@
 """Image stores: data sets decoded once into memory-mapped uint8 files (``contrastkit prepare``).
 
 ``prepare_store(SOURCE, STORE, size=S, workers=N)`` reads an image folder (flat, one subfolder per
-class, with or without ``train/`` ``test/`` … split subfolders, as ``data.name: folder`` reads it),
+class, with or without ``training/`` ``test/`` … split subfolders, as ``data.name: folder`` reads it),
 WebDataset-style tar shards (see contrastkit.data.image.shards) or a named data set (``digits``,
 ``fashion-mnist``, ``cifar10``, … as ``NAME`` for all its splits or ``NAME:SPLIT``) and writes,
 per split:

@@ -1,7 +1,7 @@
 """Streaming image folders (``data.name: folder`` with ``data.stream: true``): no decoding up front.
 
 :func:`open_folder_stream` lists the folder exactly as ``data.name: folder`` does (class
-subfolders give labels, ``train/`` ``test/`` … split subfolders are honoured) and keeps only the
+subfolders give labels, ``training/`` ``test/`` … split subfolders are honoured) and keeps only the
 file list and the labels. Corrupt files are skipped *at listing time* by a header check (PIL
 opens the header without decoding the pixels); a file whose header is fine but whose pixels do
 not decode stops training with a one-line error naming the file. The channels (RGB when any

@@ -31,7 +31,7 @@ from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task, trained_line
 from contrastkit.tasks.gan.evaluation import evaluate_gan, gan_results_table
 from contrastkit.tasks.gan.model import GENERATOR_FILE, LOG_NAMES, GanConfig, build_gan, save_grid
-from contrastkit.train import Callback, Clock, Trainer, Training, TrainSummary, save_safetensors
+from contrastkit.training import Callback, Clock, Trainer, Training, TrainSummary, save_safetensors
 
 # ----------------------------------------------------------------------------- training
 

@@ -35,7 +35,7 @@ from contrastkit.methods.gan import to_uint8
 from contrastkit.methods.registry import get_method
 from contrastkit.options import build
 from contrastkit.tasks.gan.model import build_gan, save_grid
-from contrastkit.train import (
+from contrastkit.training import (
     GradientStep,
     OptimConfig,
     TrainConfig,

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import torch
 
 from contrastkit.errors import UserError
-from contrastkit.train.distributed import init_from_env
-from contrastkit.train.malloc import keep_freed_memory
-from contrastkit.train.options import TrainConfig
+from contrastkit.training.distributed import init_from_env
+from contrastkit.training.malloc import keep_freed_memory
+from contrastkit.training.options import TrainConfig
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -102,7 +102,7 @@ def setup_runtime(train: TrainConfig, *, training: bool = True) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device {train.device!r} asked for CUDA, but no GPU is visible")
     if training:
-        keep_freed_memory(train.keep_freed_memory)  # see contrastkit.train.malloc
+        keep_freed_memory(train.keep_freed_memory)  # see contrastkit.training.malloc
         ctx = init_from_env(device, train.dist_timeout_minutes)
         if ctx.enabled and device.type == "cuda":
             device = torch.device("cuda", ctx.local_rank)

@@ -10,7 +10,7 @@ from contrastkit.options import option
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw", "lars", "sparse_adam")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
-LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")  # see train/loggers.py
+LOGGERS: tuple[str, ...] = ("csv", "tensorboard", "mlflow", "wandb")  # see training/loggers.py
 
 
 @dataclass

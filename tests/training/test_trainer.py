@@ -16,8 +16,8 @@ import torch
 from contrastkit.recipes import load_config
 from contrastkit.runner import train_run
 from contrastkit.runs import checkpoint_part, new_run_dir
-from contrastkit.train import LARS, Callback, Trainer, TrainingDiverged, load_checkpoint, lr_factor
-from contrastkit.train.progress import Progress
+from contrastkit.training import LARS, Callback, Trainer, TrainingDiverged, load_checkpoint, lr_factor
+from contrastkit.training.progress import Progress
 
 from ..conftest import InterruptAt, Interrupted, tiny_overrides
 
@@ -79,7 +79,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
 ) -> None:
     """The loss is checked on logged steps and before every checkpoint (never in between: it
     stays on the device); the error names the first bad step and the checkpoint kept."""
-    from contrastkit.train import steps
+    from contrastkit.training import steps
 
     cfg = load_config("digits-simclr", tiny_overrides(**{"train.max_steps": 8, "train.checkpoint_every": 2,
                                                          "train.log_every": 3}))
@@ -168,7 +168,7 @@ def test_lars_trust_ratio_matches_formula() -> None:
 _HEAP = r"""
 import sys
 import torch
-from contrastkit.train.malloc import keep_freed_memory
+from contrastkit.training.malloc import keep_freed_memory
 for setting in sys.argv[1].split(","):  # e.g. "true,false": on, then off again in the same process
     keep_freed_memory(setting == "true")
 torch.set_num_threads(1)
@@ -193,7 +193,7 @@ def test_freed_memory_stays_in_the_heap_for_the_next_step_and_can_be_switched_of
     """train.keep_freed_memory (default on, set by training only): blocks below 32 MiB come from
     the heap and stay there once freed, instead of being mapped for each allocation and unmapped
     on free (glibc's default above 128 KiB), which page-faults them in again every step (1.5x
-    slower recommendation steps on CPU, see contrastkit.train.malloc). Switched off later in the
+    slower recommendation steps on CPU, see contrastkit.training.malloc). Switched off later in the
     same process, glibc's defaults are back."""
     import subprocess
 

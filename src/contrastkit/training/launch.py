@@ -16,7 +16,7 @@ import tempfile
 from typing import Any
 
 from contrastkit.errors import UserError
-from contrastkit.train.preemption import EXIT_DIST_FAILURE, EXIT_PREEMPTED
+from contrastkit.training.preemption import EXIT_DIST_FAILURE, EXIT_PREEMPTED
 
 FORWARDED = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
 LAUNCHED = "CONTRASTKIT_LAUNCHED"

@@ -1,6 +1,6 @@
 """The step most tasks train with: one optimiser over one model whose ``training_step(batch)``
 returns a loss. Tasks with other updates (a GAN's two players, an agent acting in an
-environment, skip-gram's hand-written sparse SGD) bring their own :class:`~contrastkit.train.Step`.
+environment, skip-gram's hand-written sparse SGD) bring their own :class:`~contrastkit.training.Step`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from contrastkit.negatives.distributed import world
-from contrastkit.train.optim import build_optimizer, peak_lr
-from contrastkit.train.options import OptimConfig, TrainConfig
-from contrastkit.train.runtime import autocast_dtype
-from contrastkit.train.trainer import Clock, StepResult
+from contrastkit.training.optim import build_optimizer, peak_lr
+from contrastkit.training.options import OptimConfig, TrainConfig
+from contrastkit.training.runtime import autocast_dtype
+from contrastkit.training.trainer import Clock, StepResult
 
 
 def sync_batchnorm(model: nn.Module, device: torch.device, note: Callable[[str], None] | None = None) -> nn.Module:

@@ -26,23 +26,23 @@ import torch
 from torch import Tensor
 
 from contrastkit.negatives.distributed import world
-from contrastkit.train.checkpoint import (
+from contrastkit.training.checkpoint import (
     CheckpointWriteError,
     atomic_save,
     load_checkpoint,
     load_latest_checkpoint,
 )
-from contrastkit.train.loggers import Loggers, check_installed
-from contrastkit.train.optim import lr_factor
-from contrastkit.train.options import OptimConfig, TrainConfig
-from contrastkit.train.preemption import (
+from contrastkit.training.loggers import Loggers, check_installed
+from contrastkit.training.optim import lr_factor
+from contrastkit.training.options import OptimConfig, TrainConfig
+from contrastkit.training.preemption import (
     DistributedFailure,
     Preempted,
     PreemptionHandler,
     is_communication_failure,
 )
-from contrastkit.train.progress import Progress
-from contrastkit.train.runtime import peak_memory_mb
+from contrastkit.training.progress import Progress
+from contrastkit.training.runtime import peak_memory_mb
 
 CHECKPOINT_FORMAT = "contrastkit-checkpoint-v2"
 LEGACY_STEP_KEYS = ("model", "optimizer", "scaler")  # v1 checkpoints kept the step's state at the top
@@ -378,7 +378,7 @@ class Trainer:
         """Run until the step count (or time budget) is reached; checkpoint along the way.
 
         SIGTERM / SIGUSR1 / SIGINT end the run after the current step with a checkpoint of it
-        (:class:`~contrastkit.train.preemption.Preempted` is raised once it is written); a
+        (:class:`~contrastkit.training.preemption.Preempted` is raised once it is written); a
         failed collective under torchrun raises :class:`DistributedFailure`.
         """
         try:

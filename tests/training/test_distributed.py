@@ -82,7 +82,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from contrastkit.train.steps import _TrainingStep
+    from contrastkit.training.steps import _TrainingStep
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.errors import check_choice
-from contrastkit.train.options import OptimConfig
+from contrastkit.training.options import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):

@@ -28,7 +28,7 @@ import torch
 
 from contrastkit.cli import main
 from contrastkit.runs import checkpoint_part
-from contrastkit.train import Callback, Trainer, load_checkpoint
+from contrastkit.training import Callback, Trainer, load_checkpoint
 
 from ..conftest import tiny_overrides
 
@@ -211,7 +211,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    monkeypatch.setattr("contrastkit.train.checkpoint.torch.save", _failing_save(4096))
+    monkeypatch.setattr("contrastkit.training.checkpoint.torch.save", _failing_save(4096))
     sets = [*TINY, "train.checkpoint_every=5", "train.max_steps=12"]
     assert main(["train", *_sets(sets), "--no-eval", "--quiet", "--out", str(run)]) == 74
     err = capsys.readouterr().err.strip().splitlines()
@@ -226,7 +226,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(
 def test_a_second_signal_during_the_save_corrupts_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    import contrastkit.train.checkpoint as checkpoint
+    import contrastkit.training.checkpoint as checkpoint
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     real = torch.save

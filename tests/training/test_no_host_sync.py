@@ -24,7 +24,7 @@ import torch
 
 from contrastkit.recipes import load_config
 from contrastkit.tasks import RunContext, get_task
-from contrastkit.train import Trainer
+from contrastkit.training import Trainer
 
 from ..conftest import tiny_overrides
 from ..recsys_helpers import write_tiny_movielens

@@ -3,16 +3,16 @@ checkpoints, loggers, progress and the runtime (device, seeds, processes)."""
 
 from __future__ import annotations
 
-from contrastkit.train.checkpoint import (
+from contrastkit.training.checkpoint import (
     CheckpointWriteError,
     atomic_save,
     load_checkpoint,
     load_latest_checkpoint,
     save_safetensors,
 )
-from contrastkit.train.optim import LARS, build_optimizer, lr_factor, peak_lr
-from contrastkit.train.options import OptimConfig, TrainConfig
-from contrastkit.train.runtime import (
+from contrastkit.training.optim import LARS, build_optimizer, lr_factor, peak_lr
+from contrastkit.training.options import OptimConfig, TrainConfig
+from contrastkit.training.runtime import (
     autocast_dtype,
     channels_last_for,
     evaluation_runtime,
@@ -21,8 +21,8 @@ from contrastkit.train.runtime import (
     run_device,
     setup_runtime,
 )
-from contrastkit.train.steps import GradientStep
-from contrastkit.train.trainer import (
+from contrastkit.training.steps import GradientStep
+from contrastkit.training.trainer import (
     Batches,
     Callback,
     Clock,

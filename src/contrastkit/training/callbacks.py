@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from contrastkit.train.trainer import Callback, Trainer
+from contrastkit.training.trainer import Callback, Trainer
 
 
 class CollapseMonitor(Callback):

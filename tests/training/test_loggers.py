@@ -17,7 +17,7 @@ from contrastkit.errors import UserError, install_hint
 from contrastkit.recipes import load_config
 from contrastkit.runner import train_run
 from contrastkit.runs import new_run_dir
-from contrastkit.train.loggers import LOG_FIELDS, Loggers, check_installed, read_tracker_ids
+from contrastkit.training.loggers import LOG_FIELDS, Loggers, check_installed, read_tracker_ids
 
 from ..conftest import InterruptAt, Interrupted, tiny_overrides
 
