@@ -5,18 +5,22 @@ BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 DEMO_ARGS ?=
 
-.PHONY: demo test lint unit install install-test fashion-mnist chromium bench clean
+.PHONY: demo test lint docs unit install install-test fashion-mnist chromium bench clean
 
 # DEMO_ARGS: extra arguments for the demo run (the docs tests shorten it with them)
 demo: install fashion-mnist
 	$(BIN)/contrastkit train $(DEMO_ARGS)
 
-test: install-test fashion-mnist chromium lint unit
+test: install-test fashion-mnist chromium lint docs unit
 
 lint:
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/python tools/check_imports.py
+
+# the API reference from the docstrings (pdoc): build/reference/index.html; a warning fails it
+docs: install-test
+	$(BIN)/python tools/build_reference.py build/reference
 
 # two workers, one test file each at a time: most tests wait on subprocesses or run one thread
 unit:
