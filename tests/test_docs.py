@@ -119,6 +119,9 @@ NPROC_SLOW = ("covered: tests/training/test_preemption.py runs `contrastkit trai
 R18_SLOW = ("covered: tests/export/test_export.py trains digits-simclr with model.encoder=resnet18 through the CLI "
             "and exports it to torchvision, timm and onnx (test_state_dict_loads_strictly_and_matches_embed, "
             "test_onnx_image_encoder_matches_embed)")
+W2V_COMMAND = Command(
+    replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"], expect="tokens/s"
+)
 COMMANDS: dict[str, dict[str, Command]] = {
     "README.md": {
         "make demo": Command(
@@ -155,10 +158,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
             sets=["train.max_steps=2", *DIGITS_EVAL], expect="accuracy (%) on the test split", slow=NPROC_SLOW
         ),
         ML100K_RUN: Command(replace={"PATH/TO/ml-100k": str(ML100K)}, sets=["train.epochs=1"], data=ML100K, expect="popularity"),
-        W2V_RUN: Command(
-            replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"],
-            expect="tokens/s",
-        ),
+        W2V_RUN: W2V_COMMAND,
         "contrastkit similar runs/w2v --word doctor --k 5": Command(
             after=(W2V_RUN,), expect="5 words most similar to word doctor"
         ),
@@ -318,10 +318,7 @@ COMMANDS: dict[str, dict[str, Command]] = {
             after=(SICK_RUN,), data=SICK, expect="SentenceTransformer", slow=SICK_SLOW
         ),
         # the README's run (the same command): linked, not trained again
-        W2V_RUN: Command(
-            replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"],
-            expect="tokens/s",
-        ),
+        W2V_RUN: W2V_COMMAND,
         "contrastkit export runs/w2v --format word2vec --out runs/w2v/vectors.txt": Command(
             after=(W2V_RUN,), expect="word2vec text format"
         ),

@@ -33,48 +33,5 @@ is where to import it from.
 
 from __future__ import annotations
 
-from contrastkit.data.image.augment import (
-    AUGMENTATIONS,
-    GEOMETRIC,
-    BatchAugmentation,
-    BatchOp,
-    ColorJitter,
-    EvalTransform,
-    GaussianBlur,
-    GaussianNoise,
-    GeometricWarp,
-    Params,
-    RandomGrayscale,
-    Solarize,
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
-    build_augmentation,
-    default_augmentation,
-    eval_transform,
-    normalize,
-)
-
-__all__ = [
-    "AUGMENTATIONS",
-    "GEOMETRIC",
-    "BatchAugmentation",
-    "BatchOp",
-    "ColorJitter",
-    "EvalTransform",
-    "GaussianBlur",
-    "GaussianNoise",
-    "GeometricWarp",
-    "Params",
-    "RandomGrayscale",
-    "Solarize",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_hue",
-    "adjust_saturation",
-    "build_augmentation",
-    "default_augmentation",
-    "eval_transform",
-    "normalize",
-]
+from contrastkit.data.image.augment import *  # noqa: F403  (the public names: that module's __all__)
+from contrastkit.data.image.augment import __all__ as __all__

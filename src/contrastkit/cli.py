@@ -246,7 +246,7 @@ def _neighbours(args: argparse.Namespace, command: str, key: str, title: str) ->
         raise UserError(f"--k must be >= 1, got {args.k}")
     run = load_run(args.run_dir)
     rows = run.recommend(args.user, args.k) if command == "recommend" else run.similar(args.item, args.k)
-    noun = getattr(run, "noun", "item")
+    noun = run.trained.noun  # "item", or "word" for a word run
     print(title.format(n=len(rows), id=getattr(args, key), noun=noun, nouns=f"{noun}s"))
     for rank, row in enumerate(rows, 1):
         print(f"{rank:3d}. {row['item']:>8}  {row['score']:8.4f}  {row['title']}".rstrip())

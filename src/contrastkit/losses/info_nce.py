@@ -185,30 +185,11 @@ def info_nce(
     strategy = _check_options(reduction, similarity, temperature, chunk_size, negatives, check_values)
     _check_2d("queries", queries)
     if gather_distributed and world()[1] > 1:
-        keys, gathered = _gather_across_ranks(
-            queries,
-            keys,
-            InfoNCEInputs(
-                positive_mask=positive_mask,
-                positive_index=positive_index,
-                labels=labels,
-                key_labels=key_labels,
-                negative_keys=negative_keys,
-                negative_weights=negative_weights,
-            ),
-            check_values,
-        )
-        return info_nce(
-            queries,
-            keys,
-            **gathered,
-            temperature=temperature,
-            similarity=similarity,
-            reduction=reduction,
-            chunk_size=chunk_size,
-            negatives=negatives,
-            check_values=check_values,
-        )
+        given = InfoNCEInputs(positive_mask=positive_mask, positive_index=positive_index, labels=labels,
+                              key_labels=key_labels, negative_keys=negative_keys, negative_weights=negative_weights)
+        keys, gathered = _gather_across_ranks(queries, keys, given, check_values)
+        return info_nce(queries, keys, **gathered, temperature=temperature, similarity=similarity, reduction=reduction,
+                        chunk_size=chunk_size, negatives=negatives, check_values=check_values)
     n, d = queries.shape
     self_keys = keys is None
     if keys is not None:

@@ -25,10 +25,6 @@ class BarlowTwinsOptions(ImageMethodOptions):
 )
 class BarlowTwins(TwoViewMethod):
     """Barlow Twins: an encoder + projector whose two views' cross-correlation → identity.
-
-    Batch: ``training_step({"views": [x1, x2]})``, two augmented views of the same B images,
-    each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. two calls of a
-    :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
     """
 
     Options = BarlowTwinsOptions

@@ -97,6 +97,13 @@ class TwoViewMethod(nn.Module):
     ``"labels"`` too. Returns a :class:`StepOutput` (its ``loss`` to back-propagate).
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A method's docstring states its batch: the two views below, unless it says otherwise."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__doc__") or ""
+        if "Batch" not in own:
+            cls.__doc__ = own.rstrip() + "\n\n    Batch: the views of :class:`TwoViewMethod` (``{\"views\": [x1, x2]}``).\n"
+
     Options: ClassVar[type[ImageMethodOptions]] = ImageMethodOptions
     default_head: ClassVar[HeadOptions] = HeadOptions()
     opts: ImageMethodOptions

@@ -31,10 +31,6 @@ class BYOLOptions(MomentumOptions):
 @register_method("byol", options=BYOLOptions, tasks=("image",), paper="Grill et al. 2020, arXiv:2006.07733")
 class BYOL(TwoViewMethod):
     """BYOL: an online network (encoder, projector, predictor) regresses its momentum target.
-
-    Batch: ``training_step({"views": [x1, x2]})``, two augmented views of the same B images,
-    each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. two calls of a
-    :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
     """
 
     Options = BYOLOptions

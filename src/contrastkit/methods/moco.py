@@ -122,10 +122,6 @@ class MoCoV2(_MomentumContrast):
     ``symmetric`` adds the loss with the views swapped (both key sets are enqueued);
     ``in_batch_negatives`` also uses the batch's other keys as negatives. ``bn_splits`` > 1
     normalises that many groups separately and shuffles the key batch across them.
-
-    Batch: ``training_step({"views": [x1, x2]})``, two augmented views of the same B images,
-    each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. two calls of a
-    :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
     """
 
     Options = MoCoV2Options
@@ -166,10 +162,6 @@ class MoCoV3(_MomentumContrast):
     """MoCo v3: online projector + predictor against a momentum key encoder, in-batch keys.
 
     Symmetric InfoNCE over the batch's keys, scaled by 2·temperature as in the paper.
-
-    Batch: ``training_step({"views": [x1, x2]})``, two augmented views of the same B images,
-    each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. two calls of a
-    :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
     """
 
     Options = MoCoV3Options

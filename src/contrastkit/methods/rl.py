@@ -98,28 +98,23 @@ class ATCOptions(PixelsOptions):
 # ----------------------------------------------------------------------------- modules
 
 
-@register_method("pixels", options=PixelsOptions, tasks=("rl",), paper="Mnih et al. 2015 (DQN), arXiv:1312.5602")
-class Pixels(nn.Module):
-    """Pixels: DQN on the conv encoder of stacked frames, no contrastive term (baseline).
+class _DQNOnly(nn.Module):
+    """A method without a contrastive term: it holds its options only; the agent
+    (Stable-Baselines3's DQN) trains on environment steps, there is no batch of its own."""
 
-    Holds the options only: the agent (Stable-Baselines3's DQN) trains on environment steps,
-    there is no batch of its own."""
-
-    def __init__(self, options: PixelsOptions, encoder: nn.Module | None = None) -> None:
+    def __init__(self, options: PixelsOptions | StateOptions, encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.opts = options
+
+
+@register_method("pixels", options=PixelsOptions, tasks=("rl",), paper="Mnih et al. 2015 (DQN), arXiv:1312.5602")
+class Pixels(_DQNOnly):
+    """Pixels: DQN on the conv encoder of stacked frames, no contrastive term (baseline); no batch."""
 
 
 @register_method("state", options=StateOptions, tasks=("rl",), paper="Mnih et al. 2015 (DQN), arXiv:1312.5602")
-class State(nn.Module):
-    """State: DQN with an MLP on the environment's true state (the upper bound).
-
-    Holds the options only: the agent (Stable-Baselines3's DQN) trains on environment steps,
-    there is no batch of its own."""
-
-    def __init__(self, options: StateOptions, encoder: nn.Module | None = None) -> None:
-        super().__init__()
-        self.opts = options
+class State(_DQNOnly):
+    """State: DQN with an MLP on the environment's true state (the upper bound); no batch."""
 
 
 @register_method("curl", options=CURLOptions, tasks=("rl",), paper="Srinivas et al. 2020, arXiv:2004.04136")

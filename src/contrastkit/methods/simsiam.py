@@ -29,10 +29,6 @@ class SimSiamOptions(ImageMethodOptions):
 @register_method("simsiam", options=SimSiamOptions, tasks=("image",), paper="Chen & He 2021, arXiv:2011.10566")
 class SimSiam(TwoViewMethod):
     """SimSiam: Siamese encoder + projector, predictor on one side, stop-gradient on the other.
-
-    Batch: ``training_step({"views": [x1, x2]})``, two augmented views of the same B images,
-    each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. two calls of a
-    :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
     """
 
     Options = SimSiamOptions

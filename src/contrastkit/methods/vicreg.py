@@ -25,10 +25,6 @@ class VICRegOptions(ImageMethodOptions):
 @register_method("vicreg", options=VICRegOptions, tasks=("image",), paper="Bardes, Ponce & LeCun 2022, arXiv:2105.04906")
 class VICReg(TwoViewMethod):
     """VICReg: an encoder + expander MLP trained with variance–invariance–covariance terms.
-
-    Batch: ``training_step({"views": [x1, x2]})``, two augmented views of the same B images,
-    each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. two calls of a
-    :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
     """
 
     Options = VICRegOptions

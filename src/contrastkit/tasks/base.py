@@ -304,8 +304,11 @@ class Task:
     @classmethod
     def needs(cls, cfg: Config) -> tuple[str, str]:
         """What a config of this task trains on (a data set, a file, an environment) and the
-        optional extra it needs ('' for none): the columns of ``contrastkit recipes``."""
-        return "", ""
+        optional extra it needs ('' for none): the columns of ``contrastkit recipes``. By
+        default: the image data set of a task that reads the ``data`` section."""
+        from contrastkit.data.image.spec import needed_data
+
+        return (needed_data(cfg.data) if "data" in cls.sections else ""), ""
 
     def training(self, ctx: RunContext) -> Training:
         """Data, model, step, batches and callbacks of a run (``ctx.resume``: continuing one);

@@ -257,11 +257,6 @@ class ImageTask(Task):
     runs = (ImageRun,)
 
     @classmethod
-    def needs(cls, cfg: Config) -> tuple[str, str]:
-        d = cfg.data
-        return (f"{d.name} (data.root)" if d.name in ("folder", "store") else d.name), ""
-
-    @classmethod
     def validate(cls, cfg: Config) -> None:
         if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
             raise UserError("eval.episode_classes=novel needs data.train_classes (the classes to pre-train on)")

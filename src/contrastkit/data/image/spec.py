@@ -66,6 +66,11 @@ def _check_classes(d: DataConfig, labels: torch.Tensor | None, num_classes: int,
     return torch.isin(labels, torch.tensor(d.train_classes))
 
 
+def needed_data(d: DataConfig) -> str:
+    """What a recipe's ``data`` section needs, for ``contrastkit recipes``."""
+    return f"{d.name} (data.root)" if d.name in ("folder", "store") else d.name
+
+
 def load_split(d: DataConfig, split: str, *, all_classes: bool = False) -> ImageDataset:
     """The configured data set's train or test split; the train split restricted to
     ``data.train_classes`` where given (unless ``all_classes``)."""

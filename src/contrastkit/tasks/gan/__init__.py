@@ -196,11 +196,6 @@ class GanTask(Task):
     runs = (GanRun,)
 
     @classmethod
-    def needs(cls, cfg: Config) -> tuple[str, str]:
-        d = cfg.data
-        return (f"{d.name} (data.root)" if d.name in ("folder", "store") else d.name), ""
-
-    @classmethod
     def validate(cls, cfg: Config) -> None:
         d: DataConfig = cfg.data
         if d.image_size is not None:
