@@ -232,7 +232,7 @@ class Run:
         less the ``negative`` ones' (``most_similar(["king", "woman"], ["man"])``), the query
         words left out — what gensim's ``KeyedVectors.most_similar`` answers."""
         run: Any = capable(self.trained, AnswersAnalogies, "most_similar")
-        found: list[tuple[str, float]] = run.most_similar(positive, negative, _positive(k, "k"))
+        found: list[tuple[str, float]] = run.most_similar(positive, negative, k)
         return found
 
     @property

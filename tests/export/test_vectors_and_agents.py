@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import contrastkit
 from contrastkit.cli import main
 from contrastkit.errors import UserError
 from contrastkit.index.keyed import KeyedVectors
@@ -79,7 +80,7 @@ def test_word2vec_file_loads_in_gensim_and_most_similar_agrees(
     w2v: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gensim_models = pytest.importorskip("gensim.models")  # a `test` extra: installed wherever the suite runs
-    run = load_run(w2v)
+    run = contrastkit.load_run(w2v)  # the public run object: vectors and most_similar as users see them
     out = tmp_path / "vectors.txt"
     lines = _export(capsys, w2v, "--format", "word2vec", "--out", out)
     assert lines[0] == f"wrote {out}: {len(run.vectors)} tokens × 16 (word2vec text format: a 'N D' header line, then " \
