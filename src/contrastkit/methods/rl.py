@@ -109,12 +109,14 @@ class _DQNOnly(nn.Module):
 
 @register_method("pixels", options=PixelsOptions, tasks=("rl",), paper="Mnih et al. 2015 (DQN), arXiv:1312.5602")
 class Pixels(_DQNOnly):
-    """Pixels: DQN on the conv encoder of stacked frames, no contrastive term (baseline); no batch."""
+    """Pixels: DQN on the conv encoder of stacked frames, no contrastive term (baseline). It holds
+    its options only: no batch of its own."""
 
 
 @register_method("state", options=StateOptions, tasks=("rl",), paper="Mnih et al. 2015 (DQN), arXiv:1312.5602")
 class State(_DQNOnly):
-    """State: DQN with an MLP on the environment's true state (the upper bound); no batch."""
+    """State: DQN with an MLP on the environment's true state (the upper bound). It holds its
+    options only: no batch of its own."""
 
 
 @register_method("curl", options=CURLOptions, tasks=("rl",), paper="Srinivas et al. 2020, arXiv:2004.04136")
