@@ -206,3 +206,42 @@ def test_search_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     bad = ["train", "--set", "task=text", "--set", "method.name=simclr", "--out", str(tmp_path / "r")]
     assert main(bad) == 2
     assert "method.name 'simclr' is a method of task image, not of task text" in capsys.readouterr().err
+
+
+def _caption_shards(root: Path, images: np.ndarray, labels: np.ndarray, shards: int) -> None:
+    """WebDataset-style shards of PNGs with a .txt caption (and a .cls label) each."""
+    import tarfile
+
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        with tarfile.open(root / f"part-{s:03d}.tar", "w") as tar:
+            for i in range(s, len(images), shards):
+                png = io.BytesIO()
+                Image.fromarray(images[i]).save(png, format="PNG")
+                files = {"png": png.getvalue(), "txt": f"a photo of the digit {labels[i]}".encode(),
+                         "cls": str(labels[i]).encode()}
+                for ext, data in files.items():
+                    info = tarfile.TarInfo(f"{i:05d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def test_clip_trains_from_caption_shards(tmp_path: Path) -> None:
+    """An image–text run from WebDataset shards: the .txt members are its captions (a .cls beside
+    them does not turn them into labels), the test shard its retrieval set."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * 15).astype(np.uint8)
+    _caption_shards(tmp_path / "train", images[:300], digits.target[:300], shards=2)
+    _caption_shards(tmp_path / "test", images[300:360], digits.target[300:360], shards=1)
+    sets = tiny_clip_sets(**{"text.train_file": str(tmp_path / "train" / "part-{000..001}.tar"),
+                             "text.retrieval_file": str(tmp_path / "test" / "part-000.tar"), "data.image_size": 8})
+    run = tmp_path / "run"
+    printed = _train([*sets, "--out", str(run)])
+    assert "i→t R@1" in printed
+    ev = json.loads((run / "results.json").read_text())["eval"]["encoders"]["trained"]
+    assert ev["text_to_image"]["queries"] == 10 and ev["text_to_image"]["corpus"] == 60  # 60 test images, 10 captions
+    assert "zero_shot" not in ev  # captions, no classes: nothing to prompt zero-shot

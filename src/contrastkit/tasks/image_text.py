@@ -1,6 +1,7 @@
 """Task ``image_text``: two towers (CLIP / SigLIP) from images with captions — a labelled
 image data set whose captions are generated from class names and image attributes, or an
-(image, caption) table — evaluated by zero-shot classification and image↔text retrieval.
+(image, caption) table, or WebDataset-style tar shards (an image and a .txt caption per sample) —
+evaluated by zero-shot classification and image↔text retrieval.
 
 Run folder: ``text_encoder/`` (the text tower's transformers folder), ``text_run.json`` (the
 image channels, size and normalisation, class names, caption thresholds),
@@ -60,6 +61,7 @@ DEFAULT_AUGMENT: list[dict[str, Any]] = [
 
 def image_text_data(cfg: Config, split: str) -> dict[str, Any]:
     """Images (uint8 on CPU) with captions: a labelled data set with generated captions, or a table."""
+    from contrastkit.data.image.shards import read_caption_shards
     from contrastkit.data.text.captions import caption_rows_info, read_image_captions
     from contrastkit.data.text.corpus import filter_rows, read_table, resolve_spec
 
@@ -68,6 +70,10 @@ def image_text_data(cfg: Config, split: str) -> dict[str, Any]:
         spec = t.train_file if split == "train" else t.retrieval_file
         if not spec:
             return {}
+        shards = read_caption_shards(spec, cfg.data.image_size or 64)  # WebDataset shards: image + .txt
+        if shards is not None:
+            return {"images": shards[0], "captions": shards[1], "labels": None, "classes": [],
+                    **caption_rows_info(shards[0])}
         res = resolve_spec(spec, t.data_root)
         table = filter_rows(read_table(res.path, res.fmt), t.train_filter if split == "train" else t.retrieval_filter)
         images, captions = read_image_captions(
@@ -295,10 +301,11 @@ class ImageTextTask(Task):
 
     @classmethod
     def validate(cls, cfg: Config) -> None:
+        from contrastkit.data.image.shards import names_shards
         from contrastkit.data.text.captions import check_templates
 
         t: TextConfig = cfg.text
-        if t.train_file and len(t.train_columns) != 2:
+        if t.train_file and not names_shards(t.train_file) and len(t.train_columns) != 2:
             raise UserError(f"image_text from a table needs text.train_columns = [image, caption]; got {t.train_columns}")
         check_templates(t.caption_templates, "text.caption_templates")
         check_templates(t.zero_shot_templates, "text.zero_shot_templates")

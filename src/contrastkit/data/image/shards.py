@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from contrastkit.data.image.decode import (
     IMAGE_SUFFIXES,
@@ -69,6 +71,11 @@ Label = int | str | dict[str, str] | None
 
 def is_tar(path: Path) -> bool:
     return path.name.lower().endswith(TAR_SUFFIXES)
+
+
+def names_shards(source: str) -> bool:
+    """Whether SOURCE is written as shards (a brace pattern or a .tar file), without reading it."""
+    return bool(_BRACES.search(source)) or is_tar(Path(source))
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -216,10 +223,12 @@ def _ends_archive(path: str, offset: int) -> bool:
 
 
 def read_shard(path: str, size: int) -> dict[str, Any]:
-    """Decode one shard: images (k, 3, S, S) uint8, k label tokens (int, str or None), whether
-    any image was colour, counts, and the shard's bytes and sha256."""
+    """Decode one shard: images (k, 3, S, S) uint8, k label tokens (int, str or None), k captions
+    (a ``.txt`` member's text or None), whether any image was colour, counts, and the shard's
+    bytes and sha256."""
     images: list[np.ndarray] = []
     labels: list[Label] = []
+    captions: list[str | None] = []
     colour = False
     samples = corrupt = imageless = 0
     error: str | None = None
@@ -242,6 +251,7 @@ def read_shard(path: str, size: int) -> dict[str, Any]:
                         colour = colour or img.shape[0] >= 3
                         images.append(to_channels(resize_center_crop(img, size), True).numpy())
                         labels.append(_label(members))
+                        captions.append(_text(members[_CAPTION]) if _CAPTION in members else None)
                     if getattr(tar.fileobj, "comptype", "tar") == "tar" and not _ends_archive(path, tar.offset):
                         raise tarfile.ReadError("truncated: no end-of-archive marker after the last member")
             except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as exc:
@@ -254,6 +264,7 @@ def read_shard(path: str, size: int) -> dict[str, Any]:
     return {
         "images": stacked,
         "labels": labels,
+        "captions": captions,
         "colour": colour,
         "record": {
             "name": Path(path).name,
@@ -304,3 +315,25 @@ def _classes(tokens: dict[str, list[int | str | None]]) -> tuple[list[str], dict
         classes = []
         ints = {n: [-1] * len(ts) for n, ts in tokens.items()}
     return classes, ints
+
+
+def read_caption_shards(source: str, size: int) -> tuple[Tensor, list[str]] | None:
+    """Images with captions from WebDataset-style shards (an image and a ``.txt`` caption per
+    sample), decoded, resized and centre-cropped to size × size RGB as ``prepare`` does, for an
+    image–text run: (uint8 (N, 3, S, S), N captions), samples without a caption left out; None
+    when SOURCE names no shards. A damaged shard or fewer than 2 captioned images is a UserError."""
+    paths = shard_source(source)
+    if paths is None:
+        return None
+    images: list[np.ndarray] = []
+    captions: list[str] = []
+    for path in paths:
+        shard = read_shard(str(path), size)
+        if "error" in shard["record"]:
+            raise UserError(f"shard {str(path)!r} cannot be read: {shard['record']['error']}")
+        keep = [i for i, caption in enumerate(shard["captions"]) if caption]
+        images.extend(shard["images"][keep])
+        captions.extend(shard["captions"][i] for i in keep)
+    if len(captions) < 2:
+        raise UserError(f"{source!r}: found {len(captions)} image(s) with a .txt caption; need at least 2")
+    return torch.from_numpy(np.stack(images)), captions

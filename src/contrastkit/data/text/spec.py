@@ -20,7 +20,9 @@ TEXT_SUFFIXES: tuple[str, ...] = (".txt", ".csv", ".tsv", ".tab", ".jsonl", ".js
 class TextConfig:
     """Text data, the text encoder and text evaluation (tasks text and image_text)."""
 
-    train_file: str | None = option(None, "training data: sick:SPLIT, a .txt (one per line), .csv/.tsv/.jsonl")
+    train_file: str | None = option(
+        None, "training data: sick:SPLIT, a .txt (one per line), .csv/.tsv/.jsonl; image_text: also tar shards (image + .txt)"
+    )
     train_columns: list[str] = option(help="sentences; or anchor, positive[, negative]; or image, caption", factory=list)
     train_filter: dict[str, Any] | None = option(None, "keep rows whose columns equal these values")
     max_train_examples: int | None = option(None, "use at most this many training rows", ge=1)
@@ -36,7 +38,9 @@ class TextConfig:
         help="sentence1, sentence2, score", factory=lambda: ["sentence_A", "sentence_B", "relatedness_score"]
     )
     sts_filter: dict[str, Any] | None = option(None, "keep STS rows whose columns equal these values")
-    retrieval_file: str | None = option(None, "retrieval evaluation: (query, relevant document) pairs")
+    retrieval_file: str | None = option(
+        None, "retrieval evaluation: (query, relevant document) pairs; image_text: also tar shards (image + .txt)"
+    )
     retrieval_columns: list[str] = option(help="query, document", factory=list)
     retrieval_filter: dict[str, Any] | None = option(None, "keep retrieval rows whose columns equal these values")
     data_root: str | None = option(
