@@ -178,6 +178,29 @@ class TwoViewMethod(nn.Module):
         return kwargs
 
 
+def global_view_count(batch: dict[str, Any]) -> int:
+    """How many of ``batch["views"]`` are global crops: the loaders put the global views (the
+    training size) first and the local views (smaller multi-crop views) after them, and say how
+    many are global in ``batch["global_views"]``; a batch without that key has global views only."""
+    return int(batch.get("global_views", len(batch["views"])))
+
+
+def encode_views(module: Callable[[Tensor], Tensor], views: list[Tensor]) -> list[Tensor]:
+    """``module`` applied to every view, one call per run of consecutive views of the same size
+    (multi-crop: the global views in one call, the local views in another, as DINO's and SwAV's
+    multi-crop wrappers do); returns one output per view, in order."""
+    out: list[Tensor] = []
+    start = 0
+    while start < len(views):
+        end = start + 1
+        while end < len(views) and views[end].shape[1:] == views[start].shape[1:]:
+            end += 1
+        y = module(torch.cat(views[start:end], dim=0))
+        out.extend(y.chunk(end - start, dim=0))
+        start = end
+    return out
+
+
 def contrast_across_ranks(
     z: Tensor, sample_labels: Tensor, views: int, **kernel_kwargs: Any
 ) -> Tensor:
