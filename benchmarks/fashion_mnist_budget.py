@@ -1,7 +1,7 @@
 """Accuracy at a wall-clock budget: SimCLR on Fashion-MNIST, contrastkit vs lightly, same machine.
 
 contrastkit trains the shipped `fashion-mnist-simclr` recipe for --minutes of training time; the
-anchor (benchmarks/lightly_simclr_anchor.py, run with --anchor-python from an environment that has
+anchor (benchmarks/lightly_anchor.py, run with --anchor-python from an environment that has
 the `bench` extra) trains lightly's SimCLR with the same network, batch, temperature and optimiser
 for the same budget. Both encoders are then probed by the same evaluator (kNN, linear probe,
 10 labels per class). Prints a markdown table and writes summary.json.
@@ -48,7 +48,7 @@ def run_anchor(python: str, minutes: float, out: Path) -> dict[str, Any]:
     npz = out / "lightly_features.npz"
     out.mkdir(parents=True, exist_ok=True)
     cmd = [
-        python, str(HERE / "lightly_simclr_anchor.py"), "--minutes", str(minutes), "--out", str(npz),
+        python, str(HERE / "lightly_anchor.py"), "--minutes", str(minutes), "--out", str(npz),
         "--width", str(cfg.model.width), "--crop-min", str(crop["scale"][0]),
         "--temperature", str(cfg.method.temperature), "--lr", str(cfg.optim.lr),
     ]

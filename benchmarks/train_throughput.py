@@ -4,7 +4,7 @@ the floor, in the same run.
 - ``ours``: ``contrastkit.runner.train_run`` on the shipped ``fashion-mnist-simclr`` recipe with the
   issue's network (5-layer CNN, width 32, projection 128→128→64) and batch 256: the whole loop
   (batch assembly, augmentation on the in-memory uint8 tensor, step, logs) as users run it.
-- ``lightly``: lightly's SimCLR (benchmarks/lightly_simclr_anchor.py: NTXentLoss,
+- ``lightly``: lightly's SimCLR (benchmarks/lightly_anchor.py: NTXentLoss,
   SimCLRProjectionHead, PIL transforms in a DataLoader with one worker), same network, batch,
   augmentations, optimiser.
 - ``floor`` / ``floor_contiguous``: forward + backward of the same network (encoder + projection
@@ -61,7 +61,7 @@ def child_lightly(warmup: int, steps: int, threads: int) -> float:
     import torch
     from lightly.loss import NTXentLoss
     from lightly.models.modules import SimCLRProjectionHead
-    from lightly_simclr_anchor import convnet5, two_view_loader  # the anchor's exact pieces
+    from lightly_anchor import convnet5, two_view_loader  # the anchor's exact pieces
 
     from contrastkit.data.image import read_idx
 
