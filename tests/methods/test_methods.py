@@ -1,5 +1,6 @@
-"""The method family (MoCo v2/v3, BYOL, SimSiam, Barlow Twins, VICReg, SupCon): each learns on
-digits without collapsing; MoCo's contrast and queue, EMA targets, semi-supervised labels."""
+"""The method family (MoCo v2/v3, BYOL, SimSiam, Barlow Twins, VICReg, SupCon, SwAV, DINO,
+NNCLR): each learns on digits without collapsing; MoCo's contrast and queue, EMA targets,
+semi-supervised labels."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ METHOD_OVERRIDES: dict[str, dict[str, object]] = {
     "barlow_twins": {"model.projection_layers": 3},
     "vicreg": {"model.projection_layers": 3},
     "supcon": {"data.label_fraction": 0.2},
+    "swav": {"method.prototypes": 30},
+    "dino": {"model.projection_layers": 3, "method.out_dim": 256, "optim.lr": 0.002},
+    "nnclr": {"model.projection_layers": 3, "method.support_set_size": 512},
 }
 
 

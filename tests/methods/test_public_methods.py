@@ -18,7 +18,7 @@ CLASSES: dict[str, type[nn.Module]] = {
     "barlow_twins": M.BarlowTwins, "vicreg": M.VICReg, "supcon": M.SupCon, "simcse": M.SimCSE, "clip": M.CLIP,
     "mf": M.MFBPR, "lightgcn": M.LightGCN, "sgl": M.SGL, "simgcl": M.SimGCL, "xsimgcl": M.XSimGCL,
     "skipgram": M.SkipGram, "dcgan": M.DCGAN, "contrad": M.ContraD, "pixels": M.Pixels, "state": M.State,
-    "curl": M.CURL, "atc": M.ATC,
+    "curl": M.CURL, "atc": M.ATC, "swav": M.SwAV, "dino": M.DINO, "nnclr": M.NNCLR,
 }
 
 
@@ -37,7 +37,8 @@ def _encoder() -> nn.Module:
     return enc
 
 
-@pytest.mark.parametrize("cls", [M.SimCLR, M.MoCoV2, M.MoCoV3, M.BYOL, M.SimSiam, M.BarlowTwins, M.VICReg, M.SupCon])
+@pytest.mark.parametrize("cls", [M.SimCLR, M.MoCoV2, M.MoCoV3, M.BYOL, M.SimSiam, M.BarlowTwins, M.VICReg, M.SupCon,
+                                 M.SwAV, M.DINO, M.NNCLR])
 def test_image_methods_train_on_the_documented_batch(cls: type[M.TwoViewMethod]) -> None:
     torch.manual_seed(0)
     method = cls(_encoder(), 8, projection_hidden_dim=16, projection_dim=8)

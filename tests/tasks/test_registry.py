@@ -365,7 +365,7 @@ def test_a_task_defined_in_a_test_runs_its_life_cycle_through_the_cli(
 def test_registries_list_the_built_in_tasks_and_methods() -> None:
     assert set(task_names()) >= {"image", "text", "image_text", "recsys"}
     assert set(methods_of_task("image")) == {
-        "simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon",
+        "simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon", "swav", "dino", "nnclr",
     }
     assert set(methods_of_task("recsys")) == {"mf", "lightgcn", "sgl", "simgcl", "xsimgcl"}
     assert set(methods_of_task("text")) == {"simcse", "simcse_supervised"}

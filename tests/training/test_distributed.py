@@ -14,11 +14,11 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from contrastkit.methods import BYOL, BarlowTwins, MoCoV2, MoCoV3, SimCLR, SimSiam, SupCon, VICReg
+from contrastkit.methods import BYOL, DINO, NNCLR, BarlowTwins, MoCoV2, MoCoV3, SimCLR, SimSiam, SupCon, SwAV, VICReg
 
 B = 6  # samples per rank
 METHODS = ["simclr", "simclr_queue", "supcon", "moco_v2", "moco_v2_in_batch", "moco_v3", "byol", "simsiam", "barlow_twins",
-           "vicreg"]
+           "vicreg", "swav", "swav_queue", "dino", "nnclr"]
 
 
 def _free_port() -> int:
@@ -42,6 +42,11 @@ def _encoder() -> nn.Module:
     return enc
 
 
+def _queue(model: nn.Module) -> Any:
+    """The method's queue of keys (NNCLR: its support set), or None."""
+    return getattr(model, "queue", None) if hasattr(model, "queue") else getattr(model, "support", None)
+
+
 def _model(name: str) -> nn.Module:
     torch.manual_seed(0)
     head = {"projection_dim": 5, "projection_hidden_dim": 7}
@@ -56,12 +61,16 @@ def _model(name: str) -> nn.Module:
         "simsiam": lambda: SimSiam(_encoder(), 16, **head, predictor_hidden_dim=3),
         "barlow_twins": lambda: BarlowTwins(_encoder(), 16, **head),
         "vicreg": lambda: VICReg(_encoder(), 16, **head),
+        "swav": lambda: SwAV(_encoder(), 16, **head, prototypes=8),
+        "swav_queue": lambda: SwAV(_encoder(), 16, **head, prototypes=8, queue_length=40),
+        "dino": lambda: DINO(_encoder(), 16, **head, out_dim=9),
+        "nnclr": lambda: NNCLR(_encoder(), 16, **head, predictor_hidden_dim=6, support_set_size=40),
     }
     model = _strip_bn(models[name]()).double()  # float64: compare to 1e-5 without float32 noise
     if hasattr(model, "diagnostics"):
         model.diagnostics = False
-    queue = getattr(model, "queue", None)
-    if queue is not None:  # a queue already holding keys, the same in every process
+    queue = _queue(model)
+    if queue is not None:  # a queue (NNCLR: support set) already holding keys, the same in every process
         queue.enqueue(torch.nn.functional.normalize(torch.randn(40, 5, generator=torch.Generator().manual_seed(1)), dim=1))
     return model
 
@@ -95,11 +104,12 @@ def _worker(rank: int, port: int, out: str) -> None:
         ddp = DistributedDataParallel(_TrainingStep(model))
         loss = ddp(local).loss
         loss.backward()
-        queue = getattr(model, "queue", None)
+        queue = _queue(model)
         results[name] = {
             "loss": loss.detach(),
             "grads": _grads(model),
             "queue": queue.keys().clone() if queue is not None else None,
+            "center": model.center.clone() if name == "dino" else None,
         }
     torch.save(results, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
@@ -126,10 +136,13 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batch(name: str, ddp_re
         for got in (r0["grads"][key], r1["grads"][key]):
             err = float((got - g).abs().max())
             assert torch.allclose(got, g, rtol=1e-5, atol=1e-8), f"{name} {key}: max abs diff {err:.3g}"
-    queue = getattr(model, "queue", None)
+    queue = _queue(model)
     if queue is not None:  # both ranks enqueued the gathered keys: the same queue as one process
         torch.testing.assert_close(r0["queue"], queue.keys())
         torch.testing.assert_close(r1["queue"], queue.keys())
+    if name == "dino":  # DINO's centre: the mean of the teacher's outputs over the global batch
+        torch.testing.assert_close(r0["center"], model.center)
+        torch.testing.assert_close(r1["center"], model.center)
 
 
 def test_nproc_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

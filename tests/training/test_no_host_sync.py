@@ -37,7 +37,7 @@ STEPS = 4  # steps 1-3 do not log (train.log_every is larger); the last one does
 QUIET = {"train.log_every": 1000, "train.max_steps": STEPS, "train.checkpoint_every": 1000,
          "train.progress": False, "train.loggers": "[csv]"}
 
-IMAGE = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon"]
+IMAGE = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon", "swav", "dino", "nnclr"]
 RECSYS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
 CASES = [*(f"image:{m}" for m in IMAGE), "text:simcse", "text:simcse_supervised", "image_text:clip",
          "image_text:siglip", *(f"recsys:{m}" for m in RECSYS), "sequences:sgd", "sequences:sparse_adam",

@@ -7,9 +7,11 @@ In your own loop: build a method around your encoder, then per batch
 expects is stated on its class:
 
 - image methods (:class:`SimCLR`, :class:`MoCoV2`, :class:`MoCoV3`, :class:`BYOL`,
-  :class:`SimSiam`, :class:`BarlowTwins`, :class:`VICReg`, :class:`SupCon`):
+  :class:`SimSiam`, :class:`BarlowTwins`, :class:`VICReg`, :class:`SupCon`, :class:`SwAV`,
+  :class:`DINO`, :class:`NNCLR`):
   ``{"views": [x1, x2, ...]}``, float (B, C, H, W) normalised views (:mod:`contrastkit.augment`),
-  plus ``"labels"`` (B,) for SupCon;
+  plus ``"labels"`` (B,) for SupCon; SwAV, DINO and NNCLR also take smaller local views after
+  the global ones (``"global_views"``: how many come first);
 - :class:`SimCSE`: ``{"views": [ids, ...], "masks": [mask, ...]}`` (token ids, attention masks);
 - :class:`CLIP` (CLIP / SigLIP): ``{"views": [images], "input_ids", "attention_mask"}``;
 - recommenders (:class:`MFBPR`, :class:`LightGCN`, :class:`SGL`, :class:`SimGCL`,
@@ -39,8 +41,10 @@ from contrastkit.methods.base import (
 )
 from contrastkit.methods.byol import BYOL, BYOLOptions
 from contrastkit.methods.clip import CLIP, CLIPOptions, SigLIPOptions
+from contrastkit.methods.dino import DINO, DINOHead, DINOOptions
 from contrastkit.methods.gan import DCGAN, ContraD, ContraDOptions, DCGANOptions, GANMethod
 from contrastkit.methods.moco import MoCoV2, MoCoV2Options, MoCoV3, MoCoV3Options
+from contrastkit.methods.nnclr import NNCLR, NNCLROptions
 from contrastkit.methods.recsys import (
     MFBPR,
     SGL,
@@ -67,6 +71,7 @@ from contrastkit.methods.simcse import SimCSE, SimCSEOptions
 from contrastkit.methods.simsiam import SimSiam, SimSiamOptions
 from contrastkit.methods.skipgram import SkipGram, SkipGramOptions
 from contrastkit.methods.supcon import SupCon, SupConOptions, semi_supervised_labels
+from contrastkit.methods.swav import SwAV, SwAVOptions
 from contrastkit.methods.vicreg import VICReg, VICRegOptions
 
 __all__ = [
@@ -75,7 +80,9 @@ __all__ = [
     "CLIP",
     "CURL",
     "DCGAN",
+    "DINO",
     "MFBPR",
+    "NNCLR",
     "SGL",
     "ATCOptions",
     "BYOLOptions",
@@ -87,6 +94,8 @@ __all__ = [
     "ContraDOptions",
     "ContrastOptions",
     "DCGANOptions",
+    "DINOHead",
+    "DINOOptions",
     "GANMethod",
     "GraphOptions",
     "GraphRecommender",
@@ -102,6 +111,7 @@ __all__ = [
     "MoCoV3",
     "MoCoV3Options",
     "MomentumOptions",
+    "NNCLROptions",
     "Pixels",
     "PixelsOptions",
     "SGLOptions",
@@ -121,6 +131,8 @@ __all__ = [
     "StepOutput",
     "SupCon",
     "SupConOptions",
+    "SwAV",
+    "SwAVOptions",
     "TwoViewMethod",
     "VICReg",
     "VICRegOptions",

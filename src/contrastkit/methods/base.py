@@ -201,6 +201,55 @@ def encode_views(module: Callable[[Tensor], Tensor], views: list[Tensor]) -> lis
     return out
 
 
+def multi_crop_views(batch: dict[str, Any], name: str) -> tuple[list[Tensor], int]:
+    """``batch["views"]`` and how many of them are global (first), checked for the methods that
+    take any number of views: at least two global views, every view of the same images."""
+    views: list[Tensor] = batch["views"]
+    n_global = global_view_count(batch)
+    if n_global < 2 or n_global > len(views):
+        raise UserError(
+            f"{name} needs at least 2 global views (the training size) before any local ones; "
+            f"got {n_global} global of {len(views)} views"
+        )
+    if any(v.shape[0] != views[0].shape[0] for v in views):
+        raise UserError(f"{name}: every view holds the same images; got batch sizes {[v.shape[0] for v in views]}")
+    return views, n_global
+
+
+def zero_gradient(x: Tensor) -> Tensor:
+    """``x`` in the forward pass with a zero gradient in the backward: a parameter frozen for a
+    while stays in the graph, as DistributedDataParallel expects of every parameter each step
+    (SwAV's frozen prototypes, DINO's frozen last layer). Frozen only for an optimiser whose
+    update of a zero gradient is zero up to a rescaling, which is no change for the
+    normalised weights these methods freeze."""
+    return x.detach() + x * 0.0
+
+
+class StepClock(nn.Module):
+    """Steps done and training progress in [0, 1], for schedules read inside a training step:
+    kept on the host (a step never reads the device) and in buffers, so that a checkpoint
+    carries them and the first step after a resume sees the same values as an uninterrupted run."""
+
+    done: Tensor
+    fraction: Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("done", torch.zeros((), dtype=torch.long))
+        self.register_buffer("fraction", torch.zeros((), dtype=torch.float64))
+        self.steps, self.progress = 0, 0.0
+        self.register_load_state_dict_post_hook(lambda module, keys: module._read())
+
+    def _read(self) -> None:
+        self.steps, self.progress = int(self.done), float(self.fraction)
+
+    def advance(self, step: int, total_steps: int) -> None:
+        """After step ``step`` (0-based) of ``total_steps``."""
+        self.steps, self.progress = step + 1, min(1.0, (step + 1) / max(total_steps, 1))
+        self.done.fill_(self.steps)
+        self.fraction.fill_(self.progress)
+
+
 def contrast_across_ranks(
     z: Tensor, sample_labels: Tensor, views: int, **kernel_kwargs: Any
 ) -> Tensor:
