@@ -209,13 +209,15 @@ class ImageRun(TrainedRun):
             episode_classes=self._episode_classes(train.num_classes), cfg=ev, device=self.device,
             out_dir=self.path / "plots", seed=seed, channels_last=channels_last, verbose=verbose,
             release=mapped.release if store else None, pixel_budget=RAW_PIXEL_BUDGET if store else None,
-            linear_transform=self._linear_augmentation(), validation=None if val is None else (val.images, val.labels),
+            linear_transform=self._linear_augmentation(),
+            validation=None if val is None or val.labels is None else (val.images, val.labels),
         )
 
     def _linear_augmentation(self) -> nn.Module:
         """The SGD protocol's light augmentation: random resized crop and horizontal flip."""
         inp, ev = self.image_input(), self.config.eval
-        ops = [{"op": "random_resized_crop", "scale": list(ev.linear_crop_scale)}, {"op": "horizontal_flip", "p": 0.5}]
+        ops: list[dict[str, Any]] = [{"op": "random_resized_crop", "scale": list(ev.linear_crop_scale)},
+                                     {"op": "horizontal_flip", "p": 0.5}]
         return build_augmentation(ops, size=inp.size, channels=inp.channels, mean=inp.mean, std=inp.std).to(self.device)
 
     def _episode_classes(self, num_classes: int) -> list[int] | None:
@@ -353,7 +355,8 @@ class ImageTask(Task):
         ev: ImageEvalConfig = ctx.cfg.eval
         if not ev.monitor_every or self.split is None:
             return None
-        transform = eval_transform(size=input_size(ctx.cfg.data, data), mean=data.mean(), std=data.std()).to(ctx.device)
+        transform = eval_transform(size=input_size(ctx.cfg.data, data), mean=data.mean(), std=data.std())
+        transform.to(ctx.device)  # type: ignore[attr-defined]
         return knn_monitor(
             self.split, model.encoder, bank_size=ev.monitor_bank, val_size=ev.monitor_val, transform=transform,  # type: ignore[arg-type]
             every=ev.monitor_every, k=ev.knn_k, temperature=ev.knn_temperature, batch_size=ev.batch_size,
