@@ -97,8 +97,16 @@ def test_train_writes_a_self_contained_report_with_every_number(runs: dict[str, 
     for text in ("training curves", "results against the baselines", "random_init", "raw_pixels",
                  "embedding tsne", "nearest neighbors", "collapse diagnostics", "eff_rank", "name: digits-simclr"):
         assert escape(text) in page, text
-    # curves from train_log.csv, the t-SNE map and the neighbour grid: three pictures
-    assert len(re.findall(r"<img\b", page)) == 3
+    # curves from train_log.csv, accuracy against the baselines as bars, one confusion heat map per
+    # encoder (its probes side by side, classes named), the t-SNE map and the neighbour grid
+    alts = re.findall(r'<img src="data:image/png;base64,[^"]{2000,}" alt="([^"]*)"', page)
+    assert alts == ["curves of train_log.csv", "accuracy against the baselines", "confusion matrices of ssl",
+                    "confusion matrices of random_init", "confusion matrices of raw_pixels", "embedding_tsne",
+                    "nearest_neighbors"]
+    assert results["eval"]["class_names"] == [str(i) for i in range(10)]
+    # the matrices' counts are folded away below the pictures, not spread over the page
+    folded = page.split("<summary>confusion matrices as counts")
+    assert len(folded) == 2 and 'class="matrix"' not in folded[0] and folded[1].count('class="matrix"') == 6
     _check_training_record(page, results, "images")
 
 

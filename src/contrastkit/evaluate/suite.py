@@ -17,12 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.data.image.mapped import take
+from contrastkit.errors import UserError
 from contrastkit.evaluate.episodes import episode_accuracy
 from contrastkit.evaluate.features import extract_features, flatten_pixels
 from contrastkit.evaluate.few_label import few_label_probe
 from contrastkit.evaluate.finetune import finetune
 from contrastkit.evaluate.knn import knn_predict
-from contrastkit.evaluate.linear_probe import linear_probe
+from contrastkit.evaluate.linear_probe import linear_probe, linear_probe_sgd, sgd_epochs
 from contrastkit.evaluate.metrics import classification_metrics
 from contrastkit.evaluate.tables import format_table, pct
 
@@ -96,23 +97,35 @@ def evaluate_run(
     episode_classes: list[int] | None = None,
     release: Callable[[Tensor], None] | None = None,
     pixel_budget: int | None = None,
+    linear_transform: Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
+    validation: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Probe the SSL encoder and the baselines (N-way K-shot episodes on the test features of
     ``episode_classes`` too, where cfg.episodes > 0), fine-tune, and draw the pictures.
+
+    ``cfg.linear_protocol``: the linear probe on the frozen features (``lbfgs``, results'
+    ``linear_probe``), the published SGD protocol on the frozen encoder with
+    ``linear_transform`` as its augmentation (``sgd``, results' ``linear_sgd``), or both.
+    ``validation`` (images, labels): the held-out slice of the training split; the SSL encoder's
+    kNN accuracy on it (bank: the training images) goes to results' ``validation``.
 
     Images are read in blocks of ``cfg.batch_size`` (``release(block)`` after each: a memory-mapped
     store gives the pages back). ``pixel_budget`` (bytes): when the raw-pixel features of the
     train and test images (float32) would be larger, the raw-pixel baseline uses a seeded random
     sample of both that fits (recorded under ``raw_pixels.sampled``); None: all images."""
-    results: dict[str, Any] = {"encoders": {}}
+    results: dict[str, Any] = {"encoders": {}, "class_names": list(class_names)}
     encoder: nn.Module = model.encoder  # type: ignore[assignment]
     feature_dim = int(getattr(encoder, "out_dim", 0))
+    protocol = getattr(cfg, "linear_protocol", "lbfgs")
+    sgd = cfg.linear_probe and protocol in ("sgd", "both")
+    if sgd and linear_transform is None:
+        raise UserError("eval.linear_protocol sgd needs the probe's augmentation (linear_transform)")
     probe_kwargs: dict[str, Any] = {
         "num_classes": num_classes,
         "knn": cfg.knn,
         "knn_k": cfg.knn_k,
         "knn_temperature": cfg.knn_temperature,
-        "linear": cfg.linear_probe,
+        "linear": cfg.linear_probe and protocol in ("lbfgs", "both"),
         "shots": list(cfg.few_label_shots),
         "draws": cfg.few_label_draws,
         "seed": seed,
@@ -131,22 +144,37 @@ def evaluate_run(
     ssl_train, ssl_test = features_of(encoder)
     _log(f"  features: {tuple(ssl_train.shape)} train, {tuple(ssl_test.shape)} test", verbose)
     results["diagnostics"] = representation_diagnostics(ssl_test, seed=seed)
-    candidates: list[tuple[str, Callable[[], tuple[Tensor, Tensor]]]] = [
-        (SSL, lambda: (ssl_train, ssl_test))
+    if validation is not None:
+        results["validation"] = _validation(encoder, ssl_train, train_labels, validation, eval_transform, cfg,
+                                            num_classes=num_classes, device=device, channels_last=channels_last)
+    # (name, the frozen network for the SGD protocol, its features)
+    candidates: list[tuple[str, Callable[[], nn.Module], Callable[[nn.Module], tuple[Tensor, Tensor]]]] = [
+        (SSL, lambda: encoder, lambda _: (ssl_train, ssl_test))
     ]
     pixels: tuple[Tensor, Tensor, Tensor | None, Tensor | None] = (train_images, test_images, None, None)
     if cfg.baselines:
         torch.manual_seed(seed + 12345)
-        candidates.append((RANDOM, lambda: features_of(make_random_encoder())))
+        candidates.append((RANDOM, lambda: make_random_encoder().to(device), features_of))
         pixels = _pixel_sample(train_images, test_images, pixel_budget, seed)
-        candidates.append((PIXELS, lambda: (flatten_pixels(pixels[0]), flatten_pixels(pixels[1]))))
-    for name, get in candidates:
-        tr, te = get()
+        candidates.append((PIXELS, nn.Flatten, lambda _: (flatten_pixels(pixels[0]), flatten_pixels(pixels[1]))))
+    for name, network, get in candidates:
+        net = network()
+        tr, te = get(net)
         t1 = time.perf_counter()
         tr_y, te_y = train_labels, test_labels
         if name == PIXELS and pixels[2] is not None:
             tr_y, te_y = train_labels[pixels[2]], test_labels[pixels[3]]
         results["encoders"][name] = probe_features(tr, tr_y, te, te_y, **probe_kwargs)
+        if sgd:
+            assert linear_transform is not None
+            results["encoders"][name]["linear_sgd"] = linear_probe_sgd(
+                net, train_images, train_labels, test_images, test_labels, num_classes=num_classes,
+                train_transform=linear_transform, eval_transform=eval_transform,
+                epochs=sgd_epochs(cfg.linear_epochs, device), batch_size=cfg.linear_batch_size, lr=cfg.linear_lr,
+                weight_decay=cfg.linear_weight_decay, seed=seed, device=device,
+                channels_last=channels_last and name != PIXELS,
+                augmentation=f"random resized crop (scale {list(cfg.linear_crop_scale)}) + horizontal flip (p 0.5)",
+            )
         if name == PIXELS and pixels[2] is not None:
             results["encoders"][name]["sampled"] = {"train": len(tr_y), "test": len(te_y), "budget_bytes": pixel_budget}
             _log(f"  raw pixels: a sample of {len(tr_y)} train and {len(te_y)} test images "
@@ -194,6 +222,17 @@ def evaluate_run(
         results["plots"] = _plots(model, ssl_test, test_labels, test_images, class_names, out_dir, cfg, seed)
     results["seconds"] = time.perf_counter() - t0
     return results
+
+
+def _validation(
+    encoder: nn.Module, bank: Tensor, bank_labels: Tensor, validation: tuple[Tensor, Tensor],
+    transform: Callable[[Tensor], Tensor], cfg: Any, *, num_classes: int, device: torch.device, channels_last: bool,
+) -> dict[str, Any]:
+    """kNN accuracy of the encoder on the validation slice against the labelled training bank."""
+    val = extract_features(encoder, validation[0], transform, batch_size=cfg.batch_size, device=device,
+                           channels_last=channels_last)
+    pred = knn_predict(bank, bank_labels, val, num_classes=num_classes, k=cfg.knn_k, temperature=cfg.knn_temperature)
+    return {"knn": classification_metrics(validation[1], pred, num_classes), "size": int(validation[1].numel())}
 
 
 def _pixel_sample(
@@ -292,12 +331,19 @@ def results_table(results: dict[str, Any]) -> str:
     episodes: list[str] = []
     for r in enc.values():
         episodes += [key for key in r.get("episodes", {}) if key not in episodes]
-    headers = ["features", "kNN", "linear"] + [f"{k}/class" for k in shots] + [_episode_name(e) for e in episodes]
+    lbfgs = any("linear_probe" in r for r in enc.values())
+    sgd = next((r["linear_sgd"]["schedule"] for r in enc.values() if "linear_sgd" in r), None)
+    headers = ["features", "kNN"] + (["linear"] if lbfgs or not sgd else [])
+    headers += [f"linear SGD {sgd['epochs']} ep."] if sgd else []
+    headers += [f"{k}/class" for k in shots] + [_episode_name(e) for e in episodes]
     rows = []
     for name, r in enc.items():
         row = [name]
         row.append(pct(r.get("knn", {}).get("accuracy")))
-        row.append(pct(r.get("linear_probe", {}).get("accuracy")))
+        if lbfgs or not sgd:
+            row.append(pct(r.get("linear_probe", {}).get("accuracy")))
+        if sgd:
+            row.append(pct(r.get("linear_sgd", {}).get("accuracy")))
         fl = r.get("few_label", {}).get("shots", {})
         for k in shots:
             entry = fl.get(str(k)) or fl.get(k)
@@ -310,6 +356,17 @@ def results_table(results: dict[str, Any]) -> str:
             row.append(f"{100 * ep['mean']:.1f}±{100 * ep['ci95']:.1f}" if ep else "-")
         rows.append(row)
     lines = [format_table(headers, rows)]
+    if sgd:
+        lines.append(
+            f"linear SGD: the published protocol on the frozen encoder: SGD (momentum {sgd['momentum']}, lr {sgd['lr']:g}, "
+            f"{sgd['lr_schedule']}, weight decay {sgd['weight_decay']:g}, batch {sgd['batch_size']}, {sgd['epochs']} epochs) "
+            f"with {sgd['train_augmentation']}"
+            + ("; linear: L-BFGS on frozen features" if lbfgs else "")
+        )
+    val = results.get("validation")
+    if val:
+        lines.append(f"validation split ({val['size']} images held out of the training split): "
+                     f"kNN {pct(val['knn']['accuracy'])} (ssl)")
     ft = results.get("finetune")
     if ft:
         ft_rows = [
@@ -346,10 +403,13 @@ def compare_figures(results: dict[str, Any]) -> dict[str, Any]:
         few_text += f"±{100 * few['std']:.1f}"
     rank = ev.get("diagnostics", {}).get("eff_rank")
     collapsed = results.get("train", {}).get("collapsed_at_step")
-    return {
+    figures = {
         "kNN": pct(ssl.get("knn", {}).get("accuracy")),
         "linear": pct(ssl.get("linear_probe", {}).get("accuracy")),
         f"{shots}/class": few_text,
         "eff. rank": None if rank is None else f"{rank:.1f}",
         "collapsed at": collapsed,
     }
+    if "linear_sgd" in ssl:  # another protocol: its own column, never mixed with the L-BFGS probe's
+        figures["linear SGD"] = pct(ssl["linear_sgd"].get("accuracy"))
+    return figures

@@ -161,9 +161,48 @@ def _evaluation(run: RunFiles, task: Any) -> str:
             out.append(f"<h4>{esc('results against the baselines')}</h4><pre>{esc(task.results_table(ev))}</pre>")
         except Exception as exc:
             out.append(f'<p class="note">the task\'s results table could not be made ({esc(exc)})</p>')
+    out.append(_image_figures(ev))
     out.append("<h4>every value of results.json's eval</h4>")
+    counts: list[tuple[str, Any]] = []
     for key, value in ev.items():
-        out.append(f"<h4>eval.{esc(key)}</h4>{render(value)}")
+        out.append(f"<h4>eval.{esc(key)}</h4>{render(_without_confusion(value, f'eval.{key}', counts))}")
+    if counts:  # the heat maps' numbers, folded away (a 10 x 10 grid per probe would fill the page)
+        rows = "".join(f"<h4>{esc(where)}</h4>{render(matrix)}" for where, matrix in counts)
+        out.append(f'<details><summary>confusion matrices as counts (rows: true class, columns: predicted)</summary>'
+                   f'<div class="scroll">{rows}</div></details>')
+    return "".join(out)
+
+
+def _without_confusion(value: Any, where: str, counts: list[tuple[str, Any]]) -> Any:
+    """``value`` less its ``confusion`` matrices, which go to ``counts`` with where they were."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        if key == "confusion" and isinstance(item, list):
+            counts.append((f"{where}.{key}", item))
+        else:
+            out[key] = _without_confusion(item, f"{where}.{key}", counts)
+    return out
+
+
+def _image_figures(ev: dict[str, Any]) -> str:
+    """An image run's pictures of its evaluation: accuracy of every probe against the baselines
+    as bars, and the confusion matrices of each encoder's probes as heat maps with class names."""
+    encoders = ev.get("encoders")
+    if not isinstance(encoders, dict) or not all(isinstance(r, dict) for r in encoders.values()):
+        return ""
+    out = []
+    png = figures.accuracy_bars(encoders)
+    if png:
+        out.append(_img(png, "accuracy against the baselines"))
+    names = ev.get("class_names") if isinstance(ev.get("class_names"), list) else None
+    for name, result in encoders.items():
+        matrices = {label: result[key]["confusion"] for key, label in figures.PROBES
+                    if isinstance(result.get(key), dict) and "confusion" in result[key]}
+        png = figures.confusion_heatmaps(matrices, names, f"confusion on the test split: {name}")
+        if png:
+            out.append(_img(png, f"confusion matrices of {name}"))
     return "".join(out)
 
 
@@ -177,6 +216,17 @@ def _pictures(run: RunFiles) -> str:
         out.append(f"<figure>{_img(png.read_bytes(), png.stem)}<figcaption>{esc(png.stem.replace('_', ' '))}"
                    "</figcaption></figure>")
     return "".join(out)
+
+
+def _monitor(run: RunFiles) -> str:
+    """The validation accuracy measured while training (results.json's ``monitor``)."""
+    monitor = run.results.get("monitor")
+    if not isinstance(monitor, dict) or not isinstance(monitor.get("curve"), list):
+        return ""
+    what = (f"kNN accuracy on {monitor.get('val')} images of the validation split against {monitor.get('bank')} "
+            f"training images, every {monitor.get('every')} steps")
+    png = figures.monitor_curve(monitor["curve"], "validation accuracy while training")
+    return f'<p>{esc(what)}</p>{_img(png, "validation accuracy while training")}' if png else ""
 
 
 def _diagnostics(run: RunFiles) -> str:
@@ -204,6 +254,7 @@ def run_section(run: RunFiles, anchor: str) -> str:
     sections = [
         ("summary", _summary(run, task)),
         ("training curves", _curves(run)),
+        ("validation accuracy while training", _monitor(run)),
         ("evaluation", _evaluation(run, task) if run.results else ""),
         ("embedding map and neighbours", _pictures(run)),
         ("collapse diagnostics", _diagnostics(run)),

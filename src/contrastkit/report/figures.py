@@ -105,3 +105,116 @@ def overlay(lines: dict[str, Series], ylabel: str) -> bytes | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
+
+
+# ----------------------------------------------------------------------------- an image run's evaluation
+
+PROBES = (("knn", "kNN"), ("linear_probe", "linear"), ("linear_sgd", "linear SGD"))
+ENCODER_COLOURS = {"ssl": "tab:blue", "random_init": "tab:gray", "raw_pixels": "tab:orange"}
+MAX_ANNOTATED = 20  # classes up to which a confusion matrix's cells carry their counts
+MAX_TICKS = 40  # classes up to which its axes name every class
+
+
+def _bars(encoders: dict[str, dict[str, object]]) -> tuple[list[str], dict[str, list[tuple[float, float] | None]]]:
+    """The probes that some encoder has (kNN, linear, linear SGD, few-label k/class, episodes) and,
+    per encoder, its accuracy and spread (few-label: std over draws; episodes: 95% interval)."""
+    groups: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, result in encoders.items():
+        for key, label in PROBES:
+            entry = result.get(key)
+            if isinstance(entry, dict) and isinstance(entry.get("accuracy"), int | float):
+                groups.setdefault(label, {})[name] = (float(entry["accuracy"]), 0.0)
+        few = result.get("few_label")
+        shots = few.get("shots", {}) if isinstance(few, dict) else {}
+        for k, entry in shots.items():
+            if isinstance(entry, dict) and entry.get("mean") is not None:
+                groups.setdefault(f"{k}/class", {})[name] = (float(entry["mean"]), float(entry.get("std") or 0.0))
+        episodes = result.get("episodes")
+        for key, entry in (episodes or {}).items() if isinstance(episodes, dict) else []:
+            if isinstance(entry, dict) and entry.get("mean") is not None:
+                groups.setdefault(key.replace("way", "-way ").replace("shot", "-shot"), {})[name] = (
+                    float(entry["mean"]), float(entry.get("ci95") or 0.0))
+    labels = list(groups)
+    return labels, {name: [groups[g].get(name) for g in labels] for name in encoders}
+
+
+def accuracy_bars(encoders: dict[str, dict[str, object]]) -> bytes | None:
+    """Test accuracy (%) of every probe, one bar per encoder (trained, random init, raw pixels)
+    side by side; error bars: the spread over few-label draws / the episodes' 95% interval."""
+    labels, values = _bars(encoders)
+    if not labels:
+        return None
+    names = list(values)
+    width = 0.8 / len(names)
+    fig = Figure(figsize=(max(6.0, 1.3 * len(labels) + 2.5), 3.8), dpi=90)
+    ax = fig.subplots()
+    for i, name in enumerate(names):
+        xs = [g + (i - (len(names) - 1) / 2) * width for g in range(len(labels))]
+        pairs = [(x, v) for x, v in zip(xs, values[name], strict=True) if v is not None]
+        if not pairs:
+            continue
+        bars = ax.bar([x for x, _ in pairs], [100 * v[0] for _, v in pairs], width,
+                      yerr=[100 * v[1] for _, v in pairs], capsize=2, label=name,
+                      color=ENCODER_COLOURS.get(name, f"C{i}"))
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(labels)), labels, fontsize=9)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 110)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=len(names), loc="upper left")
+    ax.set_title("accuracy against the baselines", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def confusion_heatmaps(matrices: dict[str, list[list[int]]], class_names: list[str] | None, title: str) -> bytes | None:
+    """Confusion matrices (rows: true class, columns: predicted) as heat maps side by side, one
+    per probe: colour = share of the true class's images, counts written in the cells (up to 20
+    classes), classes named on the axes (up to 40)."""
+    import numpy as np
+
+    matrices = {k: m for k, m in matrices.items() if m and all(isinstance(r, list) for r in m)}
+    if not matrices:
+        return None
+    n = len(next(iter(matrices.values())))
+    names = class_names if class_names and len(class_names) == n else [str(i) for i in range(n)]
+    side = min(7.0, max(3.2, 0.34 * n + 1.4))
+    fig = Figure(figsize=(side * len(matrices) + 0.6, side + 1.2), dpi=90)
+    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+    for ax, (probe, matrix) in zip(axes, matrices.items(), strict=True):
+        counts = np.asarray(matrix, dtype=float)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+        ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+        if n <= MAX_ANNOTATED:
+            for i in range(n):
+                for j in range(n):
+                    if counts[i, j]:
+                        ax.text(j, i, f"{counts[i, j]:.0f}", ha="center", va="center", fontsize=7 if n <= 12 else 5,
+                                color="white" if share[i, j] > 0.5 else "black")
+        if n <= MAX_TICKS:
+            ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
+            ax.set_yticks(range(n), names, fontsize=7)
+        accuracy = np.trace(counts) / max(counts.sum(), 1.0)
+        ax.set_title(f"{probe}: {100 * accuracy:.1f}%", fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def monitor_curve(curve: list[dict[str, float]], title: str) -> bytes | None:
+    """The validation accuracy (%) measured while training, against the step."""
+    points = [(p["step"], p["accuracy"]) for p in curve if isinstance(p, dict) and "step" in p and "accuracy" in p]
+    if not points:
+        return None
+    fig = Figure(figsize=(6.5, 3.4), dpi=90)
+    ax = fig.subplots()
+    ax.plot([s for s, _ in points], [100 * a for _, a in points], marker="o" if len(points) < 40 else None,
+            linewidth=1.4, color="tab:green")
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)

@@ -19,6 +19,7 @@ thead th { background: #eef1f4; } tbody th { background: #f7f8f9; font-weight: 6
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.matrix td { padding: 1px 5px; font-size: 12px; }
 pre { background: #f6f8fa; border: 1px solid #e1e4e8; padding: 10px; overflow-x: auto; font-size: 12.5px; }
+.scroll { overflow-x: auto; max-width: 100%; }
 img { max-width: 100%; border: 1px solid #e1e4e8; margin: 4px 0 12px; }
 .note { color: #8a5300; } .muted { color: #6a737d; } .diff { background: #fff5d6; }
 nav a { margin-right: 14px; } details > summary { cursor: pointer; margin: 8px 0; }

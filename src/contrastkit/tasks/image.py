@@ -22,12 +22,12 @@ from torch import Tensor, nn
 
 from contrastkit.config import Config, EvalConfig
 from contrastkit.data.image import ImageDataset, eval_transform, mapped
+from contrastkit.data.image.augment import build_augmentation
 from contrastkit.data.image.decode import IMAGE_SUFFIXES, is_image_file, read_image_file
 from contrastkit.data.image.loader import InMemoryViewLoader
 from contrastkit.data.image.spec import (
     DataConfig,
     augmentation_for,
-    fit_data,
     gallery_spec,
     image_items,
     images_for_spec,
@@ -37,9 +37,12 @@ from contrastkit.data.image.spec import (
     visible_labels,
 )
 from contrastkit.data.image.stream import FolderStream, StreamViewLoader
+from contrastkit.data.image.validation import ValidationSplit, pretraining_data, validation_split
 from contrastkit.encoders.image import ModelConfig, build_encoder
 from contrastkit.errors import UserError
 from contrastkit.evaluate.features import extract_features
+from contrastkit.evaluate.linear_probe import LINEAR_PROTOCOLS
+from contrastkit.evaluate.monitor import KnnMonitor, knn_monitor
 from contrastkit.methods.base import build_image_method
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
@@ -53,6 +56,7 @@ from contrastkit.training import (
     save_safetensors,
 )
 from contrastkit.training.callbacks import CollapseMonitor
+from contrastkit.training.trainer import Callback
 
 ENCODER_FILE = "encoder.safetensors"
 # a store's raw-pixel baseline: float32 pixels of train + test at most this size (else a sample)
@@ -86,6 +90,25 @@ class ImageEvalConfig(EvalConfig):
     episode_classes: str = option(
         "all", "all test classes, or novel: the classes not in data.train_classes", choices=("all", "novel")
     )
+    val_size: int = option(
+        0, "validation split: images held out of the training split (never trained on, not in the probes' bank; 0: none)",
+        ge=0,
+    )
+    val_seed: int = option(0, "seed of the validation split's draw (independent of train.seed)", ge=0)
+    monitor_every: int = option(0, "kNN accuracy on the validation split every N steps of training (0: off)", ge=0)
+    monitor_bank: int = option(2000, "monitor: labelled training images in the kNN bank (seeded sample)", ge=1)
+    monitor_val: int = option(1000, "monitor: validation images classified (seeded sample)", ge=1)
+    linear_protocol: str = option(
+        "lbfgs", "linear probe: lbfgs (frozen features, L2 chosen on a held-out split), sgd (the published protocol: "
+        "SGD on the frozen encoder with crop + flip, cosine schedule) or both", choices=LINEAR_PROTOCOLS,
+    )
+    linear_epochs: int | None = option(None, "SGD protocol: epochs (default: 100 on a GPU, as published; 10 on CPU)", ge=1)
+    linear_lr: float = option(0.1, "SGD protocol: learning rate at batch 256 (scaled linearly with the batch)", gt=0)
+    linear_batch_size: int = option(256, "SGD protocol: batch size", ge=1)
+    linear_weight_decay: float = option(0.0, "SGD protocol: weight decay", ge=0)
+    linear_crop_scale: list[float] = option(
+        help="SGD protocol: area range of the random resized crop", factory=lambda: [0.08, 1.0], gt=0, le=1
+    )
 
 
 # ----------------------------------------------------------------------------- the run
@@ -99,13 +122,22 @@ class ImageRun(TrainedRun):
         data: DataConfig = self.config.data
         return data
 
+    def validation_split(self) -> ValidationSplit | None:
+        """The validation slice of the training split (``eval.val_size``), or None."""
+        ev: ImageEvalConfig = self.config.eval
+        return self.cached("validation", lambda: validation_split(self.data_config, ev.val_size, ev.val_seed))
+
     def train_data(self) -> ImageDataset:
-        """The whole train split (all classes): the probes' labelled bank."""
-        return self.cached("train", lambda: load_split(self.data_config, "train", all_classes=True))
+        """The train split (all classes) less the validation slice: the probes' labelled bank."""
+        split = self.validation_split()
+        return self.cached("train", lambda: load_split(self.data_config, "train", all_classes=True)
+                           if split is None else split.rest())
 
     def _fit(self) -> ImageDataset | FolderStream:
         d = self.data_config
-        return self.train_data() if d.train_classes is None and not d.stream else fit_data(d)
+        if d.train_classes is None and not d.stream:
+            return self.train_data()
+        return pretraining_data(d, self.validation_split())
 
     def image_input(self) -> ImageInput:
         def build() -> ImageInput:
@@ -166,6 +198,8 @@ class ImageRun(TrainedRun):
         assert train_sub.labels is not None and test_sub.labels is not None
         if verbose:
             print(f"evaluating {self.path} on {self.data_config.name} (test split: {len(test_sub)} images)", flush=True)
+        split = self.validation_split()
+        val = split.validation() if split is not None else None
         model = self.model()
         channels_last = channels_last_for(model, self.device, cfg.train.channels_last)
         return evaluate_run(
@@ -175,7 +209,16 @@ class ImageRun(TrainedRun):
             episode_classes=self._episode_classes(train.num_classes), cfg=ev, device=self.device,
             out_dir=self.path / "plots", seed=seed, channels_last=channels_last, verbose=verbose,
             release=mapped.release if store else None, pixel_budget=RAW_PIXEL_BUDGET if store else None,
+            linear_transform=self._linear_augmentation(),
+            validation=None if val is None or val.labels is None else (val.images, val.labels),
         )
+
+    def _linear_augmentation(self) -> nn.Module:
+        """The SGD protocol's light augmentation: random resized crop and horizontal flip."""
+        inp, ev = self.image_input(), self.config.eval
+        ops: list[dict[str, Any]] = [{"op": "random_resized_crop", "scale": list(ev.linear_crop_scale)},
+                                     {"op": "horizontal_flip", "p": 0.5}]
+        return build_augmentation(ops, size=inp.size, channels=inp.channels, mean=inp.mean, std=inp.std).to(self.device)
 
     def _episode_classes(self, num_classes: int) -> list[int] | None:
         """The classes the few-shot episodes draw from: all, or those not pre-trained on (novel)."""
@@ -258,6 +301,9 @@ class ImageTask(Task):
 
     @classmethod
     def validate(cls, cfg: Config) -> None:
+        if cfg.eval.monitor_every and not cfg.eval.val_size:
+            raise UserError("eval.monitor_every measures on the validation split: set eval.val_size too "
+                            "(e.g. eval.val_size=1000 images held out of the training split)")
         if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
             raise UserError("eval.episode_classes=novel needs data.train_classes (the classes to pre-train on)")
         splits = getattr(cfg.method, "bn_splits", 1)
@@ -268,7 +314,8 @@ class ImageTask(Task):
 
     def training(self, ctx: RunContext) -> Training:
         cfg, d = ctx.cfg, ctx.cfg.data
-        data = self.data = fit_data(d)
+        self.split = validation_split(d, cfg.eval.val_size, cfg.eval.val_seed)
+        data = self.data = pretraining_data(d, self.split)
         uses_labels = get_method(cfg.method.name).uses_labels
         if uses_labels and data.labels is None:
             raise UserError(f"method {cfg.method.name!r} needs labels but data set {data.name!r} has none")
@@ -296,8 +343,25 @@ class ImageTask(Task):
         else:
             loader = InMemoryViewLoader(data.images, resident=not data.mapped, rows=data.rows, **common)
         self.monitor = CollapseMonitor()
+        callbacks: list[Callback] = [self.monitor]
+        self.knn_monitor = self._knn_monitor(ctx, model, data, channels_last)
+        if self.knn_monitor is not None:
+            callbacks.append(self.knn_monitor)
         step = GradientStep(model, cfg.optim, cfg.train, device=ctx.device, note=ctx.log)
-        return Training(step, loader, unit="images", callbacks=[self.monitor])
+        return Training(step, loader, unit="images", callbacks=callbacks)
+
+    def _knn_monitor(self, ctx: RunContext, model: nn.Module, data: ImageDataset | FolderStream,
+                     channels_last: bool) -> KnnMonitor | None:
+        ev: ImageEvalConfig = ctx.cfg.eval
+        if not ev.monitor_every or self.split is None:
+            return None
+        transform = eval_transform(size=input_size(ctx.cfg.data, data), mean=data.mean(), std=data.std())
+        transform.to(ctx.device)  # type: ignore[attr-defined]
+        return knn_monitor(
+            self.split, model.encoder, bank_size=ev.monitor_bank, val_size=ev.monitor_val, transform=transform,  # type: ignore[arg-type]
+            every=ev.monitor_every, k=ev.knn_k, temperature=ev.knn_temperature, batch_size=ev.batch_size,
+            device=ctx.device, channels_last=channels_last, active=ctx.is_main, note=ctx.log,
+        )
 
     def describe(self, ctx: RunContext) -> str:
         data, cfg = self.data, ctx.cfg
@@ -310,7 +374,13 @@ class ImageTask(Task):
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
         summary.collapsed_at_step = self.monitor.collapsed_at
+        extra: dict[str, Any] = {}
         if ctx.is_main:
             encoder: nn.Module = self.model.encoder  # type: ignore[assignment]
             save_safetensors(encoder.state_dict(), ctx.run_dir / ENCODER_FILE)
-        return {}
+            if self.split is not None:
+                extra["validation"] = self.split.record()
+            if self.knn_monitor is not None:
+                self.knn_monitor.finish(summary.steps)
+                extra["monitor"] = self.knn_monitor.results()
+        return extra
