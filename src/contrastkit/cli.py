@@ -334,7 +334,8 @@ def _cmd_mine(args: argparse.Namespace) -> int:
           f"within the margin; {stats['pairs_short']} pairs got fewer than {stats['negatives_per_pair']}; mean cosine to "
           f"the anchor: positives {stats['mean_positive_similarity']:.3f}, negatives "
           f"{'-' if neg is None else f'{neg:.3f}'}")
-    print(f"train on them: --set text.train_file={stats['out']} --set 'text.train_columns=[anchor, positive, negative]'")
+    print(f"train on them: --set text.train_file={stats['out']} --set 'text.train_columns=[anchor, positive, negative]' "
+          "--set text.train_filter=null")
     return 0
 
 

@@ -201,3 +201,21 @@ def test_train_on_mined_triples_from_parquet_with_gradcache(dev_run: tuple[Path,
     log = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
     losses = [float(r["loss"]) for r in log]
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.1
+
+
+@pytest.mark.filterwarnings("ignore:the overrides change the task")
+def test_dev_set_and_source_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    from contrastkit.errors import UserError
+
+    paths = _pairs_data(tmp_path / "data")
+    (tmp_path / "t.parquet").write_bytes(b"")
+    for extra, message in [
+        ({"eval.dev_every": 2}, r"^eval.dev_every on unsupervised simcse needs text.dev_file \(sentences have no pairs"),
+        ({"text.dev_file": str(paths["sts"]), "text.dev_columns": "[s1]"}, r"^text.dev_columns must be \[sentence1, "),
+        ({"text.train_file": str(tmp_path / "t.parquet"), "text.lazy": True}, r"^text.lazy reads .txt and .jsonl files; "),
+    ]:
+        with pytest.raises(UserError, match=message):
+            load_config(None, tiny_text_sets(paths, **extra)[1::2])
+    pairs = _pairs_sets(paths, **{"eval.dev_every": 2, "text.lazy": True, "text.train_file": str(paths["corpus"])})
+    with pytest.raises(UserError, match=r"^eval.dev_every with text.lazy needs text.dev_file"):
+        load_config(None, pairs[1::2])

@@ -68,9 +68,9 @@ class TextConfig:
     recall_k: list[int] = option(help="K of the retrieval metrics", factory=lambda: [1, 5, 10], ge=1)
     dev_file: str | None = option(
         None,
-        "text task, with eval.dev_every: the dev set evaluated during training: scored pairs (STS Spearman, 3 "
-        "dev_columns) or (query, document) pairs (MRR@max recall_k, 2 dev_columns); none: a seeded slice of the "
-        "training pairs (dev_fraction) is held out",
+        "text task: the dev set, evaluated every eval.dev_every steps (0: after the last only); the best step's "
+        "encoder is the run's: scored pairs (STS Spearman, 3 dev_columns) or (query, document) pairs (MRR@max "
+        "recall_k, 2 dev_columns); none but eval.dev_every > 0: a seeded slice of the training pairs (dev_fraction)",
     )
     dev_columns: list[str] = option(
         help="sentence1, sentence2, score (STS) or query, document (retrieval); empty: sts_columns", factory=list
