@@ -196,11 +196,15 @@ def test_train_on_mined_triples_from_parquet_with_gradcache(dev_run: tuple[Path,
     datasets.Dataset.from_json(str(mined)).to_parquet(str(parquet))
     sets = _pairs_sets(paths, **{"text.train_file": str(parquet), "text.train_columns": "[anchor, positive, negative]",
                                  "method.gradcache_chunk": 16, "optim.lr": 0.001, "train.log_every": 2,
-                                 "eval.enabled": False})
+                                 "eval.enabled": False, "text.dev_file": str(paths["sts"]),
+                                 "text.dev_columns": "[s1, s2, score]"})
     assert main(["train", *sets, "--out", str(tmp_path / "run"), "--quiet"]) == 0
     log = list(csv.DictReader((tmp_path / "run" / "train_log.csv").open()))
-    losses = [float(r["loss"]) for r in log]
+    losses = [float(r["loss"]) for r in log if r["loss"]]
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.1
+    # a dev file without eval.dev_every: validated once, after the last step
+    val = json.loads((tmp_path / "run" / "results.json").read_text())["validation"]
+    assert [c["step"] for c in val["curve"]] == [8] and val["best_step"] == 8 and val["every"] is None
 
 
 @pytest.mark.filterwarnings("ignore:the overrides change the task")

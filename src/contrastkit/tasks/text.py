@@ -240,6 +240,11 @@ class TextTask(Task):
         if cls.validates(cfg) and not t.dev_file:
             if cfg.method.name == "simcse":
                 raise UserError("eval.dev_every on unsupervised simcse needs text.dev_file (sentences have no pairs to hold out)")
+            if cfg.method.name != "simcse_supervised":  # held-out rows are (query, relevant document) pairs
+                raise UserError(
+                    f"eval.dev_every on {cfg.method.name} needs text.dev_file (training rows are held out as the dev set "
+                    "for simcse_supervised's (anchor, positive) pairs only)"
+                )
             if t.lazy:
                 raise UserError("eval.dev_every with text.lazy needs text.dev_file (lazy training rows are not held out)")
 
