@@ -109,6 +109,10 @@ GAN_QUICK = ["train.max_steps=2", "train.batch_size=16", "gan.feature_steps=1", 
 GAN_FM = "contrastkit train fashion-mnist-contrad --out runs/contrad"
 ANCHOR = "/path/to/venv-with-lightly/bin/python"
 SICK_SLOW = "MiniLM encodes SICK's 9k sentences: a minute (tests/tasks/test_text_cli.py runs the same on tiny data)"
+PAIRS_RUN = "contrastkit train sick-pairs --set eval.dev_every=10 --set text.dev_file=sick:trial --out runs/pairs"
+PAIRS_MINE = "contrastkit mine runs/pairs --corpus sick:all --negatives 2 --margin 0.05 --out runs/pairs/triples.tsv"
+PAIRS_SLOW = ("MiniLM encodes SICK's sentences: minutes on a CPU (tests/tasks/test_text_triples.py runs the dev set, mine and "
+              "training on the mined triples from Parquet on tiny data)")
 ST_ANCHOR = "/path/to/venv-with-sentence-transformers/bin/python"
 COMPARE_SLOW = "eight recipes for a minute each (tests/test_compare.py runs compare, two digits recipes, in CI)"
 FM_SLOW = ("covered: the same recipe trains and evaluates in CI under `torchrun --standalone` (distributed.md), and "
@@ -365,6 +369,16 @@ COMMANDS: dict[str, dict[str, Command]] = {
             replace={"PATH/TO/corpus.txt": "{corpus}"},
             sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"],
             data=SICK, expect="STS spearman", slow=SICK_SLOW,
+        ),
+        PAIRS_RUN: Command(
+            sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"], data=SICK,
+            expect="best dev_sts_spearman", slow=PAIRS_SLOW,
+        ),
+        PAIRS_MINE: Command(after=(PAIRS_RUN,), data=SICK, expect="(anchor, positive, negative) rows", slow=PAIRS_SLOW),
+        "contrastkit train sick-pairs --set text.train_file=runs/pairs/triples.tsv --set text.train_filter=null "
+        '--set "text.train_columns=[anchor, positive, negative]" --out runs/pairs-hard': Command(
+            after=(PAIRS_RUN, PAIRS_MINE), sets=["train.max_steps=4", "eval.baselines=false", f"text.data_root={SICK}"],
+            data=SICK, expect="STS spearman", slow=PAIRS_SLOW,
         ),
     },
     "docs/agents.md": {

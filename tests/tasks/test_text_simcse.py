@@ -140,3 +140,33 @@ def test_minilm_loads_offline_from_the_package() -> None:
     assert enc.out_dim == 384
     z = F.normalize(enc.encode(["A man is playing a guitar.", "A person plays the guitar.", "The stock market fell."]), dim=1)
     assert float(z[0] @ z[1]) > float(z[0] @ z[2]) + 0.3
+
+
+def test_triplet_loss_with_gradcache_equals_a_naive_loop(corpus: list[str], tmp_path: Path) -> None:
+    """simcse_supervised on (anchor, positive, negative) rows: for anchor i, -log of
+    exp(cos(a_i, p_i)/τ) over the sum for every positive and every hard negative of the batch,
+    averaged — written as a loop here. GradCache in chunks of 5 rows gives the loop's loss and
+    gradients (float64, no dropout)."""
+    enc = _encoder(corpus, tmp_path, dropout=0.0)
+    model = SimCSE(enc, temperature=0.07, gradcache_chunk=5).double().eval()
+    b = 7
+    views = [enc.tokenize(corpus[i : i + b]) for i in (0, 40, 80)]
+    batch = {"views": [v["input_ids"] for v in views], "masks": [v["attention_mask"] for v in views]}
+    model.zero_grad()
+    loss = model.training_step(batch).loss
+    loss.backward()
+    cached = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    za, zp, zn = (enc(v["input_ids"], v["attention_mask"]) for v in views)
+    keys = [*zp, *zn]
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(b):
+        logits = torch.stack([F.cosine_similarity(za[i], k, dim=0) / 0.07 for k in keys])
+        total = total - (logits[i] - torch.logsumexp(logits, 0))
+    naive = total / b
+    naive.backward()
+    assert torch.allclose(loss, naive.detach(), atol=1e-10)
+    assert len(cached) > 10
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(p.grad, cached[name], atol=1e-9), name

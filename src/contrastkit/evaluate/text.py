@@ -49,14 +49,23 @@ def evaluate_text_encoder(encode: Callable[[list[str]], Tensor], t: TextConfig) 
     if t.retrieval_file:
         cols = t.retrieval_columns or ["sentence_A", "sentence_B"]
         pairs = read_pairs(t.retrieval_file, cols, t.retrieval_filter, data_root=t.data_root)
-        docs = list(dict.fromkeys(pairs.positives))
-        where = {d: i for i, d in enumerate(docs)}
-        relevant: dict[str, set[int]] = {}
-        for q, d in zip(pairs.anchors, pairs.positives, strict=True):
-            relevant.setdefault(q, set()).add(where[d])
-        queries = list(relevant)
-        out["retrieval"] = retrieval_metrics(encode(queries), encode(docs), [sorted(relevant[q]) for q in queries], ks=t.recall_k)
-        out["retrieval"]["corpus"] = len(docs)
+        out["retrieval"] = pair_retrieval(encode, pairs.anchors, pairs.positives, t.recall_k)
+    return out
+
+
+def pair_retrieval(
+    encode: Callable[[list[str]], Tensor], queries: list[str], documents: list[str], ks: list[int]
+) -> dict[str, Any]:
+    """Retrieval @ K of (query, relevant document) pairs: each distinct query against every
+    distinct document, its own documents relevant."""
+    docs = list(dict.fromkeys(documents))
+    where = {d: i for i, d in enumerate(docs)}
+    relevant: dict[str, set[int]] = {}
+    for q, d in zip(queries, documents, strict=True):
+        relevant.setdefault(q, set()).add(where[d])
+    distinct = list(relevant)
+    out = retrieval_metrics(encode(distinct), encode(docs), [sorted(relevant[q]) for q in distinct], ks=ks)
+    out["corpus"] = len(docs)
     return out
 
 

@@ -12,7 +12,7 @@ convention (the :class:`RunContext` of the run):
 
 A :class:`TrainedRun` evaluates the run, prints its results and writes embeddings; what more it
 can do is declared by the capability protocols below (:class:`EncodesImages`,
-:class:`EncodesTexts`, :class:`EmbedsItems`, :class:`AnswersQueries`, :class:`BrowsesImages`,
+:class:`EncodesTexts`, :class:`EmbedsItems`, :class:`AnswersQueries`, :class:`MinesNegatives`, :class:`BrowsesImages`,
 :class:`Recommends`, :class:`FindsSimilar`, :class:`HasKeyedVectors`, :class:`Acts`), which the
 CLI, ``serve``, ``export`` and ``index`` test with ``isinstance``. No task imports another: what
 two tasks share lives below ``tasks/``.
@@ -218,6 +218,18 @@ class EmbedsItems(Protocol):
     def embed_items(
         self, spec: str, *, batch_size: int = 256, unique: bool = False
     ) -> tuple[np.ndarray, list[dict[str, Any]], str]: ...
+
+
+@runtime_checkable
+class MinesNegatives(Protocol):
+    """Mines hard negatives for (anchor, positive) pairs from a corpus with its encoder and writes
+    (anchor, positive, negative) rows (``contrastkit mine``)."""
+
+    def mine(
+        self, corpus: str | None, out: str | Path, *, pairs: str | None = None, negatives: int = 1,
+        margin: float | None = None, range_min: int = 0, range_max: int | None = None, k: int | None = None,
+        batch_size: int = 256,
+    ) -> dict[str, Any]: ...
 
 
 @runtime_checkable

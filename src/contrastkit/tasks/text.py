@@ -3,7 +3,10 @@ and retrieval before and after training.
 
 Run folder, besides the common files: ``text_encoder/`` (the text tower as a transformers
 folder: config, tokenizer, weights once trained), ``text_run.json`` (what reloading needs),
-``index/`` (nearest-neighbour indexes, see contrastkit.index).
+``index/`` (nearest-neighbour indexes, see contrastkit.index). With a dev set
+(``eval.dev_every``, ``text.dev_file``; see contrastkit.evaluate.text_dev): ``checkpoints/best.pt``
+(the weights of the best dev step, which are the run's encoder: text_encoder/, evaluation,
+export) and, for a held-out dev set, ``data/dev_pairs.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import Tensor, nn
 
 from contrastkit.config import Config
 from contrastkit.data.image.decode import is_image_file
-from contrastkit.data.text.spec import TextConfig, read_spec_texts
+from contrastkit.data.text.spec import TextConfig, TextEvalConfig, read_spec_texts
 from contrastkit.encoders.text import (
     ENCODER_DIR,
     TextEncoder,
@@ -31,11 +34,12 @@ from contrastkit.errors import UserError
 from contrastkit.evaluate.text import before_and_after, evaluate_text_encoder, text_results_table
 from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
-from contrastkit.runs import load_run_weights
+from contrastkit.runs import CHECKPOINTS, load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
-from contrastkit.training import GradientStep, Training, TrainSummary
+from contrastkit.training import GradientStep, Training, TrainSummary, atomic_save, load_checkpoint
 
 META_FILE = "text_run.json"
+BEST_CHECKPOINT = "best.pt"  # the best dev step's weights (eval.dev_every / text.dev_file)
 # keys of the text section only the image_text task reads
 IMAGE_TEXT_KEYS = ("caption_templates", "zero_shot_templates")
 
@@ -62,11 +66,13 @@ class TextRun(TrainedRun):
     """A sentence-embedding run: its text tower, before and after training."""
 
     def model(self) -> nn.Module:
-        """The trained method (the text tower and its settings) from the last checkpoint."""
+        """The trained method (the text tower and its settings) from the last checkpoint, or from
+        the best dev step's (checkpoints/best.pt) where the run has a dev set."""
 
         def build() -> nn.Module:
             model = _build(self.config, saved_text_encoder(self.config.text, self.path))
-            model.load_state_dict(load_run_weights(self.path))
+            best = self.path / CHECKPOINTS / BEST_CHECKPOINT  # a run with a dev set: its best step
+            model.load_state_dict(load_checkpoint(best)["model"] if best.is_file() else load_run_weights(self.path))
             return model.to(self.device).eval()
 
         return self.cached("model", build)
@@ -115,6 +121,51 @@ class TextRun(TrainedRun):
     def results_table(self, ev: dict[str, Any]) -> str:
         return text_results_table(ev)
 
+    def headline(self, results: dict[str, Any]) -> str:
+        line = super().headline(results)
+        val = results.get("validation")
+        if not val or val.get("best") is None:
+            return line
+        return f"{line}; best {val['metric']} {val['best']:.4f} at step {val['best_step']} (the run's encoder)"
+
+    # ------------------------------------------------------------------ hard negatives
+
+    def mining_pairs(self, pairs: str | None = None) -> tuple[list[str], list[str]]:
+        """(anchors, positives): of ``pairs`` (``FILE#ANCHOR,POSITIVE`` or ``sick:SPLIT``), else
+        the run's training pairs (its columns and filter)."""
+        from contrastkit.data.text.corpus import read_pairs
+        from contrastkit.index.mining import read_pair_spec
+
+        t = self.config.text
+        if pairs is not None:
+            return read_pair_spec(pairs, t.data_root)
+        if self.config.method.name == "simcse" or not t.train_file:
+            raise UserError(
+                f"this run trained {self.config.method.name} on sentences, not pairs: name the pairs to mine for "
+                "(--pairs FILE#ANCHOR,POSITIVE)"
+            )
+        columns = (t.train_columns or ["sentence_A", "sentence_B"])[:2]
+        read = read_pairs(t.train_file, columns, t.train_filter, data_root=t.data_root, limit=t.max_train_examples)
+        return read.anchors, read.positives
+
+    def mine(
+        self, corpus: str | None, out: str | Path, *, pairs: str | None = None, negatives: int = 1,
+        margin: float | None = None, range_min: int = 0, range_max: int | None = None, k: int | None = None,
+        batch_size: int = 256,
+    ) -> dict[str, Any]:
+        """Hard negatives for the run's training pairs (or ``pairs``) from ``corpus`` (a text data
+        spec; None: the pairs' positives), found with the run's encoder, written to ``out`` as
+        (anchor, positive, negative) rows; returns what the filters did (see
+        :mod:`contrastkit.index.mining`)."""
+        from contrastkit.index.mining import check_mining, mine_to_file
+
+        check_mining(out, negatives, margin, range_min, range_max, k)
+        return mine_to_file(
+            lambda texts: self.encode_texts(texts, batch_size=batch_size), self.mining_pairs(pairs), corpus, out,
+            data_root=self.config.text.data_root, negatives=negatives, margin=margin, range_min=range_min,
+            range_max=range_max, k=k,
+        )
+
     # ------------------------------------------------------------------ embeddings and search
 
     def embed_items(
@@ -149,7 +200,7 @@ class TextTask(Task):
     """Sentence embeddings trained contrastively, evaluated on STS and retrieval."""
 
     name = "text"
-    sections: ClassVar[dict[str, type | None]] = {"text": TextConfig}
+    sections: ClassVar[dict[str, type | None]] = {"text": TextConfig, "eval": TextEvalConfig}
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
         "text": IMAGE_TEXT_KEYS,
         "train": ("channels_last", "sync_batchnorm"),
@@ -157,6 +208,7 @@ class TextTask(Task):
     }
     default_method = "simcse"
     runs = (TextRun,)
+    held_out: Any = None  # the training pairs held out as the dev set (a dev set without text.dev_file)
 
     @classmethod
     def needs(cls, cfg: Config) -> tuple[str, str]:
@@ -176,9 +228,69 @@ class TextTask(Task):
             if not t.train_columns and not t.train_file.startswith("sick:"):
                 raise UserError("simcse_supervised needs text.train_columns = [anchor, positive(, negative)]")
         if t.lazy:
+            from contrastkit.data.text.corpus import hf_source
             from contrastkit.data.text.lazy import lazy_format
 
+            if hf_source(t.train_file) is not None:
+                raise UserError(
+                    f"text.lazy reads .txt and .jsonl files; {t.train_file!r} is a datasets source (read with "
+                    "text.lazy=false)"
+                )
             lazy_format(t.train_file)
+        if cls.validates(cfg) and not t.dev_file:
+            if cfg.method.name == "simcse":
+                raise UserError("eval.dev_every on unsupervised simcse needs text.dev_file (sentences have no pairs to hold out)")
+            if cfg.method.name != "simcse_supervised":  # held-out rows are (query, relevant document) pairs
+                raise UserError(
+                    f"eval.dev_every on {cfg.method.name} needs text.dev_file (training rows are held out as the dev set "
+                    "for simcse_supervised's (anchor, positive) pairs only)"
+                )
+            if t.lazy:
+                raise UserError("eval.dev_every with text.lazy needs text.dev_file (lazy training rows are not held out)")
+
+    @classmethod
+    def validates(cls, cfg: Config) -> bool:
+        """Whether the run evaluates on a dev set during training (``eval.dev_every`` or ``text.dev_file``)."""
+        return bool(cfg.eval.dev_every or cfg.text.dev_file)
+
+    @classmethod
+    def validation_metric(cls, cfg: Config) -> tuple[str, str]:
+        """The text task's validation metric for ``cfg`` and its direction ("max": higher is
+        better): ``dev_sts_spearman`` on an STS dev file, else ``dev_mrr@K`` on (query, document)
+        dev pairs or the pairs held out of training."""
+        from contrastkit.evaluate.text_dev import DEV_DIRECTION, dev_metric
+
+        return dev_metric(cfg.text), DEV_DIRECTION
+
+    def _dev_callback(self, ctx: RunContext, model: Any, held_out: Any) -> Any:
+        """The dev-set validation of a run (None without one): every ``eval.dev_every`` steps and
+        after the last, the best step's weights kept in checkpoints/best.pt."""
+        from contrastkit.evaluate.text_dev import DEV_DIRECTION, HOLDOUT_FILE, DevSet, dev_metric, read_dev_set, write_holdout
+        from contrastkit.training.callbacks import BestOnValidation
+
+        cfg, t = ctx.cfg, ctx.cfg.text
+        if not self.validates(cfg):
+            return None
+        if held_out is None:
+            dev = read_dev_set(t)
+        else:
+            if ctx.is_main:
+                write_holdout(held_out, ctx.run_dir)
+            share = f"{t.dev_fraction:g} of the training anchors held out ({HOLDOUT_FILE})"
+            dev = DevSet(held_out, dev_metric(t), share)
+        batch = min(cfg.eval.batch_size, 256)
+
+        def evaluate() -> float:  # encode() runs in eval mode, without gradients, and restores the mode
+            return dev.evaluate(lambda texts: model.encoder.encode(texts, batch_size=batch, device=ctx.device), t.recall_k)
+
+        def keep(step: int, value: float) -> None:
+            atomic_save({"model": model.state_dict(), "step": step, "metric": dev.metric, "value": value},
+                        ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT)
+
+        return BestOnValidation(
+            evaluate, metric=dev.metric, every=cfg.eval.dev_every or None, direction=DEV_DIRECTION, keep=keep,
+            describe=dev.describe(), verbose=ctx.verbose and not cfg.train.progress,
+        )
 
     def _data(self, ctx: RunContext) -> Any:
         """Aligned text columns: [sentences] (unsupervised) or [anchors, positives(, negatives)];
@@ -200,7 +312,12 @@ class TextTask(Task):
             return [read_sentences(t.train_file, t.train_columns, t.train_filter, data_root=t.data_root, limit=limit)]
         columns = t.train_columns or ["sentence_A", "sentence_B"]
         read = read_pairs(t.train_file, columns, t.train_filter, data_root=t.data_root, limit=t.max_train_examples)
-        return [read.anchors, read.positives, *([read.negatives] if read.negatives is not None else [])]
+        data = [read.anchors, read.positives, *([read.negatives] if read.negatives is not None else [])]
+        if self.validates(cfg) and not t.dev_file:  # the dev set: a seeded slice of the anchors, out of training
+            from contrastkit.evaluate.text_dev import hold_out
+
+            data, self.held_out = hold_out(data, t.dev_fraction, cfg.train.seed)
+        return data
 
     def training(self, ctx: RunContext) -> Training:
         from contrastkit.data.text.loader import TextViewLoader
@@ -216,7 +333,9 @@ class TextTask(Task):
         )
         if not ctx.resume and ctx.is_main:  # before training: an interrupted run can be evaluated
             (ctx.run_dir / META_FILE).write_text(json.dumps({"task": self.name}, indent=2))
-        return Training(GradientStep(model, cfg.optim, cfg.train, device=ctx.device, note=ctx.log), loader, unit="texts")
+        self.dev = self._dev_callback(ctx, model, self.held_out)
+        return Training(GradientStep(model, cfg.optim, cfg.train, device=ctx.device, note=ctx.log), loader, unit="texts",
+                        callbacks=[self.dev] if self.dev is not None else [])
 
     def describe(self, ctx: RunContext) -> str:
         data = self.data
@@ -225,7 +344,13 @@ class TextTask(Task):
         return f"training {ctx.cfg.method.name} on {what} with text encoder {ctx.cfg.text.encoder} on {ctx.device}"
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
-        if ctx.is_main:
-            model: Any = self.model
-            model.encoder.save(ctx.run_dir / ENCODER_DIR)
-        return {}
+        """The run's encoder (the best dev step's, with a dev set) into text_encoder/; results.json's
+        ``validation``: the dev metric, its direction, curve and best step."""
+        if not ctx.is_main:
+            return {}
+        model: Any = self.model
+        best = ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT
+        if self.dev is not None and best.is_file():
+            model.load_state_dict(load_checkpoint(best, map_location=ctx.device)["model"])
+        model.encoder.save(ctx.run_dir / ENCODER_DIR)
+        return {"validation": self.dev.results()} if self.dev is not None else {}

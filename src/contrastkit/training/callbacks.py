@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
+import torch
+
+from contrastkit.errors import check_choice
 from contrastkit.training.trainer import Callback, Trainer
+
+DIRECTIONS = ("max", "min")
 
 
 class CollapseMonitor(Callback):
@@ -47,3 +55,82 @@ class CollapseMonitor(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bad, self.warned = int(state["bad"]), bool(state["warned"])
         self.collapsed_at = None if state["collapsed_at"] is None else int(state["collapsed_at"])
+
+
+class BestOnValidation(Callback):
+    """Evaluates on a validation set during training and keeps the best step.
+
+    ``evaluate()`` (the current model's ``metric``, a number) runs after every ``every``-th step
+    and after the last step — on no other step — in the first process only, with the random
+    state of training left as it was. The value goes to the run's loggers; when it beats the best
+    so far (``direction``: "max" or "min"; a NaN never does), ``keep(step, value)`` saves the
+    model. The curve, the best value and its step are the callback's state: a checkpoint is
+    requested after each evaluation, so a resumed run neither repeats nor loses one.
+    """
+
+    def __init__(
+        self, evaluate: Callable[[], float], *, metric: str, every: int | None = None, direction: str = "max",
+        keep: Callable[[int, float], None] | None = None, describe: dict[str, Any] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        check_choice("validation direction", direction, DIRECTIONS)
+        self.evaluate, self.keep, self.verbose = evaluate, keep, verbose
+        self.metric, self.every, self.direction = metric, every, direction
+        self.describe = describe or {}
+        self.curve: list[list[float]] = []  # [step, value] per evaluation
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.seconds = 0.0
+
+    def due(self, step: int, total: int) -> bool:
+        """Whether ``step`` is a validation step."""
+        return step >= total or (self.every is not None and self.every > 0 and step % self.every == 0)
+
+    def better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        return self.best is None or (value > self.best if self.direction == "max" else value < self.best)
+
+    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+        if not self.due(trainer.step, trainer.total_steps):
+            return
+        if trainer.is_main:
+            t0 = time.perf_counter()
+            devices = [trainer.device] if trainer.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                value = float(self.evaluate())
+            self.seconds += time.perf_counter() - t0
+            self.curve.append([trainer.step, value])
+            if self.better(value):
+                self.best, self.best_step = value, trainer.step
+                if self.keep is not None:
+                    self.keep(trainer.step, value)
+            trainer.log_metrics({self.metric: value})
+            if self.verbose:
+                print(f"step {trainer.step}: {self.metric} {value:.4f} (best {self.best} at step {self.best_step})",
+                      flush=True)
+        trainer.request_checkpoint()  # every process: the checkpoint is collective under torchrun
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"curve": [list(p) for p in self.curve], "best": self.best, "best_step": self.best_step,
+                "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.curve = [[int(s), float(v)] for s, v in state["curve"]]
+        self.best = None if state["best"] is None else float(state["best"])
+        self.best_step = None if state["best_step"] is None else int(state["best_step"])
+        self.seconds = float(state["seconds"])
+
+    def results(self) -> dict[str, Any]:
+        """What results.json records: the metric, its direction, the curve and the best step."""
+        return {
+            "metric": self.metric,
+            "direction": self.direction,
+            **self.describe,
+            "every": self.every,
+            "curve": [{"step": int(s), "value": v} for s, v in self.curve],
+            "best": self.best,
+            "best_step": self.best_step,
+            "evaluations": len(self.curve),
+            "seconds": self.seconds,
+        }

@@ -195,6 +195,7 @@ class Trainer:
         self._saved_at = -1  # the step of the last checkpoint written
         self.units_done = 0  # units trained on by this process's steps (all ranks)
         self._last: StepResult | None = None
+        self._open_loggers: Loggers | None = None  # while fit() runs
 
     # -------------------------------------------------------------------- what callbacks use
 
@@ -205,6 +206,12 @@ class Trainer:
     def request_checkpoint(self) -> None:
         """Write a checkpoint after this step's callbacks (e.g. after a validation)."""
         self._checkpoint_now = True
+
+    def log_metrics(self, values: dict[str, float]) -> None:
+        """Log numbers a callback computed at this step (a validation) to the run's loggers; in
+        train_log.csv they make a row of their own."""
+        if self._open_loggers is not None:
+            self._open_loggers.log_metrics(self.step, values)
 
     def last_loss(self) -> float:
         """The loss of the last step as a number (its ``loss`` log where the step reports one,
@@ -421,6 +428,7 @@ class Trainer:
         stopped_by = self.stop_reason or "steps"  # a callback may have ended the run already
         progress = Progress(self.total_steps, initial=self.step, unit=unit, enabled=self.show_progress and self.is_main)
         with self._loggers() as loggers:
+            self._open_loggers = loggers
             # wall-clock of the whole loop: batch assembly and augmentation, step, logs, checkpoints
             t0 = time.perf_counter()
             while self.step < self.total_steps and stopped_by == "steps":
@@ -483,6 +491,7 @@ class Trainer:
             progress.close()
             if self._saved_at != self.step:  # the last step's checkpoint, unless it has one already
                 self.save_checkpoint()
+            self._open_loggers = None
         if stopped_by == "preempted":
             raise Preempted(signals.signum or signal.SIGTERM, self.step, self.total_steps, str(self.checkpoint_path))
         done, spent_seconds = self.step - start_step, self.elapsed - start_elapsed

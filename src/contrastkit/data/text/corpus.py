@@ -4,6 +4,13 @@ A *data spec* names what to read: a path (``.txt`` = one sentence or passage per
 holds a tab-separated table with the asked columns; ``.csv``, ``.tsv``, ``.jsonl`` / ``.json``
 tables), or a named source ``sick:SPLIT`` (SICK, Marelli et al. 2014: train, trial, test, all),
 whose SICK.txt is looked for in the one order :data:`SICK_ORDER` states (:func:`find_sick`).
+
+Hugging Face ``datasets`` sources (:func:`hf_source`, the ``datasets`` package of the ``text``
+extra) are tables too: a ``.parquet`` file; a folder written by ``save_to_disk`` (``FOLDER`` or,
+for a ``DatasetDict``, ``FOLDER:SPLIT``); ``hf:FILE`` (a local .parquet / .jsonl / .json / .csv /
+.tsv read by ``datasets``' own parsers); ``hf:NAME[:CONFIG]:SPLIT`` (a dataset of the Hugging Face
+hub, downloaded and cached by ``datasets``: needs the network once). Their columns are named as
+for any table (``text.train_columns``).
 """
 
 from __future__ import annotations
@@ -134,9 +141,146 @@ def resolve_spec(spec: str, data_root: str | None = None) -> ResolvedSpec:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise UserError(
-            f"text data {spec!r} does not exist; give a file (.txt, .csv, .tsv, .jsonl) or sick:SPLIT"
+            f"text data {spec!r} does not exist; give a file (.txt, .csv, .tsv, .jsonl, .parquet), a folder "
+            "saved by datasets' save_to_disk, hf:NAME[:CONFIG]:SPLIT or sick:SPLIT"
         )
     return ResolvedSpec(path, None, None, None)
+
+
+# ----------------------------------------------------------------------------- Hugging Face datasets
+
+HF_PREFIX = "hf:"
+HF_FILE_BUILDERS: dict[str, str] = {
+    ".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".tsv": "csv", ".tab": "csv",
+}
+
+
+@dataclass(frozen=True)
+class HFSource:
+    """A table read through Hugging Face ``datasets``: ``kind`` is ``file`` (a local data file),
+    ``disk`` (a ``save_to_disk`` folder) or ``hub`` (a dataset name on the hub)."""
+
+    kind: str
+    location: str
+    split: str | None = None
+    config: str | None = None
+
+
+def _saved_dataset(folder: Path) -> bool:
+    """Whether ``folder`` was written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file()
+    )
+
+
+def hf_source(spec: str) -> HFSource | None:
+    """The ``datasets`` source a text data spec names (see the module's text), or None for a spec
+    the plain readers take."""
+    if not isinstance(spec, str):
+        return None
+    explicit = spec.startswith(HF_PREFIX)
+    rest = spec[len(HF_PREFIX) :] if explicit else spec
+    path = Path(rest).expanduser()
+    if path.is_file() and (explicit or path.suffix.lower() == ".parquet"):
+        return HFSource("file", str(path))
+    if path.is_dir() and (explicit or _saved_dataset(path)):
+        return HFSource("disk" if _saved_dataset(path) else "file", str(path))
+    head, sep, split = rest.rpartition(":")
+    if sep and head and Path(head).expanduser().is_dir() and _saved_dataset(Path(head).expanduser()):
+        return HFSource("disk", str(Path(head).expanduser()), split or None)
+    if not explicit:
+        return None
+    if Path(rest).suffix.lower() in HF_FILE_BUILDERS or rest.startswith((".", "/", "~")):
+        raise UserError(f"{spec!r}: no such file or folder {rest!r}")
+    parts = rest.split(":")
+    if not parts[0] or len(parts) > 3 or not all(parts):
+        raise UserError(f"{spec!r}: a hub dataset is hf:NAME, hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT (local files: hf:PATH)")
+    name, config, split_name = parts[0], (parts[1] if len(parts) == 3 else None), (parts[-1] if len(parts) > 1 else None)
+    return HFSource("hub", name, split_name, config)
+
+
+def require_datasets() -> Any:
+    """The ``datasets`` module, or a one-line UserError saying how to install it."""
+    try:
+        import datasets
+    except ImportError:
+        from contrastkit.errors import install_hint
+
+        raise UserError(f"reading Hugging Face datasets sources needs the datasets package: {install_hint('text')}") from None
+    return datasets
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def load_hf_dataset(spec: str) -> Any:
+    """The ``datasets.Dataset`` a data spec names (one split; a one-line UserError when it cannot
+    be read)."""
+    src = hf_source(spec)
+    if src is None:
+        raise UserError(f"{spec!r} is not a Hugging Face datasets source")
+    ds = require_datasets()
+    bars = ds.is_progress_bar_enabled()
+    ds.disable_progress_bars()  # one line per file read is noise in a training log
+    try:
+        if src.kind == "disk":
+            loaded = ds.load_from_disk(src.location)
+            if isinstance(loaded, ds.DatasetDict):
+                splits = list(loaded)
+                split = src.split or ("train" if "train" in splits else splits[0] if len(splits) == 1 else None)
+                if split is None or split not in splits:
+                    raise UserError(
+                        f"{spec!r} holds the splits {', '.join(splits)}; name one as {src.location}:SPLIT"
+                    )
+                return loaded[split]
+            if src.split:
+                raise UserError(f"{src.location!r} holds one dataset, not splits; drop ':{src.split}'")
+            return loaded
+        if src.kind == "file":
+            path = Path(src.location)
+            if path.is_dir():
+                return ds.load_dataset(str(path), split="train")
+            builder = HF_FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise UserError(
+                    f"{spec!r}: datasets reads {', '.join(sorted(HF_FILE_BUILDERS))} files, not {path.suffix or 'this file'}"
+                )
+            extra = {"delimiter": "\t"} if path.suffix.lower() in (".tsv", ".tab") else {}
+            return ds.load_dataset(builder, data_files=str(path), split="train", **extra)
+        return ds.load_dataset(src.location, src.config, split=src.split or "train")
+    except UserError:
+        raise
+    except Exception as exc:  # datasets' own errors (a missing file, a bad row, no network): one line
+        raise UserError(f"could not read {spec!r} with datasets: {_first_line(exc)}") from None
+    finally:
+        if bars:
+            ds.enable_progress_bars()
+
+
+def read_hf_table(spec: str, columns: Sequence[str]) -> TextTable:
+    """The named columns of a ``datasets`` source as string rows (None becomes "")."""
+    dataset = load_hf_dataset(spec)
+    names = list(dataset.column_names)
+    if not columns:
+        raise UserError(f"{spec!r} is a table: name its text columns (columns: {', '.join(names)})")
+    wanted = list(dict.fromkeys(columns))
+    for c in wanted:
+        if c not in names:
+            from contrastkit.errors import closest
+
+            raise UserError(f"column {c!r} is not in {spec}{closest(c, names)}; columns: {', '.join(names)}")
+    data = dataset.select_columns(wanted).to_dict()
+    for c in wanted:
+        sample = next((v for v in data[c] if v is not None), None)
+        if isinstance(sample, list | dict):
+            raise UserError(f"column {c!r} of {spec} holds {type(sample).__name__}s; text columns hold strings")
+    values = [["" if v is None else str(v) for v in data[c]] for c in wanted]
+    rows = [dict(zip(wanted, row, strict=True)) for row in zip(*values, strict=True)]
+    if not rows:
+        raise UserError(f"table {spec!r} has no rows")
+    return TextTable(wanted, rows, spec)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -230,7 +374,14 @@ def filter_rows(table: TextTable, where: Mapping[str, Any] | None) -> TextTable:
     return TextTable(table.columns, rows, table.source)
 
 
-def _table_for(spec: str, where: Mapping[str, Any] | None, data_root: str | None) -> tuple[TextTable, tuple[str, ...] | None]:
+def _table_for(
+    spec: str, where: Mapping[str, Any] | None, data_root: str | None, columns: Sequence[str] = ()
+) -> tuple[TextTable, tuple[str, ...] | None]:
+    """The rows of a spec's table that pass the filter, and the spec's default columns; a
+    ``datasets`` source reads only ``columns`` (and the filter's)."""
+    if hf_source(spec) is not None:
+        table = read_hf_table(spec, [*columns, *(str(k) for k in (where or {}))] if columns else [])
+        return filter_rows(table, where), None
     res = resolve_spec(spec, data_root)
     table = read_table(res.path, res.fmt)
     merged = {**(res.filter or {}), **(dict(where) if where else {})}
@@ -256,12 +407,14 @@ def read_sentences(
 
     With ``unique`` the sentences are de-duplicated (first occurrence order kept).
     """
-    res = resolve_spec(spec, data_root)
-    fmt = res.fmt or _fmt_of(res.path)
-    if fmt == "lines" and not where and not (columns and _looks_tabular(res.path, columns)):
+    res = None if hf_source(spec) is not None else resolve_spec(spec, data_root)
+    if (
+        res is not None and (res.fmt or _fmt_of(res.path)) == "lines" and not where
+        and not (columns and _looks_tabular(res.path, columns))
+    ):
         out = read_lines(res.path)
     else:
-        table, default = _table_for(spec, where, data_root)
+        table, default = _table_for(spec, where, data_root, columns)
         cols = list(columns) or list((default or ())[:2])
         if not cols:
             raise UserError(
@@ -298,7 +451,7 @@ def read_pairs(
         raise UserError(
             f"pairs need 2 columns (anchor, positive) or 3 (anchor, positive, negative); got {list(columns)}"
         )
-    table, _ = _table_for(spec, where, data_root)
+    table, _ = _table_for(spec, where, data_root, columns)
     values = [table.column(c) for c in columns]
     keep = [i for i in range(len(table.rows)) if all(v[i].strip() for v in values)]
     if limit is not None:
@@ -317,7 +470,7 @@ def read_sts(
     data_root: str | None = None,
 ) -> STSData:
     """STS-style pairs: columns (sentence1, sentence2, score); the score must parse as a number."""
-    table, default = _table_for(spec, where, data_root)
+    table, default = _table_for(spec, where, data_root, columns)
     cols = list(columns) if columns else list(default or ())
     if len(cols) != 3:
         raise UserError(f"STS data needs 3 columns (sentence1, sentence2, score); got {cols}")

@@ -1,5 +1,6 @@
-"""The ``text:`` section of the text tasks (text, image_text) and the texts a data spec names
-(``sick:test``, a .txt file, ``FILE.csv#column``)."""
+"""The ``text:`` section of the text tasks (text, image_text), the text task's ``eval:`` section
+(evaluation on a dev set during training) and the texts a data spec names (``sick:test``, a .txt
+file, ``FILE.csv#column``, ``FILE.parquet#column``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contrastkit.config import EvalConfig
 from contrastkit.data.text.augment import AUGMENTATIONS
-from contrastkit.data.text.corpus import read_sentences
+from contrastkit.data.text.corpus import hf_source, read_sentences
 from contrastkit.encoders.text import TEXT_POOLINGS
 from contrastkit.errors import UserError, check_choice
 from contrastkit.options import option
 
-TEXT_SUFFIXES: tuple[str, ...] = (".txt", ".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson")
+TEXT_SUFFIXES: tuple[str, ...] = (".txt", ".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".parquet")
 
 
 @dataclass
@@ -21,7 +23,9 @@ class TextConfig:
     """Text data, the text encoder and text evaluation (tasks text and image_text)."""
 
     train_file: str | None = option(
-        None, "training data: sick:SPLIT, a .txt (one per line), .csv/.tsv/.jsonl; image_text: also tar shards (image + .txt)"
+        None,
+        "training data: sick:SPLIT, a .txt (one per line), .csv/.tsv/.jsonl, a Hugging Face datasets source (.parquet, "
+        "a save_to_disk folder[:SPLIT], hf:FILE, hf:NAME[:CONFIG]:SPLIT); image_text: also tar shards (image + .txt)",
     )
     train_columns: list[str] = option(help="sentences; or anchor, positive[, negative]; or image, caption", factory=list)
     train_filter: dict[str, Any] | None = option(None, "keep rows whose columns equal these values")
@@ -62,6 +66,19 @@ class TextConfig:
     )
     zero_shot_templates: list[str] = option(help="image_text: zero-shot prompts", factory=lambda: ["a photo of a {label}"])
     recall_k: list[int] = option(help="K of the retrieval metrics", factory=lambda: [1, 5, 10], ge=1)
+    dev_file: str | None = option(
+        None,
+        "text task: the dev set, evaluated every eval.dev_every steps (0: after the last only); the best step's "
+        "encoder is the run's: scored pairs (STS Spearman, 3 dev_columns) or (query, document) pairs (MRR@max "
+        "recall_k, 2 dev_columns); none but eval.dev_every > 0: a seeded slice of the training pairs (dev_fraction)",
+    )
+    dev_columns: list[str] = option(
+        help="sentence1, sentence2, score (STS) or query, document (retrieval); empty: sts_columns", factory=list
+    )
+    dev_filter: dict[str, Any] | None = option(None, "keep dev rows whose columns equal these values")
+    dev_fraction: float = option(
+        0.05, "share of the training pairs held out as the dev set when there is no dev_file", gt=0, lt=0.5
+    )
 
     def check_values(self, prefix: str) -> None:
         if not self.recall_k:
@@ -74,6 +91,23 @@ class TextConfig:
             raise UserError(f"{prefix}.sts_columns must be [sentence1, sentence2, score], got {self.sts_columns}")
         if self.retrieval_file and self.retrieval_columns and len(self.retrieval_columns) != 2:
             raise UserError(f"{prefix}.retrieval_columns must be [query, document], got {self.retrieval_columns}")
+        if self.dev_columns and len(self.dev_columns) not in (2, 3):
+            raise UserError(
+                f"{prefix}.dev_columns must be [sentence1, sentence2, score] (STS) or [query, document] (retrieval), "
+                f"got {self.dev_columns}"
+            )
+
+
+@dataclass
+class TextEvalConfig(EvalConfig):
+    """The text task's evaluation: after training (as every task's), and on a dev set during it."""
+
+    dev_every: int = option(
+        0,
+        "evaluate on the dev set (text.dev_file, else held-out training pairs) every this many steps and after "
+        "the last; the best step's encoder becomes the run's (0: off)",
+        ge=0,
+    )
 
 
 def split_columns(spec: str) -> tuple[str, list[str]]:
@@ -85,7 +119,12 @@ def split_columns(spec: str) -> tuple[str, list[str]]:
 def is_text_spec(spec: str) -> bool:
     """Whether a data spec names text (a text/table file or sick:SPLIT) rather than images."""
     path, _ = split_columns(spec)
-    return path.startswith("sick:") or (Path(path).suffix.lower() in TEXT_SUFFIXES and Path(path).is_file())
+    if path.startswith("sick:") or (Path(path).suffix.lower() in TEXT_SUFFIXES and Path(path).is_file()):
+        return True
+    try:
+        return hf_source(path) is not None
+    except UserError:  # hf: with a malformed hub name is still meant as text
+        return True
 
 
 def read_spec_texts(spec: str, t: TextConfig, *, unique: bool = False) -> list[str]:
