@@ -34,13 +34,15 @@ from contrastkit.data.image.spec import (
     input_size,
     load_split,
     seeded_subset,
+    view_count,
+    view_options,
     visible_labels,
 )
 from contrastkit.data.image.stream import FolderStream, StreamViewLoader
 from contrastkit.encoders.image import ModelConfig, build_encoder
 from contrastkit.errors import UserError
 from contrastkit.evaluate.features import extract_features
-from contrastkit.methods.base import build_image_method
+from contrastkit.methods.base import build_image_method, check_views
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
@@ -260,6 +262,7 @@ class ImageTask(Task):
     def validate(cls, cfg: Config) -> None:
         if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
             raise UserError("eval.episode_classes=novel needs data.train_classes (the classes to pre-train on)")
+        check_views(cfg.method.name, *view_count(cfg.data))
         splits = getattr(cfg.method, "bn_splits", 1)
         if cfg.train.batch_size % splits:
             raise UserError(
@@ -286,7 +289,7 @@ class ImageTask(Task):
                 f"used (data.label_fraction={d.label_fraction}); the rest are unlabeled"
             )
         common: dict[str, Any] = {
-            "batch_size": ctx.local_batch, "augmentation": augmentation_for(d, data).to(ctx.device), "views": d.views,
+            "batch_size": ctx.local_batch, **view_options(d, data, ctx.device),
             "seed": cfg.train.seed, "device": ctx.device, "channels_last": channels_last, "labels": labels,
             "rank": ctx.rank, "world_size": ctx.world_size,
         }
