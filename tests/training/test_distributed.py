@@ -18,7 +18,7 @@ from contrastkit.methods import BYOL, DINO, NNCLR, BarlowTwins, MoCoV2, MoCoV3, 
 
 B = 6  # samples per rank
 METHODS = ["simclr", "simclr_queue", "supcon", "moco_v2", "moco_v2_in_batch", "moco_v3", "byol", "simsiam", "barlow_twins",
-           "vicreg", "swav", "swav_queue", "dino", "nnclr"]
+           "vicreg", "swav", "swav_queue", "dino", "nnclr", "simclr_multicrop", "supcon_multicrop", "byol_multicrop"]
 
 
 def _free_port() -> int:
@@ -66,7 +66,7 @@ def _model(name: str) -> nn.Module:
         "dino": lambda: DINO(_encoder(), 16, **head, out_dim=9),
         "nnclr": lambda: NNCLR(_encoder(), 16, **head, predictor_hidden_dim=6, support_set_size=40),
     }
-    model = _strip_bn(models[name]()).double()  # float64: compare to 1e-5 without float32 noise
+    model = _strip_bn(models[name.removesuffix("_multicrop")]()).double()  # float64: compare to 1e-5 without float32 noise
     if hasattr(model, "diagnostics"):
         model.diagnostics = False
     queue = _queue(model)
@@ -75,12 +75,14 @@ def _model(name: str) -> nn.Module:
     return model
 
 
-def _batch() -> dict[str, Any]:
+def _batch(name: str) -> dict[str, Any]:
+    """Two 6 x 6 views; a ``*_multicrop`` method's batch adds three 3 x 3 local views."""
     g = torch.Generator().manual_seed(2)
     x1 = torch.randn(2 * B, 1, 6, 6, generator=g, dtype=torch.float64)
     x2 = torch.randn(2 * B, 1, 6, 6, generator=g, dtype=torch.float64)
+    local = [torch.randn(2 * B, 1, 3, 3, generator=g, dtype=torch.float64) for _ in range(3 * name.endswith("_multicrop"))]
     labels = torch.tensor([0, 1, -1, 0, 2, -1, 1, 1, -1, 2, 0, -1])
-    return {"views": [x1, x2], "labels": labels}
+    return {"views": [x1, x2, *local], "labels": labels, "global_views": 2}
 
 
 def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -95,11 +97,11 @@ def _worker(rank: int, port: int, out: str) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    full = _batch()
     rows = slice(rank * B, (rank + 1) * B)
-    local = {"views": [v[rows] for v in full["views"]], "labels": full["labels"][rows]}
     results = {}
     for name in METHODS:
+        full = _batch(name)
+        local = {"views": [v[rows] for v in full["views"]], "labels": full["labels"][rows], "global_views": 2}
         model = _model(name)
         ddp = DistributedDataParallel(_TrainingStep(model))
         loss = ddp(local).loss
@@ -125,7 +127,7 @@ def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]
 @pytest.mark.parametrize("name", METHODS)
 def test_two_ranks_equal_one_process_on_the_concatenated_batch(name: str, ddp_results: list[dict[str, Any]]) -> None:
     model = _model(name)
-    loss = model.training_step(_batch()).loss
+    loss = model.training_step(_batch(name)).loss
     loss.backward()
     ref = _grads(model)
     r0, r1 = ddp_results[0][name], ddp_results[1][name]

@@ -37,7 +37,9 @@ STEPS = 4  # steps 1-3 do not log (train.log_every is larger); the last one does
 QUIET = {"train.log_every": 1000, "train.max_steps": STEPS, "train.checkpoint_every": 1000,
          "train.progress": False, "train.loggers": "[csv]"}
 
-IMAGE = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon", "swav", "dino", "nnclr"]
+IMAGE = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon", "swav", "dino", "nnclr",
+         "simclr+crops", "byol+crops", "dino+crops"]
+CROPS = "[{count: 2, size: 8, scale: [0.5, 1]}, {count: 3, size: 4, scale: [0.1, 0.4]}]"  # +crops: multi-crop views
 RECSYS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
 CASES = [*(f"image:{m}" for m in IMAGE), "text:simcse", "text:simcse_supervised", "image_text:clip",
          "image_text:siglip", *(f"recsys:{m}" for m in RECSYS), "sequences:sgd", "sequences:sparse_adam",
@@ -53,7 +55,9 @@ def _sets(values: dict[str, Any]) -> list[str]:
 def _config(case: str, data: Path) -> Any:
     task, method = case.split(":")
     if task == "image":
-        return load_config("digits-simclr", tiny_overrides(**{"method.name": method, "train.batch_size": 32, **QUIET}))
+        name, _, crops = method.partition("+")
+        views = {"data.crops": CROPS} if crops else {}
+        return load_config("digits-simclr", tiny_overrides(**{"method.name": name, "train.batch_size": 32, **views, **QUIET}))
     if task in ("text", "image_text"):
         paths = write_text_data(data / "text", n=200)
         text = {"text.encoder": "tiny", "text.tiny_width": 32, "text.tiny_layers": 1, "text.max_length": 12}

@@ -14,7 +14,7 @@ from contrastkit.diagnostics import collapse_stats
 from contrastkit.encoders.image import ModelConfig, build_encoder
 from contrastkit.errors import UserError
 from contrastkit.losses.info_nce import info_nce
-from contrastkit.methods.registry import MethodOptions, get_method, resolve_options
+from contrastkit.methods.registry import MethodOptions, all_methods, get_method, resolve_options
 from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, world
 from contrastkit.negatives.mining import NegativeSampling, negative_sampling_from_config
 from contrastkit.nn import MLPHead
@@ -106,6 +106,9 @@ class TwoViewMethod(nn.Module):
 
     Options: ClassVar[type[ImageMethodOptions]] = ImageMethodOptions
     default_head: ClassVar[HeadOptions] = HeadOptions()
+    # takes more than two views per image, of several sizes (data.crops: global views first, see
+    # global_view_count and encode_views); the others train on exactly two views of one size
+    multi_crop: ClassVar[bool] = False
     opts: ImageMethodOptions
 
     def __init__(
@@ -248,6 +251,16 @@ class StepClock(nn.Module):
         self.steps, self.progress = step + 1, min(1.0, (step + 1) / max(total_steps, 1))
         self.done.fill_(self.steps)
         self.fraction.fill_(self.progress)
+def check_views(method: str, views: int, sizes: int = 1) -> None:
+    """One-line error (at config validation) when the image method ``method`` cannot train on
+    ``views`` views per image of ``sizes`` sizes: more than two, or several sizes, need a method
+    with ``multi_crop``."""
+    if (views == 2 and sizes == 1) or get_method(method, "image").multi_crop:
+        return
+    takers = ", ".join(sorted(m.name for m in all_methods() if m.multi_crop and "image" in m.tasks))
+    given = f"data.crops gives {views} views of {sizes} sizes" if sizes > 1 else f"the recipe gives {views} views per image"
+    raise UserError(f"method {method} trains on exactly 2 views of one size and {given}; the methods that take "
+                    f"more views and multi-crop (data.crops): {takers}")
 
 
 def contrast_across_ranks(

@@ -3,6 +3,10 @@
 An online encoder + projector + predictor regresses the output of an EMA target encoder +
 projector (normalised MSE, symmetrised), with the target momentum following a cosine schedule
 from ``momentum`` (0.99 by default) to ``momentum_final`` (1). No negatives.
+
+Multi-crop (``data.crops``): the online network sees every view, the target the global views
+only; the loss is the mean over every (online view, target global view) pair of two different
+views, times two, so that two views give the symmetrised loss of the paper.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from contrastkit.errors import UserError
 from contrastkit.losses.byol import normalized_mse_loss
-from contrastkit.methods.base import MomentumOptions, StepOutput, TwoViewMethod
+from contrastkit.methods.base import MomentumOptions, StepOutput, TwoViewMethod, encode_views, global_view_count
 from contrastkit.methods.registry import register_method
 from contrastkit.nn import MLPHead
 from contrastkit.nn.momentum import MomentumEncoder
@@ -31,10 +36,16 @@ class BYOLOptions(MomentumOptions):
 @register_method("byol", options=BYOLOptions, tasks=("image",), paper="Grill et al. 2020, arXiv:2006.07733")
 class BYOL(TwoViewMethod):
     """BYOL: an online network (encoder, projector, predictor) regresses its momentum target.
+
+    Batch: ``training_step({"views": [x1, ..., xV], "global_views": G})``, V >= 2 augmented
+    views of the same B images, each a float (B, C, H, W) tensor, normalised, on the model's
+    device; the first G (default: all) are the global views, the target's inputs, and the others
+    may be smaller (multi-crop local views); views of one size next to each other.
     """
 
     Options = BYOLOptions
     opts: BYOLOptions
+    multi_crop = True
 
     def build(self) -> None:
         o, dim = self.opts, self.head.projection_dim
@@ -45,14 +56,17 @@ class BYOL(TwoViewMethod):
         )
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
-        x1, x2 = self.views_of(batch, "BYOL")
-        n = x1.shape[0]
-        z = self.projector(self.encoder(torch.cat([x1, x2])))
-        p = self.predictor(z)
-        with torch.no_grad():
-            t = self.target(torch.cat([x2, x1]))  # targets for p1 and p2
-        loss = normalized_mse_loss(p[:n], t[:n]) + normalized_mse_loss(p[n:], t[n:])
-        return self.output(loss, z[:n], z[n:], momentum=self.target.current.clone())
+        views: list[Tensor] = batch["views"]
+        n, v, g = views[0].shape[0], len(views), global_view_count(batch)
+        z = self.projector(torch.cat(encode_views(self.encoder, views)))
+        p = self.predictor(z).split(n)
+        with torch.no_grad():  # the global views in reverse order: two views give target([x2; x1]), as ever
+            t = encode_views(self.target, views[:g][::-1])[::-1]
+        pairs = [(i, j) for i in range(v) for j in range(g) if i != j]  # (online view, target view)
+        if not pairs:
+            raise UserError(f"BYOL trains on at least 2 views per image, one of them global; got {v} ({g} global)")
+        loss = torch.stack([normalized_mse_loss(p[i], t[j]) for i, j in pairs]).mean() * 2
+        return self.output(loss, z[:n], z[n : 2 * n], momentum=self.target.current.clone())
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         super().on_step_end(step, total_steps)

@@ -125,6 +125,7 @@ class DINO(TwoViewMethod):
     without ``"global_views"`` every view is global (e.g. ``{"views": [x1, x2]}``).
     """
 
+    multi_crop = True
     Options = DINOOptions
     opts: DINOOptions
     default_head = HeadOptions(projection_dim=256, projection_hidden_dim=512, projection_layers=3)

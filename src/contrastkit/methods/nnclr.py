@@ -66,6 +66,7 @@ class NNCLR(TwoViewMethod):
     without ``"global_views"`` every view is global (e.g. ``{"views": [x1, x2]}``).
     """
 
+    multi_crop = True
     Options = NNCLROptions
     opts: NNCLROptions
     default_head = HeadOptions(projection_layers=3)

@@ -49,6 +49,7 @@ class MethodSpec:
     paper: str
     summary: str
     uses_labels: bool = False
+    multi_crop: bool = False  # the class's ``multi_crop``: takes more than two views, of several sizes
 
     def option_names(self) -> list[str]:
         return [n for n in names_of(self.options) if n != "name"]
@@ -98,6 +99,7 @@ def register_method(
             paper=paper,
             summary=summary or (doc[0] if doc else ""),
             uses_labels=uses_labels,
+            multi_crop=bool(getattr(cls, "multi_crop", False)),
         )
         return cls
 

@@ -15,6 +15,7 @@ from contrastkit.methods.base import (
     StepOutput,
     TwoViewMethod,
     contrast_across_ranks,
+    encode_views,
 )
 from contrastkit.methods.registry import register_method
 from contrastkit.negatives.distributed import gather_no_grad, world
@@ -36,16 +37,20 @@ class SimCLR(TwoViewMethod):
     Trained over V augmented views of each image.
     `forward(x)` returns the encoder representation (used for evaluation and export); the
     projection is used only by the loss. With V > 2 views every other view of the same image is
-    a positive (multi-view InfoNCE, the same kernel as SupCon with instance labels).
+    a positive (multi-view InfoNCE, the same kernel as SupCon with instance labels); the views
+    may come in several sizes (multi-crop, ``data.crops``: every view, global or local, is an
+    anchor against all the others), encoded one call per size.
     ``negatives`` (a NegativeSampling) picks / weights the negatives; its schedule follows
     ``progress`` (step / total steps, updated in ``on_step_end``).
 
     Batch: ``training_step({"views": [x1, ..., xV]})``, V >= 2 augmented views of the same B
     images, each a float (B, C, H, W) tensor, normalised, on the model's device (e.g. calls of
-    a :mod:`contrastkit.augment` augmentation on a uint8 batch); other keys are ignored.
+    a :mod:`contrastkit.augment` augmentation on a uint8 batch), views of one size next to each
+    other (multi-crop: global views first, then smaller local ones); other keys are ignored.
     """
 
     Options = SimCLROptions
+    multi_crop = True
     opts: SimCLROptions
 
     def build(self) -> None:
@@ -57,7 +62,7 @@ class SimCLR(TwoViewMethod):
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         views: list[Tensor] = batch["views"]
         n, v = views[0].shape[0], len(views)
-        z = self.projector(self.encoder(torch.cat(views, dim=0)))
+        z = self.projector(torch.cat(encode_views(self.encoder, views)))
         rank, world_size = world()
         kernel = self.kernel_options()
         if self.queue is not None and len(self.queue):

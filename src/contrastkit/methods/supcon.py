@@ -16,6 +16,7 @@ from contrastkit.methods.base import (
     StepOutput,
     TwoViewMethod,
     contrast_across_ranks,
+    encode_views,
 )
 from contrastkit.methods.registry import register_method
 from contrastkit.negatives.distributed import world
@@ -53,13 +54,15 @@ class SupCon(TwoViewMethod):
     views of the batch; ``batch['labels']`` (-1 = unlabeled) chooses the positives.
 
     Batch: ``training_step({"views": [x1, ..., xV], "labels": y})``, V >= 2 augmented views of
-    the same B images, each a float (B, C, H, W) tensor, normalised, on the model's device, and
+    the same B images, each a float (B, C, H, W) tensor, normalised, on the model's device (views
+    of several sizes too: multi-crop, global views first, encoded one call per size), and
     ``labels`` an integer (B,) tensor of class ids (-1: unlabeled, its own class; without
     ``"labels"`` every image is its own class, i.e. SimCLR).
     """
 
     Options = SupConOptions
     opts: SupConOptions
+    multi_crop = True
 
     def build(self) -> None:
         self.projector = self.projection_head()
@@ -67,7 +70,7 @@ class SupCon(TwoViewMethod):
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         views: list[Tensor] = batch["views"]
         n, v = views[0].shape[0], len(views)
-        z = self.projector(self.encoder(torch.cat(views, dim=0)))
+        z = self.projector(torch.cat(encode_views(self.encoder, views)))
         labels = batch.get("labels")
         rank, world_size = world()
         per_sample = semi_supervised_labels(labels, n, z.device, offset=rank * n)

@@ -115,6 +115,7 @@ class SwAV(TwoViewMethod):
     without ``"global_views"`` every view is global (e.g. ``{"views": [x1, x2]}``).
     """
 
+    multi_crop = True
     Options = SwAVOptions
     opts: SwAVOptions
 

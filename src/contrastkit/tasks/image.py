@@ -34,6 +34,8 @@ from contrastkit.data.image.spec import (
     input_size,
     load_split,
     seeded_subset,
+    view_count,
+    view_options,
     visible_labels,
 )
 from contrastkit.data.image.stream import FolderStream, StreamViewLoader
@@ -43,7 +45,7 @@ from contrastkit.errors import UserError
 from contrastkit.evaluate.features import extract_features
 from contrastkit.evaluate.linear_probe import LINEAR_PROTOCOLS
 from contrastkit.evaluate.monitor import KnnMonitor, knn_monitor
-from contrastkit.methods.base import build_image_method
+from contrastkit.methods.base import build_image_method, check_views
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
@@ -306,6 +308,7 @@ class ImageTask(Task):
                             "(e.g. eval.val_size=1000 images held out of the training split)")
         if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
             raise UserError("eval.episode_classes=novel needs data.train_classes (the classes to pre-train on)")
+        check_views(cfg.method.name, *view_count(cfg.data))
         splits = getattr(cfg.method, "bn_splits", 1)
         if cfg.train.batch_size % splits:
             raise UserError(
@@ -333,7 +336,7 @@ class ImageTask(Task):
                 f"used (data.label_fraction={d.label_fraction}); the rest are unlabeled"
             )
         common: dict[str, Any] = {
-            "batch_size": ctx.local_batch, "augmentation": augmentation_for(d, data).to(ctx.device), "views": d.views,
+            "batch_size": ctx.local_batch, **view_options(d, data, ctx.device),
             "seed": cfg.train.seed, "device": ctx.device, "channels_last": channels_last, "labels": labels,
             "rank": ctx.rank, "world_size": ctx.world_size,
         }

@@ -287,7 +287,7 @@ class ImageTextTask(Task):
     name = "image_text"
     sections: ClassVar[dict[str, type | None]] = {"data": DataConfig, "model": ModelConfig, "text": TextConfig}
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
-        "data": ("views", "label_fraction", "stream", "workers", "gpu_decode"),
+        "data": ("views", "crops", "label_fraction", "stream", "workers", "gpu_decode"),
         "text": ("lazy", "workers", "augment", "sts_file", "sts_columns", "sts_filter", "retrieval_columns",
                  "max_train_examples", "dev_file", "dev_columns", "dev_filter", "dev_fraction"),
         "eval": ("plots",),

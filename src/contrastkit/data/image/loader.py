@@ -11,11 +11,17 @@ those of the resident loader.
 
 :class:`ViewLoaderBase` holds what both share with the streaming folder loader
 (contrastkit.data.image.stream.StreamViewLoader): permutation, sharding, generator, batch making.
+
+Multi-crop (``crops``, a list of :class:`ViewGroup`): each group draws its count of views with
+its own augmentation (its crop size and scale), the global group (the training size) first and
+the local (smaller) groups after it, every view one batched call on the device from the same
+checkpointed generator; ``batch["global_views"]`` says how many views are global.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,6 +50,14 @@ def augment_view(
     return view.contiguous(memory_format=torch.channels_last) if channels_last else view
 
 
+@dataclass(frozen=True)
+class ViewGroup:
+    """``count`` views of a batch drawn by ``augmentation`` (one size: its crop size)."""
+
+    count: int
+    augmentation: Augment
+
+
 class ViewLoaderBase(SeededBatches):
     """What the view loaders share: the seeded per-epoch permutation sharded per rank, the
     augmentation generator (checkpointed) and the making of a batch from its uint8 images."""
@@ -53,8 +67,9 @@ class ViewLoaderBase(SeededBatches):
         count: int,
         *,
         batch_size: int,
-        augmentation: BatchAugmentation,
+        augmentation: BatchAugmentation | None = None,
         views: int = 2,
+        crops: Sequence[ViewGroup] | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
@@ -62,12 +77,18 @@ class ViewLoaderBase(SeededBatches):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        """``views`` views of ``augmentation``, or (multi-crop) the views of the groups of
+        ``crops``, the global group first; give one of ``augmentation`` and ``crops``."""
+        if (augmentation is None) == (crops is None):
+            raise ValueError("give a view loader either augmentation (and views) or crops, not both or neither")
+        self.groups: list[ViewGroup] = list(crops or []) or [ViewGroup(views, augmentation)]  # type: ignore[arg-type]
         self.device = torch.device(device)
         self.count = count
         self.labels = labels.to(self.device) if labels is not None else None
         self.batch_size = batch_size
-        self.augmentation = augmentation
-        self.views = views
+        self.augmentation = self.groups[0].augmentation
+        self.views = sum(g.count for g in self.groups)
+        self.global_views = self.groups[0].count
         self.seed = seed
         self.channels_last = channels_last
         self.rank = rank
@@ -92,20 +113,22 @@ class ViewLoaderBase(SeededBatches):
         return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def make_batch(self, x: Tensor, idx: Tensor) -> dict[str, Any]:
-        """The batch of images `x` (on the device) at data set indices `idx` (on the device)."""
+        """The batch of images `x` (on the device) at data set indices `idx` (on the device): its
+        views group by group (global views first), in the order the generator draws them."""
         views = [
-            augment_view(self.augmentation, x, self.generator, self.channels_last)
-            for _ in range(self.views)
+            augment_view(group.augmentation, x, self.generator, self.channels_last)
+            for group in self.groups
+            for _ in range(group.count)
         ]
-        batch: dict[str, Any] = {"views": views, "index": idx}
+        batch: dict[str, Any] = {"views": views, "index": idx, "global_views": self.global_views}
         if self.labels is not None:
             batch["labels"] = self.labels.index_select(0, idx)
         return batch
 
 
-
 class InMemoryViewLoader(ViewLoaderBase):
-    """Yields {'views': [V tensors (B,C,S,S)], 'index': (B,)} for contrastive training."""
+    """Yields {'views': [V tensors (B,C,S,S)], 'index': (B,), 'global_views': G} for contrastive
+    training (multi-crop: the G global views at the training size first, then the local ones)."""
 
     def __init__(self, images: Tensor, *, resident: bool = True, rows: Tensor | None = None, **kwargs: Any) -> None:
         """`kwargs`: those of :class:`ViewLoaderBase` (batch_size, augmentation, views, seed, ...).

@@ -166,14 +166,15 @@ def _init_worker(_: int) -> None:
 
 
 class StreamViewLoader(ViewLoaderBase):
-    """Batches of augmented views of a :class:`FolderStream`, decoded in DataLoader workers."""
+    """Batches of augmented views of a :class:`FolderStream`, decoded in DataLoader workers
+    (``kwargs``: those of :class:`ViewLoaderBase`: ``views``, or the multi-crop ``crops``, ...)."""
 
     def __init__(
         self,
         stream: FolderStream,
         *,
         batch_size: int,
-        augmentation: BatchAugmentation,
+        augmentation: BatchAugmentation | None = None,
         workers: int = 2,
         gpu_decode: bool = False,
         **kwargs: Any,

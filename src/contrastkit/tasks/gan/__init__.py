@@ -188,7 +188,7 @@ class GanTask(Task):
     name = "gan"
     sections: ClassVar[dict[str, type | None]] = {"data": DataConfig, "gan": GanConfig, "optim": None}
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
-        "data": ("views", "label_fraction", "stream", "workers", "gpu_decode"),
+        "data": ("views", "crops", "label_fraction", "stream", "workers", "gpu_decode"),
         "train": ("precision", "channels_last", "compile", "sync_batchnorm", "dist_timeout_minutes"),
         "eval": ("baselines", "plots", "batch_size"),
     }
