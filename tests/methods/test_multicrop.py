@@ -140,7 +140,7 @@ def test_two_view_methods_refuse_more_views_in_one_line() -> None:
             check_views(method, 8, 2)
         message = str(info.value)
         assert message.startswith(f"method {method} trains on exactly 2 views of one size and data.crops gives 8 views")
-        assert "byol, simclr, supcon" in message and "\n" not in message
+        assert "byol, dino, nnclr, simclr, supcon, swav" in message and "\n" not in message
     crops = "data.crops=[{count: 2, size: 8, scale: [0.5, 1]}, {count: 2, size: 4, scale: [0.2, 0.5]}]"
     with pytest.raises(UserError, match=r"^method simsiam trains on exactly 2 views of one size and data\.crops gives 4 views"):
         load_config("digits-simsiam", [crops])
