@@ -61,8 +61,10 @@ def test_monitor_curve_reaches_tensorboard_csv_results_and_report(tmp_path: Path
     monitor = results["monitor"]
     steps = [p["step"] for p in monitor["curve"]]
     assert steps == [2, 4, 5] and monitor["final"]["step"] == 5  # every 2 steps and at the last one
+    assert monitor["metric"] == "val_knn_acc" and monitor["direction"] == "max" and monitor["every"] == 2
     assert monitor["bank"] == 1437 - 300 and monitor["val"] == 300
-    accuracy = [p["accuracy"] for p in monitor["curve"]]
+    accuracy = [p["value"] for p in monitor["curve"]]
+    assert monitor["best"] == max(accuracy) and monitor["best_step"] == steps[accuracy.index(max(accuracy))]
     assert all(0.2 < a <= 1.0 for a in accuracy)  # 10 classes: chance is 0.1
     assert results["validation"]["size"] == 300 and results["validation"]["from"] == "train"
     # with the whole bank and slice, the last point is the evaluation's kNN on the validation split
@@ -90,7 +92,8 @@ def test_monitor_leaves_training_unchanged_and_resumes_its_curve(tmp_path: Path,
             for name, cfg in (("full", with_monitor), ("plain", without), ("cut", with_monitor))}
     _, full = train_run(with_monitor, runs["full"], progress=False, verbose=False)
     train_run(without, runs["plain"], progress=False, verbose=False)
-    assert [r["loss"] for r in _rows(runs["full"])] == [r["loss"] for r in _rows(runs["plain"])]
+    losses = [r["loss"] for r in _rows(runs["full"]) if r["loss"]]  # the monitor's values are rows of their own
+    assert len(losses) == 5 and losses == [r["loss"] for r in _rows(runs["plain"])]
     with pytest.raises(Interrupted):
         train_run(with_monitor, runs["cut"], progress=False, verbose=False, callbacks=[InterruptAt(3)])
     assert [p["step"] for p in load_checkpoint(runs["cut"] / "checkpoints" / "last.pt")["callbacks"][1]["curve"]] == [2]

@@ -205,7 +205,7 @@ def confusion_heatmaps(matrices: dict[str, list[list[int]]], class_names: list[s
 
 def monitor_curve(curve: list[dict[str, float]], title: str) -> bytes | None:
     """The validation accuracy (%) measured while training, against the step."""
-    points = [(p["step"], p["accuracy"]) for p in curve if isinstance(p, dict) and "step" in p and "accuracy" in p]
+    points = [(p["step"], p["value"]) for p in curve if isinstance(p, dict) and "step" in p and "value" in p]
     if not points:
         return None
     fig = Figure(figsize=(6.5, 3.4), dpi=90)

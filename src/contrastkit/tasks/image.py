@@ -44,7 +44,7 @@ from contrastkit.encoders.image import ModelConfig, build_encoder
 from contrastkit.errors import UserError
 from contrastkit.evaluate.features import extract_features
 from contrastkit.evaluate.linear_probe import LINEAR_PROTOCOLS
-from contrastkit.evaluate.monitor import KnnMonitor, knn_monitor
+from contrastkit.evaluate.monitor import knn_monitor
 from contrastkit.methods.base import build_image_method, check_views
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
@@ -57,7 +57,7 @@ from contrastkit.training import (
     channels_last_for,
     save_safetensors,
 )
-from contrastkit.training.callbacks import CollapseMonitor
+from contrastkit.training.callbacks import CollapseMonitor, Validation
 from contrastkit.training.trainer import Callback
 
 ENCODER_FILE = "encoder.safetensors"
@@ -354,7 +354,7 @@ class ImageTask(Task):
         return Training(step, loader, unit="images", callbacks=callbacks)
 
     def _knn_monitor(self, ctx: RunContext, model: nn.Module, data: ImageDataset | FolderStream,
-                     channels_last: bool) -> KnnMonitor | None:
+                     channels_last: bool) -> Validation | None:
         ev: ImageEvalConfig = ctx.cfg.eval
         if not ev.monitor_every or self.split is None:
             return None
@@ -363,7 +363,7 @@ class ImageTask(Task):
         return knn_monitor(
             self.split, model.encoder, bank_size=ev.monitor_bank, val_size=ev.monitor_val, transform=transform,  # type: ignore[arg-type]
             every=ev.monitor_every, k=ev.knn_k, temperature=ev.knn_temperature, batch_size=ev.batch_size,
-            device=ctx.device, channels_last=channels_last, active=ctx.is_main, note=ctx.log,
+            device=ctx.device, channels_last=channels_last, note=ctx.log,
         )
 
     def describe(self, ctx: RunContext) -> str:

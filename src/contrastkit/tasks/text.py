@@ -266,7 +266,7 @@ class TextTask(Task):
         """The dev-set validation of a run (None without one): every ``eval.dev_every`` steps and
         after the last, the best step's weights kept in checkpoints/best.pt."""
         from contrastkit.evaluate.text_dev import DEV_DIRECTION, HOLDOUT_FILE, DevSet, dev_metric, read_dev_set, write_holdout
-        from contrastkit.training.callbacks import BestOnValidation
+        from contrastkit.training.callbacks import Validation
 
         cfg, t = ctx.cfg, ctx.cfg.text
         if not self.validates(cfg):
@@ -287,9 +287,9 @@ class TextTask(Task):
             atomic_save({"model": model.state_dict(), "step": step, "metric": dev.metric, "value": value},
                         ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT)
 
-        return BestOnValidation(
+        return Validation(
             evaluate, metric=dev.metric, every=cfg.eval.dev_every or None, direction=DEV_DIRECTION, keep=keep,
-            describe=dev.describe(), verbose=ctx.verbose and not cfg.train.progress,
+            describe=dev.describe(), note=None if cfg.train.progress else ctx.log,
         )
 
     def _data(self, ctx: RunContext) -> Any:
@@ -345,11 +345,14 @@ class TextTask(Task):
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
         """The run's encoder (the best dev step's, with a dev set) into text_encoder/; results.json's
-        ``validation``: the dev metric, its direction, curve and best step."""
+        ``validation``: the dev metric, its direction, curve and best step (a run stopped before
+        its last step, by its time budget, is validated at its final step too)."""
         if not ctx.is_main:
             return {}
         model: Any = self.model
         best = ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT
+        if self.dev is not None:
+            self.dev.finish(summary.steps)
         if self.dev is not None and best.is_file():
             model.load_state_dict(load_checkpoint(best, map_location=ctx.device)["model"])
         model.encoder.save(ctx.run_dir / ENCODER_DIR)

@@ -57,30 +57,38 @@ class CollapseMonitor(Callback):
         self.collapsed_at = None if state["collapsed_at"] is None else int(state["collapsed_at"])
 
 
-class BestOnValidation(Callback):
-    """Evaluates on a validation set during training and keeps the best step.
+class Validation(Callback):
+    """Evaluates the model on a validation set during training: the one mechanism for it (the
+    text task's dev set, the image task's kNN accuracy on its validation split, a sweep's
+    intermediate values).
 
     ``evaluate()`` (the current model's ``metric``, a number) runs after every ``every``-th step
-    and after the last step — on no other step — in the first process only, with the random
-    state of training left as it was. The value goes to the run's loggers; when it beats the best
-    so far (``direction``: "max" or "min"; a NaN never does), ``keep(step, value)`` saves the
-    model. The curve, the best value and its step are the callback's state: a checkpoint is
-    requested after each evaluation, so a resumed run neither repeats nor loses one.
+    (exactly on the multiples of ``every``; None or 0: never) and after the last step — on no
+    other step — in the first process only, with the random state of training left as it was
+    (its time counts in the run's elapsed time). The value goes to the run's loggers (a row of its
+    own in train_log.csv) and to ``note`` (a line, optional). When it beats the best so far
+    (``direction``: "max" or "min"; a NaN never does), ``keep(step, value)`` (optional) saves the
+    model; with a ``keep``, a checkpoint is requested after each evaluation, so that a resumed run
+    neither repeats nor loses one and its best weights match its best step. The curve, the best
+    value and its step are the callback's state, saved with the checkpoint. :meth:`finish`
+    measures at a run's final step when the run stopped before its last (a time budget).
     """
 
     def __init__(
         self, evaluate: Callable[[], float], *, metric: str, every: int | None = None, direction: str = "max",
         keep: Callable[[int, float], None] | None = None, describe: dict[str, Any] | None = None,
-        verbose: bool = False,
+        note: Callable[[str], None] | None = None,
     ) -> None:
         check_choice("validation direction", direction, DIRECTIONS)
-        self.evaluate, self.keep, self.verbose = evaluate, keep, verbose
+        self.evaluate, self.keep, self.note = evaluate, keep, note
         self.metric, self.every, self.direction = metric, every, direction
         self.describe = describe or {}
-        self.curve: list[list[float]] = []  # [step, value] per evaluation
+        self.curve: list[dict[str, float]] = []  # {step, value, seconds} per evaluation
         self.best: float | None = None
         self.best_step: int | None = None
         self.seconds = 0.0
+        self.active = True  # whether this process evaluates (the first one only; set on start)
+        self.devices: list[torch.device] = []  # whose random state evaluate() must leave alone
 
     def due(self, step: int, total: int) -> bool:
         """Whether ``step`` is a validation step."""
@@ -91,46 +99,64 @@ class BestOnValidation(Callback):
             return False
         return self.best is None or (value > self.best if self.direction == "max" else value < self.best)
 
+    def measure(self, step: int) -> float:
+        """Evaluate now, as step ``step``: the value joins the curve (and is kept if the best)."""
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=self.devices):
+            value = float(self.evaluate())
+        seconds = time.perf_counter() - t0
+        self.seconds += seconds
+        self.curve.append({"step": step, "value": value, "seconds": seconds})
+        if self.better(value):
+            self.best, self.best_step = value, step
+            if self.keep is not None:
+                self.keep(step, value)
+        if self.note is not None:
+            self.note(f"step {step}: {self.metric} {value:.4f} (best {self.best:.4f} at step {self.best_step})"
+                      if self.best is not None else f"step {step}: {self.metric} {value}")
+        return value
+
+    def on_start(self, trainer: Trainer) -> None:
+        self.active = trainer.is_main
+        self.devices = [trainer.device] if trainer.device.type == "cuda" else []
+
     def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
         if not self.due(trainer.step, trainer.total_steps):
             return
-        if trainer.is_main:
-            t0 = time.perf_counter()
-            devices = [trainer.device] if trainer.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                value = float(self.evaluate())
-            self.seconds += time.perf_counter() - t0
-            self.curve.append([trainer.step, value])
-            if self.better(value):
-                self.best, self.best_step = value, trainer.step
-                if self.keep is not None:
-                    self.keep(trainer.step, value)
-            trainer.log_metrics({self.metric: value})
-            if self.verbose:
-                print(f"step {trainer.step}: {self.metric} {value:.4f} (best {self.best} at step {self.best_step})",
-                      flush=True)
-        trainer.request_checkpoint()  # every process: the checkpoint is collective under torchrun
+        if self.active:
+            trainer.log_metrics({self.metric: self.measure(trainer.step)})
+        if self.keep is not None:
+            trainer.request_checkpoint()  # every process: the checkpoint is collective under torchrun
+
+    def finish(self, step: int) -> None:
+        """Measure at ``step``, the run's final one, unless the curve ends there already (a run
+        stopped by its time budget or a callback between two validation steps). In the first
+        process, after training (the value is in results.json, not in the loggers)."""
+        if self.active and (not self.curve or int(self.curve[-1]["step"]) != step):
+            self.measure(step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"curve": [list(p) for p in self.curve], "best": self.best, "best_step": self.best_step,
+        return {"curve": [dict(p) for p in self.curve], "best": self.best, "best_step": self.best_step,
                 "seconds": self.seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.curve = [[int(s), float(v)] for s, v in state["curve"]]
+        self.curve = [dict(p) for p in state["curve"]]
         self.best = None if state["best"] is None else float(state["best"])
         self.best_step = None if state["best_step"] is None else int(state["best_step"])
         self.seconds = float(state["seconds"])
 
     def results(self) -> dict[str, Any]:
-        """What results.json records: the metric, its direction, the curve and the best step."""
+        """What results.json records (the same shape for every task): the metric, its direction,
+        what was measured how (``describe``), the curve, its best and final points, the time."""
         return {
             "metric": self.metric,
             "direction": self.direction,
             **self.describe,
             "every": self.every,
-            "curve": [{"step": int(s), "value": v} for s, v in self.curve],
+            "curve": [dict(p) for p in self.curve],
             "best": self.best,
             "best_step": self.best_step,
+            "final": dict(self.curve[-1]) if self.curve else None,
             "evaluations": len(self.curve),
             "seconds": self.seconds,
         }

@@ -112,11 +112,6 @@ class Callback:
     def on_start(self, trainer: Trainer) -> None:
         """Once before the first step of this process (after a resume: the restored state)."""
 
-    def on_log(self, trainer: Trainer) -> dict[str, float]:
-        """On a logged step, before its row goes to the loggers: values measured now (a
-        validation accuracy, say) that join the row and the ``logs`` every callback sees."""
-        return {}
-
     def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
         """After step ``trainer.step``; may call ``trainer.stop(reason)`` or ``trainer.request_checkpoint()``."""
 
@@ -449,8 +444,6 @@ class Trainer:
                     logs: dict[str, float] | None = None
                     if logged:
                         logs = self._logs(out)
-                        for callback in self.callbacks:
-                            logs.update(callback.on_log(self))
                         rate = window_units / max(window_time, 1e-9)
                         window_units, window_time = 0, 0.0
                         row = {f"{unit.replace(' ', '_')}_per_sec": rate, "elapsed_sec": self.elapsed, **logs}
