@@ -134,7 +134,8 @@ def test_a_run_from_another_runs_folder_starts_at_its_weights_and_resumes_exactl
     train_run(cfg_a, a, progress=False, verbose=False)
     trained = load_file(str(a / "encoder.safetensors"))
     reference = build_image_encoder("small_resnet", 1, width=8)
-    reference.load_state_dict(trained)
+    line = load_encoder_weights(reference, a / "checkpoints" / "last.pt")  # a checkpoint: its model's encoder.*
+    assert "keys under 'encoder.', " in line and all(torch.equal(v, trained[k]) for k, v in reference.state_dict().items())
     images = torch.randn(6, 1, 8, 8)
     with torch.no_grad():
         want = reference.eval()(images)

@@ -116,17 +116,19 @@ def _from_run(path: Path, what: str) -> tuple[dict[str, Tensor], str]:
 
 
 def _unwrap(loaded: Any, what: str, source: str | Path) -> dict[str, Tensor]:
-    """The tensors of a loaded file: a state dict, or one inside ``state_dict`` / ``model`` / ..."""
-    for _ in range(3):
+    """The tensors of a loaded file: a state dict, or one inside ``state_dict`` / ``model`` / ...
+    (a wrapper first: a training checkpoint may hold stray tensors, e.g. a random state, beside it)."""
+    for _ in range(4):
         if not isinstance(loaded, dict):
             break
+        inner = next((loaded[k] for k in WRAPPERS if isinstance(loaded.get(k), dict)), None)
+        if inner is not None:
+            loaded = inner
+            continue
         tensors = {str(k): v for k, v in loaded.items() if isinstance(v, Tensor)}
         if tensors:
             return tensors
-        inner = next((loaded[k] for k in WRAPPERS if isinstance(loaded.get(k), dict)), None)
-        if inner is None:
-            break
-        loaded = inner
+        break
     keys = f" (its keys: {_some(sorted(map(str, loaded)))})" if isinstance(loaded, dict) else ""
     raise UserError(f"{what} {str(source)!r} holds no state dict of tensors{keys}")
 
