@@ -26,7 +26,7 @@ EXTRAS: list[tuple[str, str, str, str]] = [
     ("export", "onnx", "onnx", "contrastkit export --format onnx"),
     ("export", "onnxruntime", "onnxruntime", "checks ONNX exports; serves them"),
     ("export", "onnxscript", "onnxscript", "torch's newer ONNX exporter (fallback)"),
-    ("export", "timm", "timm", "contrastkit export --format timm"),
+    ("timm", "timm", "timm", "model.encoder: timm/<name>; contrastkit export --format timm (also in export)"),
     ("export", "sentence-transformers", "sentence_transformers", "checks --format huggingface folders"),
     ("serve", "flask", "flask", "contrastkit serve (the explorer page)"),
     ("trackers", "mlflow-skinny", "mlflow", "train.loggers: mlflow"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -100,3 +102,112 @@ def test_bad_names_and_sizes() -> None:
     with pytest.raises(UserError, match="width must be a positive integer"):
         build_image_encoder("convnet5", 3, width=0)
     assert set(IMAGE_ENCODERS) == {"small_resnet", "convnet5", "resnet18", "resnet50"}
+
+
+def test_auto_stem_keeps_small_images_as_before_and_downsamples_large_ones() -> None:
+    """model.cifar_stem=auto: up to 32 px small_resnet is the network it always was (same
+    weights from the same seed, same output); above, the stem shrinks the image 4× (128 px → 32
+    px into stage 1), and true keeps full resolution. The ResNets switch at 64 px."""
+    from contrastkit.encoders.image import ModelConfig, SmallResNet, describe_encoder
+
+    for size in (8, 32):
+        torch.manual_seed(0)
+        auto = build_image_encoder("small_resnet", 1, image_size=size).eval()
+        torch.manual_seed(0)
+        before = SmallResNet(1).eval()  # the constructor as it always was
+        x = torch.randn(2, 1, size, size)
+        assert auto.state_dict().keys() == before.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(auto.state_dict().values(), before.state_dict().values(), strict=True))
+        assert torch.equal(auto(x), before(x))
+    x = torch.randn(1, 3, 128, 128)
+    down = build_image_encoder("small_resnet", 3, image_size=128)
+    full = build_image_encoder("small_resnet", 3, image_size=128, cifar_stem=True)
+    assert down.features[:4](x).shape[-2:] == (32, 32) and full.features[:3](x).shape[-2:] == (128, 128)
+    assert down(x).shape == full(x).shape == (1, 128)
+    line = describe_encoder(down, ModelConfig(), 128)
+    assert line == ["encoder small_resnet: 128 px input → stem downsamples ×4 (stride-2 conv + max-pool; 32 px into "
+                    "stage 1); model.cifar_stem=true keeps full resolution"]
+    assert "keeps full resolution (32 px into stage 1)" in describe_encoder(full, ModelConfig(), 32)[0]
+    assert describe_encoder(full, ModelConfig(cifar_stem=True), 128) == []  # chosen by the user: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never picks the stem the ResNets warn about
+        stems = {size: isinstance(build_image_encoder("resnet18", 1, image_size=size).net.maxpool, nn.Identity)
+                 for size in (32, 63, 64)}
+    assert stems == {32: True, 63: True, 64: False}
+
+
+@pytest.fixture
+def timm_available() -> None:
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'contrastkit[timm]')")
+
+
+@pytest.mark.usefixtures("timm_available")
+def test_timm_encoders_pool_features_for_the_data_and_train() -> None:
+    """timm/<name>: random init, pooled features (out_dim from the model), in_chans and a ViT's
+    img_size from the data; gradients reach every parameter; channels_last gives the same output."""
+    from contrastkit.encoders.image import TimmEncoder
+
+    torch.manual_seed(0)
+    vit = build_image_encoder("timm/vit_tiny_patch16_224", 1, image_size=8, timm_kwargs={"patch_size": 4, "depth": 2})
+    assert isinstance(vit, TimmEncoder) and vit.out_dim == 192 == vit.net.num_features
+    assert vit.create_kwargs == {"pretrained": False, "num_classes": 0, "in_chans": 1, "img_size": 8, "patch_size": 4,
+                                 "depth": 2}
+    x = torch.randn(4, 1, 8, 8, requires_grad=True)
+    out = vit(x)
+    assert out.shape == (4, 192)
+    (out * torch.randn_like(out)).sum().backward()
+    for pname, param in vit.named_parameters():
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0, pname
+    for name, size in (("timm/convnext_atto", 32), ("timm/resnet18", 16)):
+        model = build_image_encoder(name, 3, image_size=size).eval()
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            ref = model(x)
+            assert ref.shape == (2, model.out_dim) == (2, model.net.num_features)
+            assert channels_last_for(model, torch.device("cpu"), True) is True
+            got = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.usefixtures("timm_available")
+def test_timm_mistakes_are_one_line_errors() -> None:
+    cases = [
+        ("timm/vit_tny_patch16_224", {}, 8, "unknown timm model 'vit_tny_patch16_224' (close: vit_tiny_patch16_224"),
+        ("timm/resnet18", {"pretrained": True}, 8, "model.timm_kwargs.pretrained cannot be set: contrastkit never downloads"),
+        ("timm/resnet18", {"in_chans": 3}, 8, "model.timm_kwargs.in_chans cannot be set"),
+        ("timm/resnet18", {"stem_widht": 3}, 8, "timm.create_model('resnet18', pretrained=False, num_classes=0, in_chans=1, "
+                                               "stem_widht=3) failed: ResNet.__init__() got an unexpected keyword"),
+        ("timm/vit_tiny_patch16_224", {}, 8, "timm/vit_tiny_patch16_224 cannot take 1×8×8 images: "),
+    ]
+    for name, kwargs, size, message in cases:
+        with pytest.raises(UserError) as info:
+            build_image_encoder(name, 1, image_size=size, timm_kwargs=kwargs)
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    with pytest.raises(UserError, match=r"set model.timm_kwargs.patch_size to a divisor of 8 \(e.g. \{patch_size: 4\}\)"):
+        build_image_encoder("timm/vit_tiny_patch16_224", 1, image_size=8)
+
+
+def test_without_timm_a_timm_encoder_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    with pytest.raises(UserError, match=r"model.encoder 'timm/resnet18' needs the optional package timm, which is not "
+                                        r"installed: pip install timm"):
+        build_image_encoder("timm/resnet18", 3)
+
+
+def test_model_section_accepts_timm_names_and_checks_its_keys() -> None:
+    from contrastkit.recipes import load_config
+
+    cfg = load_config("digits-simclr", ["model.encoder=timm/vit_tiny_patch16_224", "model.timm_kwargs={patch_size: 4}"])
+    assert cfg.model.timm_kwargs == {"patch_size": 4} and cfg.model.cifar_stem == "auto"
+    for overrides, message in (
+        (["model.encoder=resnet19"], "unknown model.encoder 'resnet19' (did you mean 'resnet18'?); allowed: convnet5, "
+                                     "resnet18, resnet50, small_resnet, or timm/<name> (a timm model)"),
+        (["model.cifar_stem=maybe"], "model.cifar_stem must be true, false or auto, got 'maybe'"),
+        (["model.timm_kwargs={patch_size: 4}"], "model.timm_kwargs applies to timm/<name> encoders; model.encoder is "
+                                                "'small_resnet'"),
+    ):
+        with pytest.raises(UserError) as info:
+            load_config("digits-simclr", overrides)
+        assert message in str(info.value), str(info.value)

@@ -141,6 +141,34 @@ def test_onnx_image_encoder_matches_embed(
         assert got.shape == want.shape and np.abs(got - want).max() <= TOL
 
 
+def test_a_timm_vit_exports_to_timm_and_onnx(
+    embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """model.encoder=timm/vit_tiny_patch16_224 on the 8×8 digits (patch 4, two blocks): --format
+    timm rebuilds it with the printed timm.create_model call and loads strictly; ONNX runs it in
+    onnxruntime; both give what `contrastkit embed` gives."""
+    pytest.importorskip("timm", reason="timm is not installed (pip install 'contrastkit[timm]')")
+    ort = pytest.importorskip("onnxruntime")
+    run = _train(tmp_path / "vit", *_sets(**{"model.encoder": "timm/vit_tiny_patch16_224", "model.timm_kwargs":
+                                             "{patch_size: 4, depth: 2}", "train.max_steps": 1, "train.batch_size": 16}))
+    want = embedded(run, "digits:test")
+    assert "encoder timm/vit_tiny_patch16_224: 0.89M parameters, 192-d features, random init" in capsys.readouterr().out
+    lines = _export(capsys, run, "--format", "timm", "--out", tmp_path / "w.safetensors")
+    assert "timm vit_tiny_patch16_224 key layout" in lines[0]
+    code = _printed_code(lines)
+    assert ("timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, in_chans=1, img_size=8, "
+            "patch_size=4, depth=2)") in code and "strict=True" in code
+    scope: dict[str, Any] = {"images": _digits_test()}
+    exec(code, scope)
+    assert scope["features"].shape == want.shape == (360, 192) and np.abs(scope["features"].numpy() - want).max() <= 1e-5
+    _export(capsys, run, "--format", "onnx", "--out", tmp_path / "vit.onnx")
+    session = ort.InferenceSession(str(tmp_path / "vit.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"pixels": _digits_test().numpy().astype(np.float32) / 255})[0]
+    assert got.shape == want.shape and np.abs(got - want).max() <= TOL
+    assert main(["export", str(run), "--format", "torchvision", "--out", str(tmp_path / "tv.pt")]) == 2
+    assert "(only resnet18, resnet50 do; timm/<name> encoders export to timm)" in capsys.readouterr().err
+
+
 def test_onnx_text_encoder_matches_embed(
     runs: dict[str, Path], embedded: Embeddings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

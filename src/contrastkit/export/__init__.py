@@ -3,7 +3,7 @@ embeddings, in a format other tools load — each checked against `contrastkit e
 
 | format | runs | writes | module |
 |---|---|---|---|
-| ``torchvision``, ``timm`` | runs that encode images (ResNet encoders) | a strict-loading state dict + snippet | backbone.py |
+| ``torchvision``, ``timm`` | runs that encode images (ResNet encoders; timm/ ones: timm) | a strict-loading state dict + snippet | backbone.py |
 | ``onnx`` | runs that encode images and / or texts | ONNX graph(s), checked with onnxruntime | onnx_export.py |
 | ``huggingface`` (``sentence-transformers``) | runs that encode texts, without a projection | a transformers + sentence-transformers folder with a model card | hf_folder.py, model_card.py |
 | ``arrays`` | runs that write embeddings | embeddings + ids (+ labels) as .npz / .parquet | arrays.py |

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastkit.diagnostics import collapse_stats
-from contrastkit.encoders.image import ModelConfig, build_encoder
+from contrastkit.encoders.image import ImageEncoder, ModelConfig, build_encoder
 from contrastkit.errors import UserError
 from contrastkit.losses.info_nce import info_nce
 from contrastkit.methods.registry import MethodOptions, all_methods, get_method, resolve_options
@@ -289,9 +289,12 @@ def embedding_stats(z: Tensor, z2: Tensor | None = None) -> dict[str, float]:
     return collapse_stats(z, z2)
 
 
-def build_image_method(method: MethodOptions, model: ModelConfig, channels: int, size: int) -> nn.Module:
-    """The configured image method around a fresh encoder built from the ``model`` section."""
-    encoder = build_encoder(model, channels, size)
+def build_image_method(
+    method: MethodOptions, model: ModelConfig, channels: int, size: int, *, encoder: ImageEncoder | None = None
+) -> nn.Module:
+    """The configured image method around a fresh encoder built from the ``model`` section (or
+    around ``encoder``, e.g. one started from saved weights: before the method copies it)."""
+    encoder = build_encoder(model, channels, size) if encoder is None else encoder
     spec = get_method(method.name, "image")
     head = HeadOptions(**{f.name: getattr(model, f.name) for f in dataclasses.fields(HeadOptions)})
     return spec.build(method, encoder=encoder, feature_dim=int(encoder.out_dim), head=head)

@@ -40,7 +40,8 @@ from contrastkit.data.image.spec import (
 )
 from contrastkit.data.image.stream import FolderStream, StreamViewLoader
 from contrastkit.data.image.validation import ValidationSplit, pretraining_data, validation_split
-from contrastkit.encoders.image import ModelConfig, build_encoder
+from contrastkit.encoders.image import ModelConfig, build_encoder, full_resolution_stem
+from contrastkit.encoders.weights import start_encoder
 from contrastkit.errors import UserError
 from contrastkit.evaluate.features import extract_features
 from contrastkit.evaluate.linear_probe import LINEAR_PROTOCOLS
@@ -145,7 +146,8 @@ class ImageRun(TrainedRun):
         def build() -> ImageInput:
             fit = self._fit()
             m: ModelConfig = self.config.model
-            return ImageInput(m.encoder, m.cifar_stem, fit.channels, input_size(self.data_config, fit),
+            size = input_size(self.data_config, fit)
+            return ImageInput(m.encoder, full_resolution_stem(m.encoder, m.cifar_stem, size), fit.channels, size,
                               [float(v) for v in fit.mean()], [float(v) for v in fit.std()])
 
         return self.cached("input", build)
@@ -322,7 +324,10 @@ class ImageTask(Task):
         uses_labels = get_method(cfg.method.name).uses_labels
         if uses_labels and data.labels is None:
             raise UserError(f"method {cfg.method.name!r} needs labels but data set {data.name!r} has none")
-        model = build_image_method(cfg.method, cfg.model, data.channels, input_size(d, data))
+        size = input_size(d, data)
+        encoder = build_encoder(cfg.model, data.channels, size)
+        start_encoder(encoder, cfg.model, size, resume=ctx.resume, log=ctx.log)  # the stem chosen; model.init_from
+        model = build_image_method(cfg.method, cfg.model, data.channels, size, encoder=encoder)
         channels_last = channels_last_for(model, ctx.device, cfg.train.channels_last)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -29,7 +29,7 @@ from contrastkit.data.image.spec import (
     load_split,
 )
 from contrastkit.data.text.spec import TextConfig, is_text_spec, read_spec_texts
-from contrastkit.encoders.image import ModelConfig, build_encoder
+from contrastkit.encoders.image import ModelConfig, build_encoder, full_resolution_stem
 from contrastkit.encoders.text import (
     ENCODER_DIR,
     TextEncoder,
@@ -37,6 +37,7 @@ from contrastkit.encoders.text import (
     saved_text_encoder,
     text_encoder_for_training,
 )
+from contrastkit.encoders.weights import start_encoder
 from contrastkit.errors import UserError
 from contrastkit.evaluate.text import before_and_after, text_results_table
 from contrastkit.index.vectors import write_embeddings
@@ -110,7 +111,8 @@ class ImageTextRun(TrainedRun):
 
     def image_input(self) -> ImageInput:
         meta, m = self.meta(), self.config.model
-        return ImageInput(m.encoder, m.cifar_stem, int(meta["channels"]), int(meta["size"]),
+        return ImageInput(m.encoder, full_resolution_stem(m.encoder, m.cifar_stem, int(meta["size"])),
+                          int(meta["channels"]), int(meta["size"]),
                           [float(v) for v in meta["mean"]], [float(v) for v in meta["std"]])
 
     def model(self) -> nn.Module:
@@ -339,6 +341,7 @@ class ImageTextTask(Task):
         data = self.data = self._data(ctx)
         text_encoder = text_encoder_for_training(cfg.text, ctx.run_dir, data["corpus"], resume=ctx.resume, rank=ctx.rank)
         model: Any = _build(cfg, text_encoder, data["channels"], data["size"])
+        start_encoder(model.encoder, cfg.model, data["size"], resume=ctx.resume, log=ctx.log)  # the stem; model.init_from
         self.model = model
         spec = cfg.data.augment if cfg.data.augment is not None else DEFAULT_AUGMENT
         augmentation = build_augmentation(spec, size=data["size"], channels=data["channels"], mean=data["mean"], std=data["std"])
