@@ -11,6 +11,7 @@ expects is stated on its class:
   ``{"views": [x1, x2, ...]}``, float (B, C, H, W) normalised views (:mod:`contrastkit.augment`),
   plus ``"labels"`` (B,) for SupCon;
 - :class:`SimCSE`: ``{"views": [ids, ...], "masks": [mask, ...]}`` (token ids, attention masks);
+  :class:`CoSENT` and :class:`AnglE` (scored pairs): two views and ``"scores"`` (B,);
 - :class:`CLIP` (CLIP / SigLIP): ``{"views": [images], "input_ids", "attention_mask"}``;
 - recommenders (:class:`MFBPR`, :class:`LightGCN`, :class:`SGL`, :class:`SimGCL`,
   :class:`XSimGCL`): BPR triples ``{"users", "pos", "neg", "epoch"}``;
@@ -63,7 +64,8 @@ from contrastkit.methods.registry import (
 )
 from contrastkit.methods.rl import ATC, CURL, ATCOptions, CURLOptions, Pixels, PixelsOptions, State, StateOptions
 from contrastkit.methods.simclr import SimCLR, SimCLROptions
-from contrastkit.methods.simcse import SimCSE, SimCSEOptions
+from contrastkit.methods.scored_pairs import AnglE, AnglEOptions, CoSENT, CoSENTOptions, ScoredPairOptions
+from contrastkit.methods.simcse import SentenceEmbeddingMethod, SimCSE, SimCSEOptions, TextMethodOptions
 from contrastkit.methods.simsiam import SimSiam, SimSiamOptions
 from contrastkit.methods.skipgram import SkipGram, SkipGramOptions
 from contrastkit.methods.supcon import SupCon, SupConOptions, semi_supervised_labels
@@ -78,11 +80,15 @@ __all__ = [
     "MFBPR",
     "SGL",
     "ATCOptions",
+    "AnglE",
+    "AnglEOptions",
     "BYOLOptions",
     "BarlowTwins",
     "BarlowTwinsOptions",
     "CLIPOptions",
     "CURLOptions",
+    "CoSENT",
+    "CoSENTOptions",
     "ContraD",
     "ContraDOptions",
     "ContrastOptions",
@@ -105,6 +111,8 @@ __all__ = [
     "Pixels",
     "PixelsOptions",
     "SGLOptions",
+    "ScoredPairOptions",
+    "SentenceEmbeddingMethod",
     "SigLIPOptions",
     "SimCLR",
     "SimCLROptions",
@@ -121,6 +129,7 @@ __all__ = [
     "StepOutput",
     "SupCon",
     "SupConOptions",
+    "TextMethodOptions",
     "TwoViewMethod",
     "VICReg",
     "VICRegOptions",

@@ -289,7 +289,7 @@ class ImageTextTask(Task):
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
         "data": ("views", "label_fraction", "stream", "workers", "gpu_decode"),
         "text": ("lazy", "workers", "augment", "sts_file", "sts_columns", "sts_filter", "retrieval_columns",
-                 "max_train_examples"),
+                 "max_train_examples", "batch_sampler", "eval_dims"),
         "eval": ("plots",),
     }
     default_method = "clip"
