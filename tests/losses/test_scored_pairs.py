@@ -144,8 +144,9 @@ def test_matryoshka_is_the_weighted_sum_over_prefixes() -> None:
     got = matryoshka_loss(nce, [q, k], [8, 4, 2], [1.0, 0.5, 0.25], parts=parts)
     expected = nce(q, k) + 0.5 * nce(q[:, :4], k[:, :4]) + 0.25 * nce(q[:, :2], k[:, :2])
     assert _num(got) == pytest.approx(_num(expected), rel=1e-12) and sorted(parts) == [2, 4, 8]
-    wrapped = MatryoshkaLoss(NTXentLoss(temperature=0.1), dims=[8, 4])
-    assert _num(wrapped(q, k)) == pytest.approx(_num(NTXentLoss(temperature=0.1)(q, k) + NTXentLoss(temperature=0.1)(q[:, :4], k[:, :4])))
+    nt_xent = NTXentLoss(temperature=0.1)
+    wrapped = MatryoshkaLoss(nt_xent, dims=[8, 4])
+    assert _num(wrapped(q, k)) == pytest.approx(_num(nt_xent(q, k) + nt_xent(q[:, :4], k[:, :4])))
     s = torch.arange(6, dtype=torch.float64)
     assert _num(MatryoshkaLoss(CoSENTLoss(), [4])(q, k, scores=s)) == pytest.approx(_num(cosent_loss(q[:, :4], k[:, :4], s)))
     with pytest.raises(UserError, match="exceed the embedding width 8"):

@@ -39,7 +39,8 @@ QUIET = {"train.log_every": 1000, "train.max_steps": STEPS, "train.checkpoint_ev
 
 IMAGE = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon"]
 RECSYS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
-CASES = [*(f"image:{m}" for m in IMAGE), "text:simcse", "text:simcse_supervised", "image_text:clip",
+CASES = [*(f"image:{m}" for m in IMAGE), "text:simcse", "text:simcse_supervised", "text:cosent",
+         "text:angle", "image_text:clip",
          "image_text:siglip", *(f"recsys:{m}" for m in RECSYS), "sequences:sgd", "sequences:sparse_adam",
          "gan:dcgan", "gan:contrad"]
 UNITS = {"image": "images", "text": "texts", "image_text": "pairs", "recsys": "interactions",
@@ -62,7 +63,10 @@ def _config(case: str, data: Path) -> Any:
             lines = paths["corpus"].read_text().splitlines()
             pairs.write_text("a\tb\n" + "\n".join(f"{x}\t{y}" for x, y in itertools.pairwise(lines)) + "\n")
             source = ({"text.train_file": str(pairs), "text.train_columns": "[a, b]"} if method == "simcse_supervised"
-                      else {"text.train_file": str(paths["corpus"])})
+                      else {"text.train_file": str(paths["sts"]), "text.train_columns": "[s1, s2, score]"}
+                      if method in ("cosent", "angle") else {"text.train_file": str(paths["corpus"])})
+            if method == "angle":  # Matryoshka sizes and batches without duplicates too
+                source |= {"method.matryoshka_dims": "[32, 16]", "text.batch_sampler": "no_duplicates"}
             return load_config(None, _sets({"task": "text", "method.name": method, **text, **source,
                                              "train.batch_size": 16, **QUIET}))
         return load_config("fashion-mnist-clip", _sets({

@@ -63,8 +63,8 @@ from contrastkit.methods.registry import (
     register_method,
 )
 from contrastkit.methods.rl import ATC, CURL, ATCOptions, CURLOptions, Pixels, PixelsOptions, State, StateOptions
-from contrastkit.methods.simclr import SimCLR, SimCLROptions
 from contrastkit.methods.scored_pairs import AnglE, AnglEOptions, CoSENT, CoSENTOptions, ScoredPairOptions
+from contrastkit.methods.simclr import SimCLR, SimCLROptions
 from contrastkit.methods.simcse import SentenceEmbeddingMethod, SimCSE, SimCSEOptions, TextMethodOptions
 from contrastkit.methods.simsiam import SimSiam, SimSiamOptions
 from contrastkit.methods.skipgram import SkipGram, SkipGramOptions

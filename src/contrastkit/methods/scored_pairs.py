@@ -54,7 +54,9 @@ class AnglEOptions(ScoredPairOptions):
             raise UserError(f"{prefix}: at least one of cosine_weight, ibn_weight, angle_weight must be > 0")
         odd = [d for d in self.matryoshka_dims if d % 2]
         if odd and self.angle_weight:
-            raise UserError(f"{prefix}.matryoshka_dims must be even for AnglE's angle term (real and imaginary halves); got {odd}")
+            raise UserError(
+                f"{prefix}.matryoshka_dims must be even for AnglE's angle term (real and imaginary halves); got {odd}"
+            )
 
 
 class _ScoredPairMethod(SentenceEmbeddingMethod):

@@ -180,7 +180,7 @@ class TextTask(Task):
             if not t.train_columns and not t.train_file.startswith("sick:"):
                 raise UserError("simcse_supervised needs text.train_columns = [anchor, positive(, negative)]")
         if isinstance(cfg.method, ScoredPairOptions):
-            if t.train_columns and len(t.train_columns) != 3 or not t.train_columns and not t.train_file.startswith("sick:"):
+            if (t.train_columns and len(t.train_columns) != 3) or (not t.train_columns and not t.train_file.startswith("sick:")):
                 raise UserError(
                     f"{cfg.method.name} trains on scored pairs: text.train_columns = [sentence1, sentence2, score]; "
                     f"got {t.train_columns}"
