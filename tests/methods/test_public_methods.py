@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES: dict[str, type[nn.Module]] = {
     "simclr": M.SimCLR, "moco_v2": M.MoCoV2, "moco_v3": M.MoCoV3, "byol": M.BYOL, "simsiam": M.SimSiam,
-    "barlow_twins": M.BarlowTwins, "vicreg": M.VICReg, "supcon": M.SupCon, "simcse": M.SimCSE, "clip": M.CLIP,
+    "barlow_twins": M.BarlowTwins, "vicreg": M.VICReg, "supcon": M.SupCon, "simcse": M.SimCSE, "cosent": M.CoSENT,
+    "angle": M.AnglE, "clip": M.CLIP,
     "mf": M.MFBPR, "lightgcn": M.LightGCN, "sgl": M.SGL, "simgcl": M.SimGCL, "xsimgcl": M.XSimGCL,
     "skipgram": M.SkipGram, "dcgan": M.DCGAN, "contrad": M.ContraD, "pixels": M.Pixels, "state": M.State,
     "curl": M.CURL, "atc": M.ATC, "swav": M.SwAV, "dino": M.DINO, "nnclr": M.NNCLR,

@@ -368,7 +368,7 @@ def test_registries_list_the_built_in_tasks_and_methods() -> None:
         "simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon", "swav", "dino", "nnclr",
     }
     assert set(methods_of_task("recsys")) == {"mf", "lightgcn", "sgl", "simgcl", "xsimgcl"}
-    assert set(methods_of_task("text")) == {"simcse", "simcse_supervised"}
+    assert set(methods_of_task("text")) == {"simcse", "simcse_supervised", "cosent", "angle"}
     assert set(methods_of_task("image_text")) == {"clip", "siglip"}
     for spec in all_methods():
         assert spec.paper and spec.summary and "\n" not in spec.summary, spec.name

@@ -41,7 +41,8 @@ IMAGE = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vic
          "simclr+crops", "byol+crops", "dino+crops"]
 CROPS = "[{count: 2, size: 8, scale: [0.5, 1]}, {count: 3, size: 4, scale: [0.1, 0.4]}]"  # +crops: multi-crop views
 RECSYS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
-CASES = [*(f"image:{m}" for m in IMAGE), "text:simcse", "text:simcse_supervised", "image_text:clip",
+CASES = [*(f"image:{m}" for m in IMAGE), "text:simcse", "text:simcse_supervised", "text:cosent",
+         "text:angle", "image_text:clip",
          "image_text:siglip", *(f"recsys:{m}" for m in RECSYS), "sequences:sgd", "sequences:sparse_adam",
          "gan:dcgan", "gan:contrad"]
 UNITS = {"image": "images", "text": "texts", "image_text": "pairs", "recsys": "interactions",
@@ -66,7 +67,10 @@ def _config(case: str, data: Path) -> Any:
             lines = paths["corpus"].read_text().splitlines()
             pairs.write_text("a\tb\n" + "\n".join(f"{x}\t{y}" for x, y in itertools.pairwise(lines)) + "\n")
             source = ({"text.train_file": str(pairs), "text.train_columns": "[a, b]"} if method == "simcse_supervised"
-                      else {"text.train_file": str(paths["corpus"])})
+                      else {"text.train_file": str(paths["sts"]), "text.train_columns": "[s1, s2, score]"}
+                      if method in ("cosent", "angle") else {"text.train_file": str(paths["corpus"])})
+            if method == "angle":  # Matryoshka sizes and batches without duplicates too
+                source |= {"method.matryoshka_dims": "[32, 16]", "text.batch_sampler": "no_duplicates"}
             return load_config(None, _sets({"task": "text", "method.name": method, **text, **source,
                                              "train.batch_size": 16, **QUIET}))
         return load_config("fashion-mnist-clip", _sets({

@@ -5,13 +5,14 @@ the image–text task's zero-shot and cross-modal retrieval columns."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from torch import Tensor
 
 from contrastkit.data.text.corpus import read_pairs, read_sts
 from contrastkit.data.text.spec import TextConfig
+from contrastkit.errors import UserError
 from contrastkit.evaluate.retrieval import retrieval_metrics
 from contrastkit.evaluate.sts import evaluate_sts
 from contrastkit.evaluate.tables import format_table, pct
@@ -39,9 +40,45 @@ def before_and_after(
     return results
 
 
-def evaluate_text_encoder(encode: Callable[[list[str]], Tensor], t: TextConfig) -> dict[str, Any]:
+def evaluate_text_encoder(
+    encode: Callable[[list[str]], Tensor], t: TextConfig, dims: Sequence[int] = ()
+) -> dict[str, Any]:
     """STS on ``text.sts_file`` and retrieval on ``text.retrieval_file`` (those given) of one
-    encoder, ``encode(texts) -> (N, D)``."""
+    encoder, ``encode(texts) -> (N, D)``. ``dims``: the same again with the embeddings cut to
+    their first d coordinates (each d; the metrics' cosine re-normalises them), under
+    ``"dims": {"d": {...}}`` — every text is encoded once."""
+    if not dims:
+        return _evaluate(encode, t)
+    full = _encoded_once(encode)
+    out = _evaluate(full, t)
+
+    def cut(d: int) -> Callable[[list[str]], Tensor]:
+        def encode_d(texts: list[str]) -> Tensor:
+            z = full(texts)
+            if d > z.shape[1]:
+                raise UserError(f"evaluation dim {d} exceeds the embedding width {z.shape[1]} (text.eval_dims)")
+            return z[:, :d]
+
+        return encode_d
+
+    out["dims"] = {str(d): _evaluate(cut(d), t) for d in dims}
+    return out
+
+
+def _encoded_once(encode: Callable[[list[str]], Tensor]) -> Callable[[list[str]], Tensor]:
+    """``encode`` remembering its answer per list of texts (the evaluations ask for the same lists)."""
+    seen: dict[tuple[str, ...], Tensor] = {}
+
+    def encode_once(texts: list[str]) -> Tensor:
+        key = tuple(texts)
+        if key not in seen:
+            seen[key] = encode(texts)
+        return seen[key]
+
+    return encode_once
+
+
+def _evaluate(encode: Callable[[list[str]], Tensor], t: TextConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if t.sts_file:
         sts = read_sts(t.sts_file, t.sts_columns, t.sts_filter, data_root=t.data_root)
@@ -70,7 +107,8 @@ def pair_retrieval(
 
 
 def text_results_table(ev: dict[str, Any]) -> str:
-    """One row per encoder (trained / initial), values × 100."""
+    """One row per encoder (trained / initial), and one per encoder and evaluated dim ("trained
+    @64"), values × 100."""
     enc = ev.get("encoders", {})
     if not enc:
         return "(nothing evaluated)"
@@ -86,6 +124,9 @@ def text_results_table(ev: dict[str, Any]) -> str:
             cols += [(f"{label}R@{k}", section, f"hit@{k}") for k in ks]
             if ks:
                 cols += [(f"{label}MRR@{ks[-1]}", section, f"mrr@{ks[-1]}"), (f"{label}nDCG@{ks[-1]}", section, f"ndcg@{ks[-1]}")]
-    rows = [[name] + [pct(r.get(sec, {}).get(key)) for _, sec, key in cols] for name, r in enc.items()]
+    rows = []
+    for name, r in enc.items():  # each encoder, then its embeddings cut to d coordinates (text.eval_dims)
+        for label, res in [(name, r), *((f"{name} @{d}", rd) for d, rd in r.get("dims", {}).items())]:
+            rows.append([label] + [pct(res.get(sec, {}).get(key)) for _, sec, key in cols])
     title = "evaluation (×100; R@K = share of queries with a relevant item in the top K):\n"
     return title + format_table(["encoder", *(c[0] for c in cols)], rows)

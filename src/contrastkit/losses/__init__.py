@@ -8,6 +8,10 @@ your own training loop.
   :class:`BarlowTwinsLoss`, :class:`VICRegLoss`.
 - Metric learning: :class:`ContrastiveMarginLoss`, :class:`TripletMarginLoss` (``MININGS``).
 - Sampled softmax: :class:`NCELoss`, :class:`NegativeSamplingLoss` (word2vec), :class:`BPRLoss`.
+- Scored pairs (STS-style data): :class:`CoSENTLoss`, :class:`AnglELoss` (its angle term alone:
+  :func:`angle_ranking_loss`).
+- Matryoshka: :class:`MatryoshkaLoss` / :func:`matryoshka_loss` wrap any of them over nested
+  embedding sizes.
 
 Example::
 
@@ -36,17 +40,29 @@ from contrastkit.losses.margin import (
     contrastive_margin_loss,
     pair_margin_loss,
 )
+from contrastkit.losses.matryoshka import MatryoshkaLoss, check_matryoshka, matryoshka_loss
 from contrastkit.losses.nce import NCELoss, NegativeSamplingLoss, nce_loss, negative_sampling_loss
+from contrastkit.losses.scored_pairs import (
+    AnglELoss,
+    CoSENTLoss,
+    angle_loss,
+    angle_ranking_loss,
+    angle_similarity,
+    cosent_loss,
+)
 from contrastkit.losses.siglip import SigLIPLoss, siglip_loss
 from contrastkit.losses.triplet import MININGS, TripletMarginLoss, triplet_margin_loss
 from contrastkit.losses.vicreg import VICRegLoss, covariance_term, variance_term, vicreg_loss
 
 __all__ = [
     "MININGS",
+    "AnglELoss",
     "BPRLoss",
     "BarlowTwinsLoss",
+    "CoSENTLoss",
     "ContrastiveMarginLoss",
     "InfoNCELoss",
+    "MatryoshkaLoss",
     "NCELoss",
     "NTXentLoss",
     "NegativeCosineLoss",
@@ -56,12 +72,18 @@ __all__ = [
     "SupConLoss",
     "TripletMarginLoss",
     "VICRegLoss",
+    "angle_loss",
+    "angle_ranking_loss",
+    "angle_similarity",
     "barlow_twins_loss",
     "bpr_loss",
+    "check_matryoshka",
     "contrastive_margin_loss",
+    "cosent_loss",
     "covariance_term",
     "cross_correlation",
     "info_nce",
+    "matryoshka_loss",
     "nce_loss",
     "negative_cosine_loss",
     "negative_sampling_loss",

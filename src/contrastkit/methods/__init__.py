@@ -13,6 +13,7 @@ expects is stated on its class:
   plus ``"labels"`` (B,) for SupCon; SwAV, DINO and NNCLR also take smaller local views after
   the global ones (``"global_views"``: how many come first);
 - :class:`SimCSE`: ``{"views": [ids, ...], "masks": [mask, ...]}`` (token ids, attention masks);
+  :class:`CoSENT` and :class:`AnglE` (scored pairs): two views and ``"scores"`` (B,);
 - :class:`CLIP` (CLIP / SigLIP): ``{"views": [images], "input_ids", "attention_mask"}``;
 - recommenders (:class:`MFBPR`, :class:`LightGCN`, :class:`SGL`, :class:`SimGCL`,
   :class:`XSimGCL`): BPR triples ``{"users", "pos", "neg", "epoch"}``;
@@ -66,8 +67,9 @@ from contrastkit.methods.registry import (
     register_method,
 )
 from contrastkit.methods.rl import ATC, CURL, ATCOptions, CURLOptions, Pixels, PixelsOptions, State, StateOptions
+from contrastkit.methods.scored_pairs import AnglE, AnglEOptions, CoSENT, CoSENTOptions, ScoredPairOptions
 from contrastkit.methods.simclr import SimCLR, SimCLROptions
-from contrastkit.methods.simcse import SimCSE, SimCSEOptions
+from contrastkit.methods.simcse import SentenceEmbeddingMethod, SimCSE, SimCSEOptions, TextMethodOptions
 from contrastkit.methods.simsiam import SimSiam, SimSiamOptions
 from contrastkit.methods.skipgram import SkipGram, SkipGramOptions
 from contrastkit.methods.supcon import SupCon, SupConOptions, semi_supervised_labels
@@ -85,11 +87,15 @@ __all__ = [
     "NNCLR",
     "SGL",
     "ATCOptions",
+    "AnglE",
+    "AnglEOptions",
     "BYOLOptions",
     "BarlowTwins",
     "BarlowTwinsOptions",
     "CLIPOptions",
     "CURLOptions",
+    "CoSENT",
+    "CoSENTOptions",
     "ContraD",
     "ContraDOptions",
     "ContrastOptions",
@@ -115,6 +121,8 @@ __all__ = [
     "Pixels",
     "PixelsOptions",
     "SGLOptions",
+    "ScoredPairOptions",
+    "SentenceEmbeddingMethod",
     "SigLIPOptions",
     "SimCLR",
     "SimCLROptions",
@@ -133,6 +141,7 @@ __all__ = [
     "SupConOptions",
     "SwAV",
     "SwAVOptions",
+    "TextMethodOptions",
     "TwoViewMethod",
     "VICReg",
     "VICRegOptions",

@@ -291,7 +291,8 @@ class ImageTextTask(Task):
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
         "data": ("views", "crops", "label_fraction", "stream", "workers", "gpu_decode"),
         "text": ("lazy", "workers", "augment", "sts_file", "sts_columns", "sts_filter", "retrieval_columns",
-                 "max_train_examples", "dev_file", "dev_columns", "dev_filter", "dev_fraction"),
+                 "max_train_examples", "dev_file", "dev_columns", "dev_filter", "dev_fraction",
+                 "batch_sampler", "eval_dims"),
         "eval": ("plots",),
     }
     default_method = "clip"

@@ -1,5 +1,6 @@
-"""Task ``text``: sentence embeddings (SimCSE, unsupervised or from pairs), evaluated on STS
-and retrieval before and after training.
+"""Task ``text``: sentence embeddings (SimCSE, unsupervised or from pairs; CoSENT / AnglE from
+scored pairs), evaluated on STS and retrieval before and after training (and at nested sizes:
+``text.eval_dims`` or the method's ``matryoshka_dims``).
 
 Run folder, besides the common files: ``text_encoder/`` (the text tower as a transformers
 folder: config, tokenizer, weights once trained), ``text_run.json`` (what reloading needs),
@@ -34,6 +35,7 @@ from contrastkit.errors import UserError
 from contrastkit.evaluate.text import before_and_after, evaluate_text_encoder, text_results_table
 from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
+from contrastkit.methods.scored_pairs import ScoredPairOptions
 from contrastkit.runs import CHECKPOINTS, load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
 from contrastkit.training import GradientStep, Training, TrainSummary, atomic_save, load_checkpoint
@@ -112,8 +114,10 @@ class TextRun(TrainedRun):
         """STS and retrieval of the trained model and (``eval.baselines``) of the model before training."""
         batch = min(self.config.eval.batch_size, 256)
 
+        dims = self.config.text.eval_dims or getattr(self.config.method, "matryoshka_dims", [])
+
         def evaluate(model: nn.Module) -> dict[str, Any]:
-            return evaluate_text_encoder(lambda texts: self._encode(model, texts, batch), self.config.text)
+            return evaluate_text_encoder(lambda texts: self._encode(model, texts, batch), self.config.text, dims)
 
         initial = self.initial_model if self.config.eval.baselines else None
         return before_and_after(self.model, initial, evaluate, verbose=verbose)
@@ -227,6 +231,14 @@ class TextTask(Task):
                 )
             if not t.train_columns and not t.train_file.startswith("sick:"):
                 raise UserError("simcse_supervised needs text.train_columns = [anchor, positive(, negative)]")
+        if isinstance(cfg.method, ScoredPairOptions):
+            if (t.train_columns and len(t.train_columns) != 3) or (not t.train_columns and not t.train_file.startswith("sick:")):
+                raise UserError(
+                    f"{cfg.method.name} trains on scored pairs: text.train_columns = [sentence1, sentence2, score]; "
+                    f"got {t.train_columns}"
+                )
+            if t.lazy:
+                raise UserError(f"{cfg.method.name} reads scores, which text.lazy does not; set text.lazy=false")
         if t.lazy:
             from contrastkit.data.text.corpus import hf_source
             from contrastkit.data.text.lazy import lazy_format
@@ -236,6 +248,8 @@ class TextTask(Task):
                     f"text.lazy reads .txt and .jsonl files; {t.train_file!r} is a datasets source (read with "
                     "text.lazy=false)"
                 )
+            if t.batch_sampler == "no_duplicates":
+                raise UserError("text.batch_sampler no_duplicates needs the texts in memory; set text.lazy=false")
             lazy_format(t.train_file)
         if cls.validates(cfg) and not t.dev_file:
             if cfg.method.name == "simcse":
@@ -298,6 +312,7 @@ class TextTask(Task):
         from contrastkit.data.text.corpus import read_pairs, read_sentences
 
         cfg, t = ctx.cfg, ctx.cfg.text
+        self.scores: list[float] | None = None  # scored pairs' scores, one per row
         pairs = cfg.method.name != "simcse"
         if t.lazy:
             from contrastkit.data.text.lazy import open_lazy_text
@@ -307,6 +322,13 @@ class TextTask(Task):
                 cache = Path(tempfile.mkdtemp(prefix=f"contrastkit-rank{ctx.rank}-"))
             columns = t.train_columns or (["sentence_A", "sentence_B"] if pairs else [])
             return open_lazy_text(str(t.train_file), columns, t.train_filter, cache, pairs=pairs, limit=t.max_train_examples)
+        if isinstance(cfg.method, ScoredPairOptions):  # (sentence1, sentence2, score)
+            from contrastkit.data.text.corpus import read_sts
+
+            sts = read_sts(t.train_file, t.train_columns, t.train_filter, data_root=t.data_root)
+            n = t.max_train_examples or len(sts)
+            self.scores = sts.scores[:n]
+            return [sts.sentences1[:n], sts.sentences2[:n]]
         if not pairs:
             limit = t.max_train_examples
             return [read_sentences(t.train_file, t.train_columns, t.train_filter, data_root=t.data_root, limit=limit)]
@@ -330,6 +352,7 @@ class TextTask(Task):
         loader = TextViewLoader(
             data, encoder.tokenize, batch_size=ctx.local_batch, views=2, augmentation=_text_augmentation(t, encoder),
             seed=cfg.train.seed, device=ctx.device, rank=ctx.rank, world_size=ctx.world_size, workers=t.workers,
+            scores=self.scores, batch_sampler=t.batch_sampler,
         )
         if not ctx.resume and ctx.is_main:  # before training: an interrupted run can be evaluated
             (ctx.run_dir / META_FILE).write_text(json.dumps({"task": self.name}, indent=2))
@@ -340,7 +363,7 @@ class TextTask(Task):
     def describe(self, ctx: RunContext) -> str:
         data = self.data
         n, k = (len(data), data.n_columns) if hasattr(data, "take") else (len(data[0]), len(data))
-        what = f"{n} {'sentences' if k == 1 else 'pairs'}"
+        what = f"{n} {'sentences' if k == 1 else 'scored pairs' if getattr(self, 'scores', None) is not None else 'pairs'}"
         return f"training {ctx.cfg.method.name} on {what} with text encoder {ctx.cfg.text.encoder} on {ctx.device}"
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:

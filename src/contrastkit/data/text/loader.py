@@ -1,7 +1,8 @@
 """Batch loaders for text and image–text training with the generic Trainer's loader interface
 (``__len__``, ``batch_size``, ``batches(epoch, start)``, ``state_dict``, ``load_state_dict``).
 
-Order: a per-epoch permutation seeded by (seed, epoch). Random choices (text augmentations,
+Order: a per-epoch permutation seeded by (seed, epoch); text batches may instead be drawn without
+duplicate texts (``batch_sampler="no_duplicates"``, :func:`no_duplicate_batches`). Random choices (text augmentations,
 caption picks, image augmentations) come from one ``torch.Generator`` whose state is
 checkpointed, so a resumed run sees the batches the uninterrupted run would have seen.
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,9 +21,37 @@ from torch import Tensor
 from contrastkit.data.batching import SeededBatches
 from contrastkit.data.image.loader import Augment, augment_view, augmentation_generator
 from contrastkit.data.text.augment import TextAugmentation
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, check_choice
 
 Tokenize = Callable[[Sequence[str]], dict[str, Tensor]]
+BATCH_SAMPLERS: tuple[str, ...] = ("random", "no_duplicates")
+
+
+def no_duplicate_batches(order: Sequence[int], texts: Callable[[int], Iterable[str]], size: int) -> list[list[int]]:
+    """Full batches of ``size`` rows, taken greedily in ``order``, in which no text occurs twice
+    (across all columns: a repeated text would be a false in-batch negative — the idea of
+    sentence-transformers' NoDuplicatesBatchSampler). Each batch starts from the earliest rows not
+    yet used, so a row skipped for a clash joins one of the next batches; rows left when no full
+    batch can be made without a duplicate are dropped for this epoch. ``texts(row)``: the row's
+    texts."""
+    remaining = dict.fromkeys(order)  # ordered set: rows not used yet
+    keys = {row: set(texts(row)) for row in remaining}
+    batches: list[list[int]] = []
+    while len(remaining) >= size:
+        batch: list[int] = []
+        seen: set[str] = set()
+        for row in remaining:
+            if seen.isdisjoint(keys[row]):
+                batch.append(row)
+                seen |= keys[row]
+                if len(batch) == size:
+                    break
+        if len(batch) < size:
+            break
+        for row in batch:
+            del remaining[row]
+        batches.append(batch)
+    return batches
 
 
 def _check_batch(batch_size: int, n: int, what: str) -> None:
@@ -52,11 +81,14 @@ class _SeededLoader(SeededBatches):
         """Full batches per epoch of this rank's share (the last partial batch is dropped)."""
         return (self.n // self.world_size) // self.batch_size
 
+    def full_permutation(self, epoch: int) -> Tensor:
+        """The epoch's permutation of all n rows (the same on every rank)."""
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+
     def permutation(self, epoch: int) -> Tensor:
         """This rank's slice of the epoch's permutation (the same permutation on every rank)."""
-        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
         per_rank = self.n // self.world_size
-        return torch.randperm(self.n, generator=gen)[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return self.full_permutation(epoch)[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def _index_batches(self, epoch: int, start: int) -> Iterator[tuple[Tensor, list[int]]]:
         """(indices (B,), the same as a list) of the epoch's batches from batch `start` on."""
@@ -121,6 +153,13 @@ class TextViewLoader(_SeededLoader):
 
     ``workers`` > 0 reads and tokenises batches in that many DataLoader worker processes; the
     batches (and the checkpointed generator) are the same as with ``workers=0``.
+
+    ``scores`` (one number per row): batches carry them as ``"scores"`` (B,) float32 (scored
+    pairs). ``batch_sampler="no_duplicates"`` (in-memory columns): batches hold no text twice
+    (:func:`no_duplicate_batches` over the epoch's permutation, on the global batch under
+    torch.distributed, each process taking its slice); an epoch may then hold fewer than
+    ``len()`` batches. Both samplers are functions of (seed, epoch), so a resumed run sees the
+    same batches.
     """
 
     def __init__(
@@ -136,7 +175,10 @@ class TextViewLoader(_SeededLoader):
         rank: int = 0,
         world_size: int = 1,
         workers: int = 0,
+        scores: Sequence[float] | None = None,
+        batch_sampler: str = "random",
     ) -> None:
+        check_choice("text.batch_sampler", batch_sampler, BATCH_SAMPLERS)
         if hasattr(columns, "take"):
             source = columns
         else:
@@ -151,6 +193,24 @@ class TextViewLoader(_SeededLoader):
         self.device = torch.device(device)
         self.workers = workers
         self.dataset = _ViewBatches(source, tokenize, self.views, augmentation)
+        self.scores = None if scores is None else torch.as_tensor(list(scores), dtype=torch.float32)
+        if self.scores is not None and self.scores.shape != (len(source),):
+            raise UserError(f"scores must hold one number per row ({len(source)}); got {tuple(self.scores.shape)}")
+        self.batch_sampler = batch_sampler
+        if batch_sampler == "no_duplicates" and not isinstance(source, _ListColumns):
+            raise UserError("text.batch_sampler no_duplicates needs the texts in memory; set text.lazy=false")
+
+    def _index_batches(self, epoch: int, start: int) -> Iterator[tuple[Tensor, list[int]]]:
+        if self.batch_sampler == "random":
+            yield from super()._index_batches(epoch, start)
+            return
+        order = self.full_permutation(epoch).tolist()
+        columns = cast(_ListColumns, self.source).columns
+        size = self.batch_size
+        batches = no_duplicate_batches(order, lambda row: (col[row] for col in columns), size * self.world_size)
+        for rows in batches[start:]:
+            mine = rows[self.rank * size : (self.rank + 1) * size]
+            yield torch.tensor(mine, dtype=torch.long), mine
 
     def _seed(self, generator: torch.Generator) -> int:
         return int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -181,7 +241,10 @@ class TextViewLoader(_SeededLoader):
     def _to_device(self, idx: Tensor, encs: list[dict[str, Tensor]]) -> dict[str, Any]:
         ids = [enc["input_ids"].to(self.device) for enc in encs]
         masks = [enc["attention_mask"].to(self.device) for enc in encs]
-        return {"views": ids, "masks": masks, "index": idx.to(self.device)}
+        batch: dict[str, Any] = {"views": ids, "masks": masks, "index": idx.to(self.device)}
+        if self.scores is not None:
+            batch["scores"] = self.scores[idx].to(self.device)
+        return batch
 
 
 class ImageTextLoader(_SeededLoader):

@@ -27,7 +27,10 @@ class TextConfig:
         "training data: sick:SPLIT, a .txt (one per line), .csv/.tsv/.jsonl, a Hugging Face datasets source (.parquet, "
         "a save_to_disk folder[:SPLIT], hf:FILE, hf:NAME[:CONFIG]:SPLIT); image_text: also tar shards (image + .txt)",
     )
-    train_columns: list[str] = option(help="sentences; or anchor, positive[, negative]; or image, caption", factory=list)
+    train_columns: list[str] = option(
+        help="sentences; or anchor, positive[, negative]; or sentence1, sentence2, score (cosent, angle); or image, caption",
+        factory=list,
+    )
     train_filter: dict[str, Any] | None = option(None, "keep rows whose columns equal these values")
     max_train_examples: int | None = option(None, "use at most this many training rows", ge=1)
     lazy: bool = option(
@@ -35,6 +38,12 @@ class TextConfig:
         "read training rows from the file on demand (a .txt or .jsonl, optionally .gz) through a "
         "line-offset index in the run's data/text_index/ (8 bytes a row; .gz decompressed there "
         "once) instead of into memory; off: read eagerly (small files)",
+    )
+    batch_sampler: str = option(
+        "random",
+        "random: batches of the epoch's permutation; no_duplicates: no text twice in a batch, across columns "
+        "(a duplicate is a false in-batch negative)",
+        choices=("random", "no_duplicates"),
     )
     workers: int = option(0, "DataLoader worker processes that read and tokenise batches (0: in-process)", ge=0)
     sts_file: str | None = option(None, "STS evaluation: two sentences and a score")
@@ -78,6 +87,12 @@ class TextConfig:
     dev_filter: dict[str, Any] | None = option(None, "keep dev rows whose columns equal these values")
     dev_fraction: float = option(
         0.05, "share of the training pairs held out as the dev set when there is no dev_file", gt=0, lt=0.5
+    )
+    eval_dims: list[int] = option(
+        help="also evaluate the embeddings cut to their first d coordinates, for each d (none: the "
+        "method's matryoshka_dims, if any)",
+        factory=list,
+        ge=1,
     )
 
     def check_values(self, prefix: str) -> None:

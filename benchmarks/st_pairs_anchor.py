@@ -1,0 +1,88 @@
+"""Anchor for benchmarks/text_pairs_sick.py: sentence-transformers trained on SICK pairs.
+
+Runs in a Python that has sentence-transformers (the benchmarks/common.py it imports needs only
+the standard library): ``--loss mnrl`` is MultipleNegativesRankingLoss on (anchor, positive)
+pairs (scale 20 = 1 / temperature 0.05), ``--loss cosent`` CoSENTLoss (scale 20) on (sentence1,
+sentence2, score) rows; ``--batch-sampler no_duplicates`` uses its NoDuplicatesBatchSampler.
+SentenceTransformerTrainer runs ``--max-steps`` steps, then the test sentences are encoded.
+Prints one JSON line with the timings; writes the embeddings to --out (.npy).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from common import add_numbers, parser
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--model", required=True, help="folder of all-MiniLM-L6-v2")
+    p.add_argument("--train", required=True, help="TSV with a header: a, b (mnrl) or a, b, score (cosent)")
+    p.add_argument("--loss", choices=["mnrl", "cosent"], required=True)
+    p.add_argument("--batch-sampler", choices=["batch_sampler", "no_duplicates"], default="batch_sampler")
+    p.add_argument("--test", required=True, help="sentences to encode after training, one per line")
+    p.add_argument("--out", required=True, help="the embeddings of the --test sentences (.npy)")
+    add_numbers(p, max_steps=20, batch_size=32, lr=2e-5, max_length=64, threads=1, seed=0)
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = SentenceTransformer(args.model, device="cpu")
+    model.max_seq_length = args.max_length
+    with open(args.train, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if args.loss == "mnrl":
+        data = Dataset.from_dict({"anchor": [r["a"] for r in rows], "positive": [r["b"] for r in rows]})
+        loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+    else:
+        data = Dataset.from_dict({"sentence1": [r["a"] for r in rows], "sentence2": [r["b"] for r in rows],
+                                  "score": [float(r["score"]) for r in rows]})
+        loss = losses.CoSENTLoss(model, scale=20.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        targs = SentenceTransformerTrainingArguments(
+            output_dir=tmp,
+            max_steps=args.max_steps,
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr,
+            warmup_ratio=0.1,
+            weight_decay=0.0,
+            lr_scheduler_type="linear",
+            save_strategy="no",
+            report_to="none",
+            logging_steps=10,
+            seed=args.seed,
+            dataloader_drop_last=True,
+            use_cpu=True,
+            disable_tqdm=True,
+            batch_sampler=BatchSamplers(args.batch_sampler),
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss)
+        t0 = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - t0
+        steps = trainer.state.global_step
+    test = [s for s in Path(args.test).read_text(encoding="utf-8").splitlines() if s]
+    t0 = time.perf_counter()
+    emb = model.encode(test, batch_size=128, convert_to_numpy=True, normalize_embeddings=False)
+    encode_seconds = time.perf_counter() - t0
+    np.save(args.out, emb.astype(np.float32))
+    print(json.dumps({"train_seconds": train_seconds, "steps": steps, "encode_seconds": encode_seconds}))
+
+
+if __name__ == "__main__":
+    main()
