@@ -495,11 +495,12 @@ def test_config_yaml_leaves_out_what_the_task_does_not_read(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("legacy", "overrides"),
     [
-        ("digits-byol", []),
-        ("digits-moco-v2", []),
+        # 0.1 wrote cifar_stem: true; today's recipes say auto, which is the same network at 8 px
+        ("digits-byol", ["model.cifar_stem=true"]),
+        ("digits-moco-v2", ["model.cifar_stem=true"]),
         ("ml100k-sgl", ["recsys.root=../shared/data/ml-100k"]),
         ("ml100k-mf", ["recsys.root=../shared/data/ml-100k"]),
-        ("fashion-mnist-clip", []),
+        ("fashion-mnist-clip", ["model.cifar_stem=true"]),
         ("sick-simcse", ["text.data_root=../shared/data/sick"]),
     ],
 )
