@@ -132,8 +132,9 @@ def main() -> None:
         summary["contrastkit"] = ours
         enc = ours["eval"]["encoders"]
         lines.append(_row(f"contrastkit {args.recipe}", ours["train"], enc["ssl"]))
-        lines.append(_row("random-init encoder", {}, enc["random_init"]))
-        lines.append(_row("raw pixels", {}, enc["raw_pixels"]))
+        for name, key in (("random-init encoder", "random_init"), ("raw pixels", "raw_pixels")):
+            if key in enc:  # eval.baselines (on by default)
+                lines.append(_row(name, {}, enc[key]))
     if args.anchor_python:
         anchor = run_anchor(args.anchor_python, args.recipe, args.minutes, args.out, args.set)
         summary["lightly"] = anchor

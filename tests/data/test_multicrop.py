@@ -122,7 +122,7 @@ OWN_CROP = "{op: random_resized_crop, scale: [0, 1]}"
          "data.crops[1].augment: give the crop's scale as data.crops[1].scale"),
         (["data.crops=[{count: 2, size: 8, scale: [0.5, 1]}, {count: 4, size: 4, scale: [0.1, 0.4]}]", "method.name=moco_v2"],
          "method moco_v2 trains on exactly 2 views of one size and data.crops gives 6 views of 2 sizes; the methods "
-         "that take more views and multi-crop (data.crops): byol, simclr, supcon"),
+         "that take more views and multi-crop (data.crops): byol, dino, nnclr, simclr, supcon, swav"),
     ],
 )
 def test_bad_crops_are_one_line_errors(overrides: list[str], message: str) -> None:
