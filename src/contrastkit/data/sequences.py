@@ -11,10 +11,15 @@ centre's pairs are then the same draws, which changes the variance, not the expe
 cuts the work of the negative term by the number of contexts, ~6 on average). Every random
 draw of a batch comes from a generator seeded by (seed, epoch, step), so a resumed run makes
 exactly the batches of an uninterrupted one, with no loader state to save.
+
+For the compiled kernel (:mod:`contrastkit.methods.skipgram_kernel`), :class:`SkipGramBlocks`
+yields the blocks of positions themselves: the kernel subsamples, draws the windows and the
+negatives and updates the vectors pair by pair, from the same keep probabilities and noise table.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import re
@@ -210,9 +215,15 @@ class SkipGramLoader:
         cumulative = torch.cumsum(self.noise, 0)
         self.table = torch.searchsorted(cumulative, (torch.arange(size, dtype=torch.float64) + 0.5) / size)
         self.table.clamp_(max=len(corpus.vocab) - 1)
-        self._tokens = torch.from_numpy(corpus.tokens.astype(np.int64))
-        self._sentence = torch.from_numpy(corpus.sentence_of)
         self._epoch_tokens: tuple[int, Tensor] | None = None
+
+    @functools.cached_property
+    def _tokens(self) -> Tensor:
+        return torch.from_numpy(self.corpus.tokens.astype(np.int64))
+
+    @functools.cached_property
+    def _sentence(self) -> Tensor:
+        return torch.from_numpy(self.corpus.sentence_of)
 
     def __len__(self) -> int:
         return -(-int(self.corpus.tokens.size) // self.batch_size)
@@ -285,7 +296,7 @@ class SkipGramLoader:
                 "pair_center": owner.to(self.device),
                 "contexts": contexts.to(self.device),
                 "negatives": self.table[draws].to(self.device),
-                "tokens": min(self.batch_size, self._tokens.numel() - step * self.batch_size),
+                "tokens": min(self.batch_size, int(self.corpus.tokens.size) - step * self.batch_size),
             }
 
     def units(self, batch: dict[str, Any]) -> int:
@@ -297,3 +308,32 @@ class SkipGramLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Stateless: see :meth:`state_dict`."""
+
+
+class SkipGramBlocks(SkipGramLoader):
+    """The blocks of corpus positions the compiled kernel trains on, one per step: ``{"corpus":
+    the epoch's tokens (int32), "offsets": sentence boundaries, "block": (lo, hi), "epoch",
+    "tokens": hi − lo}`` (the arrays are the loader's own, shared, not copied). The kernel draws
+    the subsampling, windows and negatives itself, from (seed, epoch, position), with this
+    loader's :attr:`keep` probabilities and noise :attr:`table`; contexts may lie outside the
+    block, within the centre's sentence."""
+
+    def __init__(self, corpus: TokenCorpus, **options: Any) -> None:
+        super().__init__(corpus, **options)
+        self.offsets = corpus.offsets.astype(np.int64, copy=False)
+        self._epoch_arrays: tuple[int, np.ndarray] | None = None
+
+    def epoch_corpus(self, epoch: int) -> np.ndarray:
+        """The tokens of ``epoch`` as int32 (each sentence shuffled for sets of items)."""
+        if not self.shuffle_sentences:
+            return self.corpus.tokens.astype(np.int32, copy=False)
+        if self._epoch_arrays is None or self._epoch_arrays[0] != epoch:
+            self._epoch_arrays = (epoch, self.tokens_of_epoch(epoch).numpy().astype(np.int32))
+        return self._epoch_arrays[1]
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[dict[str, Any]]:
+        n = int(self.corpus.tokens.size)
+        tokens = self.epoch_corpus(epoch)
+        for step in range(start, len(self)):
+            lo, hi = step * self.batch_size, min(n, (step + 1) * self.batch_size)
+            yield {"corpus": tokens, "offsets": self.offsets, "block": (lo, hi), "epoch": epoch, "tokens": hi - lo}
