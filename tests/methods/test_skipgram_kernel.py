@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from contrastkit.data.sequences import SkipGramBlocks, TokenCorpus, corpus_from_sentences
+from contrastkit.data.sequences import SkipGramBlocks, TokenCorpus, corpus_from_sentences, noise_distribution
 from contrastkit.errors import UserError
 from contrastkit.methods.skipgram import SkipGram, SkipGramOptions, kernel_available
 from contrastkit.recipes import load_config
@@ -47,28 +47,48 @@ def topic_sentences(n: int, seed: int = 0) -> list[list[str]]:
     return out
 
 
-def _model(corpus: TokenCorpus, dim: int, **options: object) -> SkipGram:
+def _model(corpus: TokenCorpus, dim: int, scale: float = 0.3, **options: object) -> SkipGram:
     torch.manual_seed(0)
     model = SkipGram(len(corpus.vocab), embedding_dim=dim, **options).double()  # type: ignore[arg-type]
     with torch.no_grad():  # non-zero output vectors: every term of the update is exercised
-        model.output.weight.normal_(0, 0.3)
-        model.input.weight.normal_(0, 0.3)
+        model.output.weight.normal_(0, scale)
+        model.input.weight.normal_(0, scale)
     return model
 
 
 def reference(w_in: np.ndarray, w_out: np.ndarray, blocks: SkipGramBlocks, *, lr: float, seed: int, epoch: int,
-              negatives: int, window: int, lo: int, hi: int) -> tuple[float, int]:
-    """word2vec's skip-gram, one pair at a time, written plainly, with the kernel's random draws."""
-    from contrastkit.methods.skipgram_kernel import DRAWS, GOLDEN, KEEP, MASK, below, mix, stream_key, uniform
+              negatives: int, window: int, lo: int, hi: int) -> tuple[float, int, int]:
+    """word2vec's skip-gram, one pair at a time, written plainly, with the kernel's random draws
+    and word2vec.c's σ: the value at the centre of the logit's bin of width 12 / 1024, 0 or 1
+    beyond ±6. (loss, pairs, terms beyond ±6)."""
+    from contrastkit.methods.skipgram_kernel import (
+        DRAWS,
+        GOLDEN,
+        KEEP,
+        MASK,
+        alias_table,
+        below,
+        coin,
+        mix,
+        stream_key,
+        uniform,
+    )
 
-    tokens, offsets, keep, table = blocks.epoch_corpus(epoch), blocks.offsets, blocks.keep.numpy(), blocks.table.numpy()
+    tokens, offsets, keep = blocks.epoch_corpus(epoch), blocks.offsets, blocks.keep.numpy()
+    accept, alias = alias_table(blocks.noise.numpy())
     keep_key, draw_key = stream_key(seed, epoch, KEEP), stream_key(seed, epoch, DRAWS)
 
     def kept(i: int) -> bool:
         p = float(keep[tokens[i]])
         return p >= 1.0 or uniform(mix(keep_key + i * GOLDEN)) < p
 
-    loss, pairs = 0.0, 0
+    def sigmoid(f: float) -> float:
+        if abs(f) >= 6:
+            return float(f > 0)
+        centre = -6 + (math.floor((f + 6) / (12 / 1024)) + 0.5) * (12 / 1024)
+        return 1.0 / (1.0 + math.exp(-centre))
+
+    loss, pairs, clipped = 0.0, 0, 0
     for i in range(lo, hi):
         if not kept(i):
             continue
@@ -88,19 +108,25 @@ def reference(w_in: np.ndarray, w_out: np.ndarray, blocks: SkipGramBlocks, *, lr
                     target, label = context, 1.0
                 else:
                     state = (state + GOLDEN) & MASK
-                    target = int(table[below(mix(state), table.size)])
+                    target = below(mix(state), accept.size)
+                    if coin(mix(state)) >= accept[target]:
+                        target = int(alias[target])
                     if target == context:
                         continue
                     label = 0.0
                 f = sum(float(a) * float(b) for a, b in zip(w_in[centre], w_out[target], strict=True))
-                sig = 1.0 / (1.0 + math.exp(-f))
-                loss += -math.log(sig) if label else -math.log(1.0 - sig)
+                clipped += abs(f) >= 6
+                sig = sigmoid(f)
+                if sig == label:
+                    continue  # beyond ±6 and right: nothing to learn
+                # −log σ(f) for the context, −log σ(−f) = −log(1 − σ(f)) for a noise token; beyond ±6: |f|
+                loss += abs(f) if abs(f) >= 6 else -math.log(sig) if label else -math.log(1.0 - sig)
                 g = (label - sig) * lr
                 grad += g * w_out[target]
                 w_out[target] += g * w_in[centre]
             w_in[centre] += grad
             pairs += 1
-    return loss, pairs
+    return loss, pairs, clipped
 
 
 def _blocks(corpus: TokenCorpus, batch_size: int, **options: object) -> SkipGramBlocks:
@@ -111,12 +137,13 @@ def test_splitmix_is_the_published_generator() -> None:
     from contrastkit.methods.skipgram_kernel import GOLDEN, mix
 
     assert mix(GOLDEN) == 0xE220A8397B1DCDAF  # SplitMix64's first output from state 0
-    assert mix(2 * GOLDEN) == 0x6E789E6AA1B965F4
+    assert mix((2 * GOLDEN) & ((1 << 64) - 1)) == 0x6E789E6AA1B965F4
 
 
 def test_the_kernel_is_word2vecs_update_pair_by_pair() -> None:
     """One thread, blocks that cut sentences (contexts outside the block): the same vectors, loss
-    and pair count as the naive loop with the same draws, subsampling and reduced windows included."""
+    and pair count as the naive loop with the same draws, subsampling, reduced windows and
+    logits beyond ±6 included."""
     rng = random.Random(1)
     words = [f"w{k}" for k in range(12)]
     weights = [1.0 / (k + 1) for k in range(12)]  # Zipf: the frequent words are subsampled
@@ -124,22 +151,44 @@ def test_the_kernel_is_word2vecs_update_pair_by_pair() -> None:
     corpus = corpus_from_sentences(sentences, min_count=1)
     blocks = _blocks(corpus, 23, window=3, negatives=3, sample=0.02, seed=5)
     assert (blocks.keep.numpy() < 0.9).sum() >= 3  # subsampling is exercised
-    model = _model(corpus, 6, window=3, negatives=3)
+    model = _model(corpus, 6, scale=1.5, window=3, negatives=3)
     w_in, w_out = (w.detach().numpy().copy() for w in (model.input.weight, model.output.weight))
-    kernel = model.kernel(blocks.keep.numpy(), blocks.table.numpy())
-    total = 0
+    kernel = model.kernel(blocks.keep.numpy(), blocks.noise.numpy())
+    total = clipped = 0
     for epoch in (0, 1):
         for batch in blocks.batches(epoch):
             lo, hi = batch["block"]
             loss, pairs = kernel.train(batch["corpus"], batch["offsets"], lo, hi, lr=0.05, seed=5, epoch=epoch)
-            ref_loss, ref_pairs = reference(w_in, w_out, blocks, lr=0.05, seed=5, epoch=epoch, negatives=3, window=3,
-                                            lo=lo, hi=hi)
+            ref_loss, ref_pairs, beyond = reference(w_in, w_out, blocks, lr=0.05, seed=5, epoch=epoch, negatives=3,
+                                                    window=3, lo=lo, hi=hi)
             assert pairs == ref_pairs and loss == pytest.approx(ref_loss, rel=1e-9)
-            total += pairs
-    assert total > 200
+            total, clipped = total + pairs, clipped + beyond
+    assert total > 200 and clipped > 20
     np.testing.assert_allclose(model.input.weight.detach().numpy(), w_in, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(model.output.weight.detach().numpy(), w_out, rtol=1e-9, atol=1e-12)
-    assert not np.allclose(w_in, _model(corpus, 6).input.weight.detach().numpy())  # it trained
+    assert not np.allclose(w_in, _model(corpus, 6, scale=1.5).input.weight.detach().numpy())  # it trained
+
+
+def test_noise_draws_and_sigmoid_tables_are_exact() -> None:
+    """The alias table gives every token its noise probability q (to float32 rounding); the kernel's
+    σ table is σ at the bins' centres (within 0.4 % of σ everywhere in ±6)."""
+    from contrastkit.methods.skipgram_kernel import _vose_python, alias_table, sigmoid_bin, sigmoid_tables
+
+    counts = np.array([5000, 700, 300, 300, 41, 6, 1, 0, 2, 90])
+    q = noise_distribution(counts, 0.75)
+    accept, alias = alias_table(q)
+    drawn = accept.astype(np.float64).copy()
+    np.add.at(drawn, alias, 1.0 - accept)
+    np.testing.assert_allclose(drawn / q.size, q, atol=1e-7)
+    scaled = q * q.size
+    py_accept, py_alias = np.ones(q.size), np.arange(q.size, dtype=np.int32)
+    _vose_python(scaled, py_accept, py_alias)
+    assert np.array_equal(py_alias, alias) and np.allclose(py_accept, accept)  # the compiled construction is the same
+    sigmoid, log_sigmoid = sigmoid_tables()
+    f = np.linspace(-5.999, 5.999, 10001)
+    bins = np.array([sigmoid_bin(x) for x in f])
+    assert np.abs(sigmoid[bins] - 1 / (1 + np.exp(-f))).max() < 0.004
+    np.testing.assert_allclose(log_sigmoid, np.log(sigmoid))
 
 
 def test_one_thread_gives_the_same_vectors_whatever_the_blocks() -> None:
@@ -149,7 +198,7 @@ def test_one_thread_gives_the_same_vectors_whatever_the_blocks() -> None:
     for size in (64, 1000):
         blocks = _blocks(corpus, size, seed=2)
         model = _model(corpus, 8)
-        kernel = model.kernel(blocks.keep.numpy(), blocks.table.numpy())
+        kernel = model.kernel(blocks.keep.numpy(), blocks.noise.numpy())
         for batch in blocks.batches(0):
             kernel.train(batch["corpus"], batch["offsets"], *batch["block"], lr=0.02, seed=2, epoch=0)
         results.append(model.input.weight.detach().clone())
@@ -159,6 +208,8 @@ def test_one_thread_gives_the_same_vectors_whatever_the_blocks() -> None:
 def test_related_words_become_neighbours_in_two_threads() -> None:
     import numba
 
+    from contrastkit.methods.skipgram_kernel import CHUNKS_PER_THREAD
+
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one CPU: numba has a single thread")
     corpus = corpus_from_sentences(topic_sentences(400), min_count=1)
@@ -167,14 +218,15 @@ def test_related_words_become_neighbours_in_two_threads() -> None:
     with torch.no_grad():
         model.input.weight.uniform_(-0.5 / 16, 0.5 / 16)
         model.output.weight.zero_()
-    kernel = model.kernel(blocks.keep.numpy(), blocks.table.numpy())
-    losses = []
+    kernel = model.kernel(blocks.keep.numpy(), blocks.noise.numpy())
+    losses, chunks = [], 0
     for epoch in range(3):
         for batch in blocks.batches(epoch):
             loss, pairs = kernel.train(batch["corpus"], batch["offsets"], *batch["block"], lr=0.025, seed=0,
                                        epoch=epoch, threads=2)
             losses.append(loss / pairs)
-    assert kernel._buffers(2)[3].shape == (2, 2)  # two chunks ran at once
+            chunks = max(chunks, int((kernel._buffers(2 * CHUNKS_PER_THREAD)[-1][:, 1] > 0).sum()))
+    assert chunks == 2 * CHUNKS_PER_THREAD  # the blocks were cut into chunks for two threads
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     vectors = torch.nn.functional.normalize(model.input.weight.detach().float(), dim=1)
     where = {t: i for i, t in enumerate(corpus.vocab)}

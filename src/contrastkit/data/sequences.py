@@ -315,8 +315,8 @@ class SkipGramBlocks(SkipGramLoader):
     the epoch's tokens (int32), "offsets": sentence boundaries, "block": (lo, hi), "epoch",
     "tokens": hi − lo}`` (the arrays are the loader's own, shared, not copied). The kernel draws
     the subsampling, windows and negatives itself, from (seed, epoch, position), with this
-    loader's :attr:`keep` probabilities and noise :attr:`table`; contexts may lie outside the
-    block, within the centre's sentence."""
+    loader's :attr:`keep` probabilities and :attr:`noise` distribution; contexts may lie outside
+    the block, within the centre's sentence."""
 
     def __init__(self, corpus: TokenCorpus, **options: Any) -> None:
         super().__init__(corpus, **options)

@@ -167,16 +167,16 @@ class SkipGram(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """No momentum encoder or schedule of its own."""
 
-    def kernel(self, keep: np.ndarray, table: np.ndarray) -> SkipGramKernel:
+    def kernel(self, keep: np.ndarray, noise: np.ndarray) -> SkipGramKernel:
         """The compiled CPU kernel bound to this model's weights (updated in place through numpy
         views: the weights must stay on the CPU, contiguous), with the corpus' keep probabilities
-        of subsampling and its noise table (:class:`contrastkit.data.sequences.SkipGramBlocks`)."""
+        of subsampling and its noise distribution (:class:`contrastkit.data.sequences.SkipGramBlocks`)."""
         from contrastkit.methods.skipgram_kernel import SkipGramKernel
 
         w_in, w_out = self.input.weight.detach(), self.output.weight.detach()
         if w_in.device.type != "cpu" or not (w_in.is_contiguous() and w_out.is_contiguous()):
             raise ValueError("the skip-gram kernel trains contiguous weights on the CPU")
-        return SkipGramKernel(w_in.numpy(), w_out.numpy(), keep=keep, table=table, window=self.opts.window,
+        return SkipGramKernel(w_in.numpy(), w_out.numpy(), keep=keep, noise=noise, window=self.opts.window,
                               negatives=self.opts.negatives, dynamic_window=self.opts.dynamic_window)
 
     @torch.no_grad()

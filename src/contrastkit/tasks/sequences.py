@@ -194,7 +194,7 @@ class SkipGramKernelStep:
         self.lr = peak_lr(optim, train.batch_size)
         self.seed = train.seed
         method: Any = model
-        self.kernel = method.kernel(blocks.keep.numpy(), blocks.table.numpy())
+        self.kernel = method.kernel(blocks.keep.numpy(), blocks.noise.numpy())
         self.kernel.train(blocks.epoch_corpus(0), blocks.offsets, 0, 0, lr=0.0, seed=0, epoch=0)  # compile (or load) now
 
     def __call__(self, batch: dict[str, Any], clock: Clock) -> StepOutput:
@@ -204,8 +204,8 @@ class SkipGramKernelStep:
                                         epoch=batch["epoch"], threads=torch.get_num_threads())
         model: Any = self.model
         model.on_step_end(clock.step, clock.schedule_total)
-        total = torch.tensor(loss, dtype=torch.float64)
-        return StepOutput(total, {"loss": total / max(pairs, 1), "pairs": float(pairs), "lr": lr})
+        logs = {"loss": loss / max(pairs, 1), "pairs": float(pairs), "lr": lr}  # numbers already: no device to wait for
+        return StepOutput(torch.tensor(loss, dtype=torch.float64), logs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict()}
