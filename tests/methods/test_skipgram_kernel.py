@@ -57,7 +57,7 @@ def _model(corpus: TokenCorpus, dim: int, scale: float = 0.3, **options: object)
 
 
 def reference(w_in: np.ndarray, w_out: np.ndarray, blocks: SkipGramBlocks, *, lr: float, seed: int, epoch: int,
-              negatives: int, window: int, lo: int, hi: int) -> tuple[float, int, int]:
+              negatives: int, window: int, dynamic: bool, lo: int, hi: int) -> tuple[float, int, int]:
     """word2vec's skip-gram, one pair at a time, written plainly, with the kernel's random draws
     and word2vec.c's σ: the value at the centre of the logit's bin of width 12 / 1024, 0 or 1
     beyond ±6. (loss, pairs, terms beyond ±6)."""
@@ -95,8 +95,10 @@ def reference(w_in: np.ndarray, w_out: np.ndarray, blocks: SkipGramBlocks, *, lr
         sentence = int(np.searchsorted(offsets, i, side="right")) - 1
         first, last = int(offsets[sentence]), int(offsets[sentence + 1])
         state = mix(draw_key + i * GOLDEN)
-        state = (state + GOLDEN) & MASK
-        reach = 1 + below(mix(state), window)  # word2vec's reduced window, 1..window
+        reach = window
+        if dynamic:  # word2vec's reduced window, 1..window
+            state = (state + GOLDEN) & MASK
+            reach = 1 + below(mix(state), window)
         left = [j for j in range(i - 1, first - 1, -1) if kept(j)][:reach]
         right = [j for j in range(i + 1, last) if kept(j)][:reach]
         centre = int(tokens[i])
@@ -140,7 +142,8 @@ def test_splitmix_is_the_published_generator() -> None:
     assert mix((2 * GOLDEN) & ((1 << 64) - 1)) == 0x6E789E6AA1B965F4
 
 
-def test_the_kernel_is_word2vecs_update_pair_by_pair() -> None:
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_the_kernel_is_word2vecs_update_pair_by_pair(dynamic: bool) -> None:
     """One thread, blocks that cut sentences (contexts outside the block): the same vectors, loss
     and pair count as the naive loop with the same draws, subsampling, reduced windows and
     logits beyond ±6 included."""
@@ -149,9 +152,9 @@ def test_the_kernel_is_word2vecs_update_pair_by_pair() -> None:
     weights = [1.0 / (k + 1) for k in range(12)]  # Zipf: the frequent words are subsampled
     sentences = [rng.choices(words, weights, k=rng.randrange(3, 25)) for _ in range(8)]
     corpus = corpus_from_sentences(sentences, min_count=1)
-    blocks = _blocks(corpus, 23, window=3, negatives=3, sample=0.02, seed=5)
+    blocks = _blocks(corpus, 23, window=3, negatives=3, sample=0.02, seed=5, dynamic_window=dynamic)
     assert (blocks.keep.numpy() < 0.9).sum() >= 3  # subsampling is exercised
-    model = _model(corpus, 6, scale=1.5, window=3, negatives=3)
+    model = _model(corpus, 6, scale=1.5, window=3, negatives=3, dynamic_window=dynamic)
     w_in, w_out = (w.detach().numpy().copy() for w in (model.input.weight, model.output.weight))
     kernel = model.kernel(blocks.keep.numpy(), blocks.noise.numpy())
     total = clipped = 0
@@ -160,7 +163,7 @@ def test_the_kernel_is_word2vecs_update_pair_by_pair() -> None:
             lo, hi = batch["block"]
             loss, pairs = kernel.train(batch["corpus"], batch["offsets"], lo, hi, lr=0.05, seed=5, epoch=epoch)
             ref_loss, ref_pairs, beyond = reference(w_in, w_out, blocks, lr=0.05, seed=5, epoch=epoch, negatives=3,
-                                                    window=3, lo=lo, hi=hi)
+                                                    window=3, dynamic=dynamic, lo=lo, hi=hi)
             assert pairs == ref_pairs and loss == pytest.approx(ref_loss, rel=1e-9)
             total, clipped = total + pairs, clipped + beyond
     assert total > 200 and clipped > 20
@@ -192,8 +195,12 @@ def test_noise_draws_and_sigmoid_tables_are_exact() -> None:
 
 
 def test_one_thread_gives_the_same_vectors_whatever_the_blocks() -> None:
-    """The draws hang on (seed, epoch, position), not on the block: what makes resume exact."""
+    """The draws hang on (seed, epoch, position), not on the block: what makes resume exact. (And
+    histories read as sets are reshuffled each epoch for the kernel as for the PyTorch path.)"""
     corpus = corpus_from_sentences(topic_sentences(40), min_count=1)
+    sets = _blocks(corpus, 64, seed=2, shuffle_sentences=True)
+    assert sets.epoch_corpus(1).dtype == np.int32 and np.array_equal(sets.epoch_corpus(1), sets.tokens_of_epoch(1).numpy())
+    assert not np.array_equal(sets.epoch_corpus(0), sets.epoch_corpus(1))
     results = []
     for size in (64, 1000):
         blocks = _blocks(corpus, size, seed=2)
