@@ -14,7 +14,8 @@ exactly the batches of an uninterrupted one, with no loader state to save.
 
 For the compiled kernel (:mod:`contrastkit.methods.skipgram_kernel`), :class:`SkipGramBlocks`
 yields the blocks of positions themselves: the kernel subsamples, draws the windows and the
-negatives and updates the vectors pair by pair, from the same keep probabilities and noise table.
+negatives and updates the vectors pair by pair, with the same keep probabilities and noise
+distribution.
 """
 
 from __future__ import annotations

@@ -358,6 +358,11 @@ class SkipGramKernel:
                                      np.zeros((chunks, 2 * self.window, self.negatives), np.int64), np.zeros((chunks, 2)))
         return self._scratch[chunks]
 
+    @staticmethod
+    def threads(wanted: int, positions: int | None = None) -> int:
+        """The threads a block runs in: ``wanted``, at most numba's (the CPUs) and the block's positions."""
+        return max(1, min(int(wanted), numba.config.NUMBA_NUM_THREADS, max(positions or wanted, 1)))
+
     def train(self, tokens: np.ndarray, offsets: np.ndarray, lo: int, hi: int, *, lr: float, seed: int, epoch: int,
               threads: int = 1) -> tuple[float, int]:
         """Train on the centres at positions [lo, hi) of ``tokens`` (int32; sentence s is
@@ -366,7 +371,7 @@ class SkipGramKernel:
         if numba is None:
             raise RuntimeError("the skip-gram kernel needs numba: pip install 'contrastkit[text]'")
         _start_threads()
-        threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS, max(hi - lo, 1)))
+        threads = self.threads(threads, hi - lo)
         numba.set_num_threads(threads)
         # several chunks per thread, handed out one at a time: a thread that finishes early takes the next
         grads, g_typed, found, contexts, noise, out = self._buffers(1 if threads == 1 else CHUNKS_PER_THREAD * threads)

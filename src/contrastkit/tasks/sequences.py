@@ -413,8 +413,8 @@ class SequencesTask(Task):
         m: Any = cfg.method  # the skip-gram options (window, negatives, sampling)
         self.corpus, self.interactions = self._corpus(ctx)
         s: SequencesConfig = cfg.sequences
-        self.kernel, why = choose_kernel(m, cfg.optim, cfg.train, ctx.device)
-        loader = (SkipGramBlocks if self.kernel == "numba" else SkipGramLoader)(
+        kernel, why = choose_kernel(m, cfg.optim, cfg.train, ctx.device)
+        loader = (SkipGramBlocks if kernel == "numba" else SkipGramLoader)(
             self.corpus, batch_size=cfg.train.batch_size, window=m.window, negatives=m.negatives, sample=m.sample,
             noise_power=m.noise_power, dynamic_window=m.dynamic_window, shared_negatives=m.shared_negatives,
             shuffle_sentences=s.source == "interactions" and s.order == "set", seed=cfg.train.seed, device=ctx.device,
@@ -422,9 +422,9 @@ class SequencesTask(Task):
         model = self.model = get_method(m.name, self.name).build(m, vocab_size=len(self.corpus.vocab), log_noise=loader.log_noise)
         step: Any
         if isinstance(loader, SkipGramBlocks):
-            threads = torch.get_num_threads()
-            self.kernel_note = f"numba kernel ({why}, {threads} thread{'s' if threads > 1 else ''})"
             step = SkipGramKernelStep(model, cfg.optim, cfg.train, blocks=loader)
+            threads = step.kernel.threads(torch.get_num_threads())
+            self.kernel_note = f"numba kernel ({why}, {threads} thread{'s' if threads > 1 else ''})"
         else:
             self.kernel_note = f"PyTorch ({why})"
             kind = SkipGramSGDStep if plain_sgd(cfg.optim, cfg.train, ctx.device) else GradientStep
