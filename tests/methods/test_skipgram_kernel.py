@@ -5,7 +5,10 @@ loop in one thread, related words becoming neighbours in two threads, and the ch
 from __future__ import annotations
 
 import math
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +155,7 @@ def test_the_kernel_is_word2vecs_update_pair_by_pair(dynamic: bool) -> None:
     weights = [1.0 / (k + 1) for k in range(12)]  # Zipf: the frequent words are subsampled
     sentences = [rng.choices(words, weights, k=rng.randrange(3, 25)) for _ in range(8)]
     corpus = corpus_from_sentences(sentences, min_count=1)
-    blocks = _blocks(corpus, 23, window=3, negatives=3, sample=0.02, seed=5, dynamic_window=dynamic)
+    blocks = _blocks(corpus, 23, window=3, negatives=3, sample=0.02, seed=5, dynamic_window=dynamic, streams=3)
     assert (blocks.keep.numpy() < 0.9).sum() >= 3  # subsampling is exercised
     model = _model(corpus, 6, scale=1.5, window=3, negatives=3, dynamic_window=dynamic)
     w_in, w_out = (w.detach().numpy().copy() for w in (model.input.weight, model.output.weight))
@@ -160,12 +163,14 @@ def test_the_kernel_is_word2vecs_update_pair_by_pair(dynamic: bool) -> None:
     total = clipped = 0
     for epoch in (0, 1):
         for batch in blocks.batches(epoch):
-            lo, hi = batch["block"]
-            loss, pairs = kernel.train(batch["corpus"], batch["offsets"], lo, hi, lr=0.05, seed=5, epoch=epoch)
-            ref_loss, ref_pairs, beyond = reference(w_in, w_out, blocks, lr=0.05, seed=5, epoch=epoch, negatives=3,
-                                                    window=3, dynamic=dynamic, lo=lo, hi=hi)
+            loss, pairs = kernel.train(batch["corpus"], batch["offsets"], batch["ranges"], lr=0.05, seed=5, epoch=epoch)
+            ref_loss, ref_pairs = 0.0, 0
+            for lo, hi in batch["ranges"].tolist():  # the streams in turn
+                add, count, beyond = reference(w_in, w_out, blocks, lr=0.05, seed=5, epoch=epoch, negatives=3, window=3,
+                                               dynamic=dynamic, lo=lo, hi=hi)
+                ref_loss, ref_pairs, clipped = ref_loss + add, ref_pairs + count, clipped + beyond
             assert pairs == ref_pairs and loss == pytest.approx(ref_loss, rel=1e-9)
-            total, clipped = total + pairs, clipped + beyond
+            total += pairs
     assert total > 200 and clipped > 20
     np.testing.assert_allclose(model.input.weight.detach().numpy(), w_in, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(model.output.weight.detach().numpy(), w_out, rtol=1e-9, atol=1e-12)
@@ -194,10 +199,18 @@ def test_noise_draws_and_sigmoid_tables_are_exact() -> None:
     np.testing.assert_allclose(log_sigmoid, np.log(sigmoid))
 
 
-def test_one_thread_gives_the_same_vectors_whatever_the_blocks() -> None:
-    """The draws hang on (seed, epoch, position), not on the block: what makes resume exact. (And
-    histories read as sets are reshuffled each epoch for the kernel as for the PyTorch path.)"""
+def test_streams_cover_the_epoch_once_and_draws_do_not_depend_on_the_blocks() -> None:
+    """Each step takes the next slice of every stream, and the epoch's steps cover every position
+    once. The draws hang on (seed, epoch, position), not on the step: read as one stream, one
+    thread gives the same vectors whatever the batch size (and a run resumed at a step is the
+    same run). Histories read as sets are reshuffled each epoch, as for the PyTorch path."""
     corpus = corpus_from_sentences(topic_sentences(40), min_count=1)
+    blocks = _blocks(corpus, 100, streams=4)
+    batches = list(blocks.batches(0))
+    assert len(batches) == len(blocks) and all(b["ranges"].shape == (4, 2) for b in batches)
+    covered = np.concatenate([np.arange(lo, hi) for b in batches for lo, hi in b["ranges"].tolist()])
+    assert np.array_equal(np.sort(covered), np.arange(corpus.tokens.size))
+    assert sum(b["tokens"] for b in batches) == corpus.tokens.size and batches[0]["ranges"][1, 0] > 100
     sets = _blocks(corpus, 64, seed=2, shuffle_sentences=True)
     assert sets.epoch_corpus(1).dtype == np.int32 and np.array_equal(sets.epoch_corpus(1), sets.tokens_of_epoch(1).numpy())
     assert not np.array_equal(sets.epoch_corpus(0), sets.epoch_corpus(1))
@@ -207,7 +220,7 @@ def test_one_thread_gives_the_same_vectors_whatever_the_blocks() -> None:
         model = _model(corpus, 8)
         kernel = model.kernel(blocks.keep.numpy(), blocks.noise.numpy())
         for batch in blocks.batches(0):
-            kernel.train(batch["corpus"], batch["offsets"], *batch["block"], lr=0.02, seed=2, epoch=0)
+            kernel.train(batch["corpus"], batch["offsets"], batch["ranges"], lr=0.02, seed=2, epoch=0)
         results.append(model.input.weight.detach().clone())
     assert torch.equal(results[0], results[1])
 
@@ -220,7 +233,7 @@ def test_related_words_become_neighbours_in_two_threads() -> None:
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one CPU: numba has a single thread")
     corpus = corpus_from_sentences(topic_sentences(400), min_count=1)
-    blocks = _blocks(corpus, 512, seed=0)
+    blocks = _blocks(corpus, 512, seed=0, streams=8)
     model = _model(corpus, 16)
     with torch.no_grad():
         model.input.weight.uniform_(-0.5 / 16, 0.5 / 16)
@@ -229,7 +242,7 @@ def test_related_words_become_neighbours_in_two_threads() -> None:
     losses, chunks = [], 0
     for epoch in range(3):
         for batch in blocks.batches(epoch):
-            loss, pairs = kernel.train(batch["corpus"], batch["offsets"], *batch["block"], lr=0.025, seed=0,
+            loss, pairs = kernel.train(batch["corpus"], batch["offsets"], batch["ranges"], lr=0.025, seed=0,
                                        epoch=epoch, threads=2)
             losses.append(loss / pairs)
             chunks = max(chunks, int((kernel._buffers(2 * CHUNKS_PER_THREAD)[-1][:, 1] > 0).sum()))
@@ -278,3 +291,13 @@ def test_auto_takes_the_kernel_where_it_can_run() -> None:
     message = r"^method.kernel=numba needs method.loss=sgns \(not nce\); use method.kernel=auto or torch$"
     with pytest.raises(UserError, match=message):
         choose_kernel(SkipGramOptions(kernel="numba", loss="nce"), sgd, train, cpu)
+
+
+def test_starting_the_kernels_threads_leaves_torchs_alone() -> None:
+    """numba's OpenMP pool, started in a fresh process, can reset torch's threads (the two share
+    libgomp.s symbols): the kernel puts them back, and leaves the environment as it was."""
+    code = ("import os, torch; torch.set_num_threads(1); from contrastkit.methods import skipgram_kernel as k; "
+            "k._start_threads(); print(torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["1", "None"], done.stdout + done.stderr

@@ -55,6 +55,9 @@ class SkipGramOptions(MethodOptions):
     reduction: str = option(
         "sum", "sum over a batch's pairs (word2vec's per-pair SGD steps) or mean (for Adam)", choices=("sum", "mean")
     )
+    streams: int = option(
+        8, "kernel: read the corpus as this many interleaved streams (consecutive updates from distant "
+        "documents; 1: in order)", ge=1)
     kernel: str = option(
         "auto",
         "numba: word2vec's per-pair updates, compiled, multi-threaded (CPU, sgns, plain SGD); torch: batched "

@@ -250,13 +250,15 @@ if numba is not None:
 
     @njit(parallel=True, nogil=True, fastmath=True, cache=True)
     def _train_block(w_in: Any, w_out: Any, tokens: Any, offsets: Any, keep: Any, accept: Any, alias: Any, sigmoid: Any,
-                     log_sigmoid: Any, lo: int, hi: int, window: int, dynamic: bool, lr: float, keep_key: Any,
+                     log_sigmoid: Any, ranges: Any, window: int, dynamic: bool, lr: float, keep_key: Any,
                      draw_key: Any, grads: Any, g_typed: Any, found: Any, contexts: Any, noise: Any, out: Any) -> None:
         chunks = out.shape[0]
-        n = hi - lo
+        pieces = chunks // ranges.shape[0]  # chunks per range
         negatives = noise.shape[2]
         for c in prange(chunks):
-            a, b = lo + (n * c) // chunks, lo + (n * (c + 1)) // chunks
+            lo, hi = ranges[c // pieces, 0], ranges[c // pieces, 1]
+            piece, n = c % pieces, hi - lo
+            a, b = lo + (n * piece) // pieces, lo + (n * (piece + 1)) // pieces
             grad, gt, near, ctx, neg = grads[c], g_typed[c], found[c], contexts[c], noise[c]
             loss, pairs = 0.0, 0
             s = np.searchsorted(offsets, a, side="right") - 1  # the sentence of position a
@@ -313,14 +315,17 @@ def _start_threads() -> None:
     the user has not chosen: a step ends with a barrier, and threads that spin while they wait
     take the core that a late partner (or anything else on a shared machine) needs; measured
     with two threads on two busy cores: 0.5× one thread spinning, 0.9–1.0× passive. Only numba's
-    copy of libgomp reads the setting (torch has its own); the environment is restored."""
+    copy of libgomp reads the setting (torch has its own); the environment is restored, and so is
+    torch's number of threads, which starting numba's OpenMP pool can change."""
+    import torch
+
     try:
         from numba.np.ufunc import parallel
     except ImportError:  # pragma: no cover
         return
     if getattr(parallel, "_is_initialized", True):
         return
-    chosen = "OMP_WAIT_POLICY" in os.environ
+    chosen, torch_threads = "OMP_WAIT_POLICY" in os.environ, torch.get_num_threads()
     if not chosen:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
@@ -328,6 +333,7 @@ def _start_threads() -> None:
     finally:
         if not chosen:
             os.environ.pop("OMP_WAIT_POLICY", None)
+        torch.set_num_threads(torch_threads)
 
 
 class SkipGramKernel:
@@ -363,21 +369,24 @@ class SkipGramKernel:
         """The threads a block runs in: ``wanted``, at most numba's (the CPUs) and the block's positions."""
         return max(1, min(int(wanted), numba.config.NUMBA_NUM_THREADS, max(positions or wanted, 1)))
 
-    def train(self, tokens: np.ndarray, offsets: np.ndarray, lo: int, hi: int, *, lr: float, seed: int, epoch: int,
+    def train(self, tokens: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, *, lr: float, seed: int, epoch: int,
               threads: int = 1) -> tuple[float, int]:
-        """Train on the centres at positions [lo, hi) of ``tokens`` (int32; sentence s is
-        ``tokens[offsets[s]:offsets[s + 1]]``; contexts may lie outside the block, in the same
+        """Train on the centres at the positions of ``ranges`` ((R, 2) int64: [start, end) each,
+        trained in this order in one thread) of ``tokens`` (int32; sentence s is
+        ``tokens[offsets[s]:offsets[s + 1]]``; contexts may lie outside the ranges, in the same
         sentence) with learning rate ``lr`` in ``threads`` threads; (summed loss, pairs)."""
         if numba is None:
             raise RuntimeError("the skip-gram kernel needs numba: pip install 'contrastkit[text]'")
         _start_threads()
-        threads = self.threads(threads, hi - lo)
+        threads = self.threads(threads, int((ranges[:, 1] - ranges[:, 0]).sum()))
         numba.set_num_threads(threads)
-        # several chunks per thread, handed out one at a time: a thread that finishes early takes the next
-        grads, g_typed, found, contexts, noise, out = self._buffers(1 if threads == 1 else CHUNKS_PER_THREAD * threads)
+        # several chunks per thread (each range cut into pieces where there are few ranges), handed out
+        # one at a time: a thread that finishes early takes the next
+        pieces = 1 if threads == 1 else max(1, -(-CHUNKS_PER_THREAD * threads // ranges.shape[0]))
+        grads, g_typed, found, contexts, noise, out = self._buffers(pieces * ranges.shape[0])
         with numba.parallel_chunksize(1):
             _train_block(self.w_in, self.w_out, tokens, offsets, self.keep, self.accept, self.alias, self.sigmoid,
-                         self.log_sigmoid, int(lo), int(hi), self.window, self.dynamic, float(lr),
+                         self.log_sigmoid, ranges, self.window, self.dynamic, float(lr),
                          np.uint64(stream_key(seed, epoch, KEEP)), np.uint64(stream_key(seed, epoch, DRAWS)),
                          grads, g_typed, found, contexts, noise, out)
         return float(out[:, 0].sum()), int(out[:, 1].sum())

@@ -186,7 +186,7 @@ def choose_kernel(method: Any, optim: OptimConfig, train: TrainConfig, device: t
 class SkipGramKernelStep:
     """word2vec's own update, pair by pair, in the compiled kernel
     (:mod:`contrastkit.methods.skipgram_kernel`): each step trains on one block of corpus
-    positions (:class:`SkipGramBlocks`) at the scheduled learning rate, in torch's number of
+    positions from ``method.streams`` streams (:class:`SkipGramBlocks`) at the scheduled learning rate, in torch's number of
     threads (``train.num_threads``) at once (Hogwild). Exact on resume in one thread."""
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train: TrainConfig, *, blocks: SkipGramBlocks) -> None:
@@ -195,12 +195,12 @@ class SkipGramKernelStep:
         self.seed = train.seed
         method: Any = model
         self.kernel = method.kernel(blocks.keep.numpy(), blocks.noise.numpy())
-        self.kernel.train(blocks.epoch_corpus(0), blocks.offsets, 0, 0, lr=0.0, seed=0, epoch=0)  # compile (or load) now
+        nothing = np.zeros((1, 2), dtype=np.int64)
+        self.kernel.train(blocks.epoch_corpus(0), blocks.offsets, nothing, lr=0.0, seed=0, epoch=0)  # compile (or load) now
 
     def __call__(self, batch: dict[str, Any], clock: Clock) -> StepOutput:
         lr = self.lr * clock.lr_factor
-        lo, hi = batch["block"]
-        loss, pairs = self.kernel.train(batch["corpus"], batch["offsets"], lo, hi, lr=lr, seed=self.seed,
+        loss, pairs = self.kernel.train(batch["corpus"], batch["offsets"], batch["ranges"], lr=lr, seed=self.seed,
                                         epoch=batch["epoch"], threads=torch.get_num_threads())
         model: Any = self.model
         model.on_step_end(clock.step, clock.schedule_total)
@@ -414,11 +414,13 @@ class SequencesTask(Task):
         self.corpus, self.interactions = self._corpus(ctx)
         s: SequencesConfig = cfg.sequences
         kernel, why = choose_kernel(m, cfg.optim, cfg.train, ctx.device)
-        loader = (SkipGramBlocks if kernel == "numba" else SkipGramLoader)(
-            self.corpus, batch_size=cfg.train.batch_size, window=m.window, negatives=m.negatives, sample=m.sample,
+        options = dict(
+            batch_size=cfg.train.batch_size, window=m.window, negatives=m.negatives, sample=m.sample,
             noise_power=m.noise_power, dynamic_window=m.dynamic_window, shared_negatives=m.shared_negatives,
             shuffle_sentences=s.source == "interactions" and s.order == "set", seed=cfg.train.seed, device=ctx.device,
         )
+        loader = (SkipGramBlocks(self.corpus, streams=m.streams, **options) if kernel == "numba"
+                  else SkipGramLoader(self.corpus, **options))
         model = self.model = get_method(m.name, self.name).build(m, vocab_size=len(self.corpus.vocab), log_noise=loader.log_noise)
         step: Any
         if isinstance(loader, SkipGramBlocks):
