@@ -295,7 +295,7 @@ def test_auto_takes_the_kernel_where_it_can_run() -> None:
 
 def test_starting_the_kernels_threads_leaves_torchs_alone() -> None:
     """numba's OpenMP pool, started in a fresh process, can reset torch's threads (the two share
-    libgomp.s symbols): the kernel puts them back, and leaves the environment as it was."""
+    libgomp's symbols): the kernel puts them back, and leaves the environment as it was."""
     code = ("import os, torch; torch.set_num_threads(1); from contrastkit.methods import skipgram_kernel as k; "
             "k._start_threads(); print(torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'))")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
