@@ -1,8 +1,8 @@
 """Skip-gram with negative sampling as a compiled CPU kernel (numba): word2vec's own update, pair
-by pair, on a block of corpus positions, in several threads at once without locks (Hogwild, as
+by pair, on ranges of corpus positions, in several threads at once without locks (Hogwild, as
 word2vec.c and gensim train).
 
-For every kept centre position i of the block and every context j among the ``reach`` nearest
+For every kept centre position i of the ranges and every context j among the ``reach`` nearest
 kept tokens on either side of it in its sentence (``reach`` drawn from 1..window per centre, or
 the whole window), in word2vec's order (left, farthest first, then right, nearest first): the
 centre's input vector v and the output vectors u of the context (label 1) and of K noise tokens
@@ -20,13 +20,14 @@ table of 10^8 draws). The loss is summed per term from the same tables (beyond t
 
 Randomness is counter-based (SplitMix64): whether position i is kept is a hash of (seed, epoch,
 i); centre i's window and its negatives come from a stream that starts at a hash of (seed,
-epoch, i). So the draws do not depend on the blocks, the threads or the order of the work: one
-thread gives the same vectors whatever the block size, and a run resumed at any step boundary
-is bit-exact in one thread. With several threads the positions of a block are cut into
-:data:`CHUNKS_PER_THREAD` contiguous chunks per thread, which the threads take one after the
-other and train at once on shared vectors: the same draws and the same expected update, but the
-interleaving of the threads' writes (and so the last bits of the vectors) differs from run to
-run — as with word2vec.c and gensim.
+epoch, i). So the draws do not depend on the ranges, the threads or the order of the work: a
+position trains the same pairs with the same noise whatever else its step trains, and a run
+resumed at any step boundary is bit-exact in one thread (which trains a step's ranges in
+order). With several threads the
+ranges are cut into about :data:`CHUNKS_PER_THREAD` chunks per thread, which the threads take one
+after the other and train at once on shared vectors: the same draws and the same expected
+update, but the interleaving of the threads' writes (and so the last bits of the vectors)
+differs from run to run — as with word2vec.c and gensim.
 
 numba is optional (``pip install 'contrastkit[text]'``): :func:`available` says whether it is
 importable; without it the sequences task trains with the PyTorch path.
@@ -339,7 +340,7 @@ def _start_threads() -> None:
 class SkipGramKernel:
     """The kernel bound to one pair of weight arrays (input and output vectors, (V, D), float32
     or float64, updated in place), the corpus' keep probabilities of subsampling and its noise
-    distribution, and the skip-gram's window and negatives. :meth:`train` runs one block of
+    distribution, and the skip-gram's window and negatives. :meth:`train` trains on ranges of
     positions."""
 
     def __init__(self, w_in: np.ndarray, w_out: np.ndarray, *, keep: np.ndarray, noise: np.ndarray,
@@ -366,7 +367,7 @@ class SkipGramKernel:
 
     @staticmethod
     def threads(wanted: int, positions: int | None = None) -> int:
-        """The threads a block runs in: ``wanted``, at most numba's (the CPUs) and the block's positions."""
+        """The threads a step runs in: ``wanted``, at most numba's (the CPUs) and the step's positions."""
         return max(1, min(int(wanted), numba.config.NUMBA_NUM_THREADS, max(positions or wanted, 1)))
 
     def train(self, tokens: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, *, lr: float, seed: int, epoch: int,

@@ -185,9 +185,10 @@ def choose_kernel(method: Any, optim: OptimConfig, train: TrainConfig, device: t
 
 class SkipGramKernelStep:
     """word2vec's own update, pair by pair, in the compiled kernel
-    (:mod:`contrastkit.methods.skipgram_kernel`): each step trains on one block of corpus
-    positions from ``method.streams`` streams (:class:`SkipGramBlocks`) at the scheduled learning rate, in torch's number of
-    threads (``train.num_threads``) at once (Hogwild). Exact on resume in one thread."""
+    (:mod:`contrastkit.methods.skipgram_kernel`): each step trains on the next slice of each of
+    ``method.streams`` streams of the corpus (:class:`SkipGramBlocks`) at the scheduled learning
+    rate, in torch's number of threads (``train.num_threads``) at once (Hogwild). Exact on resume
+    in one thread."""
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train: TrainConfig, *, blocks: SkipGramBlocks) -> None:
         self.model = model
