@@ -2,12 +2,16 @@
 
 Text: word2vec on a corpus (default: the Wikipedia sample that ships in gensim's test data,
 tokenised by gensim's WikiCorpus), 100-d, window 5, 5 negatives, subsampling 1e-3, min_count 5,
-5 epochs, the same threads: training tokens/s (raw corpus tokens × epochs / training seconds,
-vocabulary building excluded for both) and WordSim-353 Spearman (gensim's copy of the file).
+5 epochs, the same threads: training tokens/s (the corpus file's tokens × epochs / training
+seconds for both — tokens below min_count included, as gensim counts them; vocabulary building
+excluded for both) and WordSim-353 Spearman (gensim's copy of the file). Ours with each of
+``--kernels``: ``numba`` (the compiled per-pair kernel, what ``method.kernel: auto`` picks on a
+CPU) and ``torch`` (the batched PyTorch path). Each seed runs every contender in turn, so that
+all see the same load; the load average is printed before and after.
 Histories: item2vec on MovieLens 100K with the ml100k-item2vec recipe's split and settings; gensim
 trained on the same time-ordered training histories and scored the same way (mean over the
 history of in·out + log P(item)); full-ranking Recall@20 / NDCG@20 on the test split. Then our
-LightGCN and XSimGCL on the same split for reference.
+LightGCN and XSimGCL on the same split for reference (``--parts``).
 
     python benchmarks/word2vec_gensim.py --seeds 3 --threads 2 --out runs/bench-w2v
 
@@ -19,8 +23,10 @@ ml-100k in ../shared/data/ml-100k or --ml100k (the history part is left out with
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -52,18 +58,29 @@ def wiki_corpus(out: Path) -> Path:
     return out
 
 
+KERNELS = {"numba": "contrastkit (numba kernel)", "torch": "contrastkit (PyTorch)"}
+
+
+def load() -> str:
+    """The machine's load averages over 1, 5 and 15 minutes (as `uptime` prints them)."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def text_benchmark(args: argparse.Namespace, corpus: Path, wordsim: Path, out: Path) -> list[dict[str, Any]]:
     rows = []
+    with corpus.open(encoding="utf-8") as lines:
+        raw_tokens = sum(len(line.split()) for line in lines)  # what gensim counts (corpus_total_words)
     for seed in range(args.seeds):
-        res, _, _ = run_recipe("text-word2vec", [
-            f"sequences.text_file={corpus}", "sequences.tokenizer=whitespace", f"sequences.similarity_file={wordsim}",
-            f"train.seed={seed}", f"train.num_threads={args.threads}", *args.ours,
-        ], out / f"ours-{seed}")
-        tokens = res["eval"]["tokens"] * res["config"]["train"]["epochs"]
-        rows.append({"library": "contrastkit", "seed": seed, "train_s": res["train"]["seconds"],
-                     "tokens_per_s": tokens / res["train"]["seconds"], "wordsim": res["eval"]["similarity"]["spearman"],
-                     "pairs": res["eval"]["similarity"]["pairs"]})
-        print(rows[-1], flush=True)
+        for kernel in args.kernels:
+            res, _, _ = run_recipe("text-word2vec", [
+                f"sequences.text_file={corpus}", "sequences.tokenizer=whitespace", f"sequences.similarity_file={wordsim}",
+                f"train.seed={seed}", f"train.num_threads={args.threads}", f"method.kernel={kernel}", *args.ours,
+            ], out / f"ours-{kernel}-{seed}")
+            seconds = res["train"]["seconds"]
+            rows.append({"library": KERNELS[kernel], "seed": seed, "train_s": seconds,
+                         "tokens_per_s": raw_tokens * res["config"]["train"]["epochs"] / seconds,
+                         "wordsim": res["eval"]["similarity"]["spearman"], "pairs": res["eval"]["similarity"]["pairs"]})
+            print(rows[-1], flush=True)
         if not GENSIM:
             continue
         from gensim.models import Word2Vec
@@ -76,6 +93,7 @@ def text_benchmark(args: argparse.Namespace, corpus: Path, wordsim: Path, out: P
         model.train(sentences, total_examples=model.corpus_count, epochs=5)
         seconds = time.perf_counter() - t0
         ws = model.wv.evaluate_word_pairs(str(wordsim))
+        assert model.corpus_total_words == raw_tokens, (model.corpus_total_words, raw_tokens)
         rate = model.corpus_total_words * 5 / seconds
         rows.append({"library": "gensim", "seed": seed, "train_s": seconds, "tokens_per_s": rate,
                      "wordsim": float(ws[1].statistic), "pairs": None})
@@ -121,15 +139,19 @@ def history_benchmark(args: argparse.Namespace, out: Path) -> list[dict[str, Any
     rows = []
     root = f"recsys.root={args.ml100k}"
     for seed in range(args.seeds):
-        res, run_dir, _ = run_recipe("ml100k-item2vec", [root, f"train.seed={seed}", f"train.num_threads={args.threads}"],
-                                     out / f"item2vec-{seed}")
-        test = res["eval"]["test"]["skipgram"]
-        mine = [{"model": "item2vec (contrastkit)", "seed": seed, "recall@20": test["recall@20"],
-                 "ndcg@20": test["ndcg@20"], "train_s": res["train"]["seconds"]}]
+        mine = []
+        for kernel in args.kernels:
+            res, run_dir, _ = run_recipe("ml100k-item2vec", [root, f"train.seed={seed}", f"train.num_threads={args.threads}",
+                                                             f"method.kernel={kernel}"], out / f"item2vec-{kernel}-{seed}")
+            test = res["eval"]["test"]["skipgram"]
+            mine.append({"model": f"item2vec {KERNELS[kernel]}", "seed": seed, "recall@20": test["recall@20"],
+                         "ndcg@20": test["ndcg@20"], "train_s": res["train"]["seconds"]})
         if GENSIM:
             mine.append(gensim_item2vec(run_dir, seed, args.threads))
         rows += mine
         print(*mine, flush=True)
+    if "graphs" not in args.parts:
+        return rows
     for recipe in ("ml100k-lightgcn", "ml100k-xsimgcl"):
         res, _, _ = run_recipe(recipe, [root, "train.num_threads=1"], out / recipe)
         test = res["eval"]["test"][res["config"]["method"]["name"]]
@@ -162,6 +184,9 @@ def main() -> None:
     parser.add_argument("--ml100k", default=str(SHARED_DATA / "ml-100k"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=list(KERNELS), help="our training paths")
+    parser.add_argument("--parts", nargs="+", default=["text", "histories", "graphs"], choices=["text", "histories", "graphs"],
+                        help="word2vec, item2vec, and LightGCN / XSimGCL on the item2vec split")
     add_overrides(parser, "our word2vec recipe", dest="ours")
     parser.add_argument("--out", default="runs/bench-w2v")
     args = parser.parse_args()
@@ -172,16 +197,25 @@ def main() -> None:
         print("gensim is not installed: its rows are left out (and --corpus, --wordsim have no default)", flush=True)
     corpus = Path(args.corpus) if args.corpus else wiki_corpus(out / "wiki.txt") if GENSIM else None
     wordsim = Path(args.wordsim) if args.wordsim else gensim_data("wordsim353.tsv") if GENSIM else None
-    text = text_benchmark(args, corpus, wordsim, out) if corpus and wordsim else []
-    histories = history_benchmark(args, out) if Path(args.ml100k, "u.data").is_file() else []
-    (out / "results.json").write_text(json.dumps({"text": text, "histories": histories}, indent=2))
+    before = load()
+    print(f"load average before: {before}", flush=True)
+    text = text_benchmark(args, corpus, wordsim, out) if corpus and wordsim and "text" in args.parts else []
+    histories = (history_benchmark(args, out) if Path(args.ml100k, "u.data").is_file() and "histories" in args.parts
+                 else [])
+    after = load()
+    (out / "results.json").write_text(json.dumps({"text": text, "histories": histories, "load_before": before,
+                                                  "load_after": after}, indent=2))
     if text:
         print("\n| library | train s | tokens/s | WordSim-353 Spearman | seeds |")
         print("\n".join(summary(text, "library", ["train_s", "tokens_per_s", "wordsim"])))
     if histories:
         print("\n| model | Recall@20 | NDCG@20 | train s | seeds |")
         print("\n".join(summary(histories, "model", ["recall@20", "ndcg@20", "train_s"])))
-    print(f"\nnumpy {np.__version__}, torch {torch.__version__}")
+    versions = [f"numpy {np.__version__}", f"torch {torch.__version__}"]
+    for name in ("numba", "gensim"):
+        if importlib.util.find_spec(name) is not None:
+            versions.append(f"{name} {importlib.import_module(name).__version__}")
+    print(f"\n{', '.join(versions)}; load average before {before}, after {after} ({os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from contrastkit.data.sequences import (
     noise_distribution,
     tokenize,
 )
-from contrastkit.methods.skipgram import SkipGram
+from contrastkit.methods.skipgram import SkipGram, kernel_available
 from contrastkit.recipes import load_config
 from contrastkit.runner import evaluate, load_run, train_run
 
@@ -158,6 +158,8 @@ def test_word2vec_learns_topics_and_the_cli_uses_it(tmp_path: Path, capsys: pyte
     assert main(["train", "text-word2vec", *sets, "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "tokens/s" in out and "word similarity (pairs.tsv)" in out
+    kernel = "numba kernel (compiled per-pair updates, 1 thread)" if kernel_available() else "PyTorch (the numba kernel needs"
+    assert kernel in out
     results = json.loads((run / "results.json").read_text())
     # same-topic pairs (score 9) above cross-topic ones (score 1): a Spearman of 0.87 when perfect
     assert results["eval"]["similarity"]["spearman"] > 0.7 and results["eval"]["similarity"]["coverage"] == 1.0

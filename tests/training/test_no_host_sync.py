@@ -43,7 +43,8 @@ CROPS = "[{count: 2, size: 8, scale: [0.5, 1]}, {count: 3, size: 4, scale: [0.1,
 RECSYS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
 CASES = [*(f"image:{m}" for m in IMAGE), "text:simcse", "text:simcse_supervised", "text:cosent",
          "text:angle", "image_text:clip",
-         "image_text:siglip", *(f"recsys:{m}" for m in RECSYS), "sequences:sgd", "sequences:sparse_adam",
+         "image_text:siglip", *(f"recsys:{m}" for m in RECSYS), "sequences:sgd", "sequences:torch_sgd",
+         "sequences:sparse_adam",
          "gan:dcgan", "gan:contrad"]
 UNITS = {"image": "images", "text": "texts", "image_text": "pairs", "recsys": "interactions",
          "sequences": "tokens", "gan": "images"}
@@ -82,7 +83,8 @@ def _config(case: str, data: Path) -> Any:
                                                        "method.embedding_dim": 8, **QUIET}))
     if task == "sequences":
         paths = write_text_data(data / "text", n=200)
-        optim = {} if method == "sgd" else {"optim.name": method, "optim.lr": 0.01}
+        optim = ({} if method == "sgd" else {"method.kernel": "torch"} if method == "torch_sgd"  # sgd: the numba kernel on CPU
+                 else {"optim.name": method, "optim.lr": 0.01})
         return load_config("text-word2vec", _sets({"sequences.text_file": str(paths["corpus"]),
                                                    "sequences.min_count": 1, "method.embedding_dim": 8,
                                                    "train.batch_size": 256, **optim, **QUIET}))

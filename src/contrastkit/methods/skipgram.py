@@ -3,14 +3,22 @@ histories, item2vec: Barkan & Koenigstein 2016, arXiv:1603.04259): each token pr
 around it against noise tokens, with the SGNS loss or, with ``loss: nce``, noise-contrastive
 estimation (Gutmann & Hyvärinen 2010). Two embedding tables (input and output vectors) with
 sparse gradients: a step touches only the rows of its batch.
+
+Two ways to train it: the PyTorch path (batches of pairs, :meth:`SkipGram.sgd_step` or autograd;
+any device, SGNS or NCE, any optimiser) and, on the CPU with SGNS and plain SGD, word2vec's own
+per-pair updates in a compiled multi-threaded kernel (:meth:`SkipGram.kernel`,
+:mod:`contrastkit.methods.skipgram_kernel`, numba). ``kernel: auto`` picks the kernel wherever it
+can run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -19,7 +27,16 @@ from contrastkit.methods.base import StepOutput
 from contrastkit.methods.registry import MethodOptions, register_method, resolve_options
 from contrastkit.options import option
 
+if TYPE_CHECKING:
+    from contrastkit.methods.skipgram_kernel import SkipGramKernel
+
 SKIPGRAM_LOSSES: tuple[str, ...] = ("sgns", "nce")
+KERNELS: tuple[str, ...] = ("auto", "numba", "torch")
+
+
+def kernel_available() -> bool:
+    """Whether the compiled kernel can be built here (numba is installed)."""
+    return importlib.util.find_spec("numba") is not None
 
 
 @dataclass
@@ -32,10 +49,20 @@ class SkipGramOptions(MethodOptions):
     negatives: int = option(5, "noise tokens per (centre, context) pair", ge=1)
     sample: float = option(1e-3, "subsampling threshold t of frequent tokens (0: off)", ge=0)
     noise_power: float = option(0.75, "noise distribution q ∝ count^power", ge=0)
-    shared_negatives: bool = option(True, "draw the K negatives once per centre, for all its pairs (faster)")
+    shared_negatives: bool = option(
+        True, "PyTorch path: draw the K negatives once per centre, for all its pairs (faster; the kernel draws per pair)")
     loss: str = option("sgns", "sgns (negative sampling) or nce (with the log-noise correction)", choices=SKIPGRAM_LOSSES)
     reduction: str = option(
         "sum", "sum over a batch's pairs (word2vec's per-pair SGD steps) or mean (for Adam)", choices=("sum", "mean")
+    )
+    streams: int = option(
+        8, "kernel: read the corpus as this many interleaved streams (consecutive updates from distant "
+        "documents; 1: in order)", ge=1)
+    kernel: str = option(
+        "auto",
+        "numba: word2vec's per-pair updates, compiled, multi-threaded (CPU, sgns, plain SGD); torch: batched "
+        "PyTorch (GPUs, NCE, any optimiser); auto: numba wherever it can run",
+        choices=KERNELS,
     )
 
 
@@ -52,8 +79,9 @@ class SkipGram(nn.Module):
     """Skip-gram: every token's vector predicts its context tokens against noise (word2vec).
 
     With ``optim.name: sgd`` (no momentum, no weight decay) the sequences task trains with the
-    plain-SGD fast path, :meth:`sgd_step`; any other optimiser goes through :meth:`loss` and
-    autograd (:meth:`training_step`).
+    compiled kernel on the CPU (:meth:`kernel`, SGNS) or with the plain-SGD fast path,
+    :meth:`sgd_step`; any other optimiser goes through :meth:`loss` and autograd
+    (:meth:`training_step`).
 
     Batch (as :class:`contrastkit.data.sequences.SkipGramLoader` yields it), long tensors of
     token ids on the model's device: ``"centers"`` (C,) the centre tokens, ``"pair_center"``
@@ -70,8 +98,10 @@ class SkipGram(nn.Module):
         dim = self.opts.embedding_dim
         self.input = nn.Embedding(vocab_size, dim, sparse=True)
         self.output = nn.Embedding(vocab_size, dim, sparse=True)
-        with torch.no_grad():  # word2vec's initialisation: small uniform inputs, zero outputs
-            self.input.weight.uniform_(-0.5 / dim, 0.5 / dim)
+        # gensim's initialisation: inputs uniform in ±1/D (twice word2vec.c's ±0.5/D: WordSim-353 +0.01 on
+        # the benchmark's corpus, 4 seeds of 4), zero outputs
+        with torch.no_grad():
+            self.input.weight.uniform_(-1.0 / dim, 1.0 / dim)
             self.output.weight.zero_()
         self.register_buffer("log_noise", torch.zeros(vocab_size) if log_noise is None else log_noise.float())
 
@@ -141,6 +171,18 @@ class SkipGram(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """No momentum encoder or schedule of its own."""
+
+    def kernel(self, keep: np.ndarray, noise: np.ndarray) -> SkipGramKernel:
+        """The compiled CPU kernel bound to this model's weights (updated in place through numpy
+        views: the weights must stay on the CPU, contiguous), with the corpus' keep probabilities
+        of subsampling and its noise distribution (:class:`contrastkit.data.sequences.SkipGramBlocks`)."""
+        from contrastkit.methods.skipgram_kernel import SkipGramKernel
+
+        w_in, w_out = self.input.weight.detach(), self.output.weight.detach()
+        if w_in.device.type != "cpu" or not (w_in.is_contiguous() and w_out.is_contiguous()):
+            raise ValueError("the skip-gram kernel trains contiguous weights on the CPU")
+        return SkipGramKernel(w_in.numpy(), w_out.numpy(), keep=keep, noise=noise, window=self.opts.window,
+                              negatives=self.opts.negatives, dynamic_window=self.opts.dynamic_window)
 
     @torch.no_grad()
     def vectors(self) -> Tensor:

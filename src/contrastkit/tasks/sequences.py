@@ -30,6 +30,7 @@ from contrastkit.data.interactions import InteractionData
 from contrastkit.data.interactions.spec import DATA_DIR, RecsysConfig, run_split, saved_split
 from contrastkit.data.sequences import (
     TOKENIZERS,
+    SkipGramBlocks,
     SkipGramLoader,
     TokenCorpus,
     corpus_from_histories,
@@ -48,6 +49,7 @@ from contrastkit.index.vectors import (
 )
 from contrastkit.methods.base import StepOutput
 from contrastkit.methods.registry import get_method
+from contrastkit.methods.skipgram import kernel_available
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
@@ -158,6 +160,59 @@ class SkipGramSGDStep:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+
+
+def choose_kernel(method: Any, optim: OptimConfig, train: TrainConfig, device: torch.device) -> tuple[str, str]:
+    """(``numba`` or ``torch``, why) for ``method.kernel`` (auto, numba, torch): the compiled
+    kernel trains SGNS with plain SGD on the CPU, where numba is installed."""
+    missing = []
+    if device.type != "cpu":
+        missing.append(f"the CPU (training on {device})")
+    if method.loss != "sgns":
+        missing.append(f"method.loss=sgns (not {method.loss})")
+    if not plain_sgd(optim, train, device):
+        missing.append("plain SGD in fp32 (optim.name=sgd, no momentum, weight decay or grad_clip)")
+    if not kernel_available():
+        missing.append("numba (pip install 'contrastkit[text]')")
+    if method.kernel == "torch":
+        return "torch", "method.kernel=torch"
+    if not missing:
+        return "numba", "compiled per-pair updates"
+    if method.kernel == "numba":
+        raise UserError(f"method.kernel=numba needs {' and '.join(missing)}; use method.kernel=auto or torch")
+    return "torch", "the numba kernel needs " + " and ".join(missing)
+
+
+class SkipGramKernelStep:
+    """word2vec's own update, pair by pair, in the compiled kernel
+    (:mod:`contrastkit.methods.skipgram_kernel`): each step trains on the next slice of each of
+    ``method.streams`` streams of the corpus (:class:`SkipGramBlocks`) at the scheduled learning
+    rate, in torch's number of threads (``train.num_threads``) at once (Hogwild). Exact on resume
+    in one thread."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, train: TrainConfig, *, blocks: SkipGramBlocks) -> None:
+        self.model = model
+        self.lr = peak_lr(optim, train.batch_size)
+        self.seed = train.seed
+        method: Any = model
+        self.kernel = method.kernel(blocks.keep.numpy(), blocks.noise.numpy())
+        nothing = np.zeros((1, 2), dtype=np.int64)
+        self.kernel.train(blocks.epoch_corpus(0), blocks.offsets, nothing, lr=0.0, seed=0, epoch=0)  # compile (or load) now
+
+    def __call__(self, batch: dict[str, Any], clock: Clock) -> StepOutput:
+        lr = self.lr * clock.lr_factor
+        loss, pairs = self.kernel.train(batch["corpus"], batch["offsets"], batch["ranges"], lr=lr, seed=self.seed,
+                                        epoch=batch["epoch"], threads=torch.get_num_threads())
+        model: Any = self.model
+        model.on_step_end(clock.step, clock.schedule_total)
+        logs = {"loss": loss / max(pairs, 1), "pairs": float(pairs), "lr": lr}  # numbers already: no device to wait for
+        return StepOutput(torch.tensor(loss, dtype=torch.float64), logs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])  # in place: the kernel's views of the weights stay valid
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -359,21 +414,31 @@ class SequencesTask(Task):
         m: Any = cfg.method  # the skip-gram options (window, negatives, sampling)
         self.corpus, self.interactions = self._corpus(ctx)
         s: SequencesConfig = cfg.sequences
-        loader = SkipGramLoader(
-            self.corpus, batch_size=cfg.train.batch_size, window=m.window, negatives=m.negatives, sample=m.sample,
+        kernel, why = choose_kernel(m, cfg.optim, cfg.train, ctx.device)
+        options = dict(
+            batch_size=cfg.train.batch_size, window=m.window, negatives=m.negatives, sample=m.sample,
             noise_power=m.noise_power, dynamic_window=m.dynamic_window, shared_negatives=m.shared_negatives,
             shuffle_sentences=s.source == "interactions" and s.order == "set", seed=cfg.train.seed, device=ctx.device,
         )
+        loader = (SkipGramBlocks(self.corpus, streams=m.streams, **options) if kernel == "numba"
+                  else SkipGramLoader(self.corpus, **options))
         model = self.model = get_method(m.name, self.name).build(m, vocab_size=len(self.corpus.vocab), log_noise=loader.log_noise)
-        kind = SkipGramSGDStep if plain_sgd(cfg.optim, cfg.train, ctx.device) else GradientStep
-        step = kind(model, cfg.optim, cfg.train, device=ctx.device)
+        step: Any
+        if isinstance(loader, SkipGramBlocks):
+            step = SkipGramKernelStep(model, cfg.optim, cfg.train, blocks=loader)
+            threads = step.kernel.threads(torch.get_num_threads())
+            self.kernel_note = f"numba kernel ({why}, {threads} thread{'s' if threads > 1 else ''})"
+        else:
+            self.kernel_note = f"PyTorch ({why})"
+            kind = SkipGramSGDStep if plain_sgd(cfg.optim, cfg.train, ctx.device) else GradientStep
+            step = kind(model, cfg.optim, cfg.train, device=ctx.device)
         return Training(step, loader, unit="tokens")
 
     def describe(self, ctx: RunContext) -> str:
         what = "histories" if self.interactions is not None else "sentences"
         return (
             f"training {ctx.cfg.method.name} on {self.corpus.tokens.size} tokens in {self.corpus.offsets.size - 1} {what}, "
-            f"vocabulary {len(self.corpus.vocab)}, on {ctx.device}"
+            f"vocabulary {len(self.corpus.vocab)}, on {ctx.device}, {self.kernel_note}"
         )
 
     def after_training(self, ctx: RunContext, summary: Any) -> dict[str, Any]:
