@@ -219,6 +219,23 @@ COMMANDS: dict[str, dict[str, Command]] = {
             replace={ST_ANCHOR: BENCH_PYTHON or ST_ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"},
             slow="one SimCSE epoch per library", data=Path(BENCH_PYTHON or ST_ANCHOR),
         ),
+        f"python benchmarks/text_pairs_sick.py --anchor-python {ST_ANCHOR} --data-root ../shared/data/sick --max-steps 20 "
+        "--batch-size 32": Command(
+            replace={ST_ANCHOR: BENCH_PYTHON or ST_ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/",
+                     "../shared/data/sick": str(SICK)},
+            slow="six MiniLM trainings and SICK evaluations", data=Path(BENCH_PYTHON or ST_ANCHOR),
+        ),
+        "python benchmarks/fashion_mnist_budget.py --recipe fashion-mnist-swav --minutes 4 --out runs/bench23/swav "
+        "--set train.num_threads=1 --set eval.finetune=false --set eval.plots=false --set \"eval.few_label_shots=[10]\" "
+        "--set eval.report=false --set eval.baselines=false --set method.freeze_prototypes_steps=20": Command(
+            replace={"python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"},
+            slow="a 4-minute budget and a full evaluation", data=FASHION_MNIST,
+        ),
+        "python benchmarks/fashion_mnist_budget.py --recipe fashion-mnist-swav --minutes 4 --out runs/bench23/swav-lightly "
+        f"--skip-ours --anchor-python {ANCHOR} --set method.freeze_prototypes_steps=20": Command(
+            replace={ANCHOR: BENCH_PYTHON or ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"},
+            slow="a 4-minute budget for lightly's SwAV", data=Path(BENCH_PYTHON or ANCHOR),
+        ),
         "contrastkit train fashion-mnist-clip --set train.num_threads=1 --out runs/fm-clip": Command(
             sets=["train.max_steps=1", "train.batch_size=32"], data=FASHION_MNIST, expect="zero-shot acc",
             slow="covered: tests/tasks/test_text_cli.py trains CLIP through `contrastkit train` and evaluates it "
