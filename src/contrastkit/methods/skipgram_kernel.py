@@ -23,11 +23,11 @@ i); centre i's window and its negatives come from a stream that starts at a hash
 epoch, i). So the draws do not depend on the ranges, the threads or the order of the work: a
 position trains the same pairs with the same noise whatever else its step trains, and a run
 resumed at any step boundary is bit-exact in one thread (which trains a step's ranges in
-order). With several threads the
-ranges are cut into about :data:`CHUNKS_PER_THREAD` chunks per thread, which the threads take one
-after the other and train at once on shared vectors: the same draws and the same expected
-update, but the interleaving of the threads' writes (and so the last bits of the vectors)
-differs from run to run — as with word2vec.c and gensim.
+order). With several threads, the calling thread and helper threads take a step's jobs (its
+ranges cut into :data:`JOBS_PER_THREAD` per thread) from one queue and train them at once on
+shared vectors: the same pairs with the same draws and the same expected update, but the
+interleaving of the threads' writes (and so the last bits of the vectors) differs from run to
+run — as with word2vec.c and gensim.
 
 numba is optional (``pip install 'contrastkit[text]'``): :func:`available` says whether it is
 importable; without it the sequences task trains with the PyTorch path.
@@ -36,6 +36,10 @@ importable; without it the sequences task trains with the PyTorch path.
 from __future__ import annotations
 
 import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,7 +48,7 @@ numba: Any
 try:  # optional: the sequences task falls back to its PyTorch path without it
     import numba
     from llvmlite import ir
-    from numba import njit, prange, types
+    from numba import njit, types
     from numba.core import cgutils
     from numba.extending import intrinsic
 except ImportError:  # pragma: no cover - exercised where numba is not installed
@@ -54,7 +58,7 @@ MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment
 MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 KEEP, DRAWS = 0, 1  # the purposes of an epoch's two keys
-CHUNKS_PER_THREAD = 4
+JOBS_PER_THREAD = 2  # a step's work is cut into this many jobs per thread
 MAX_LOGIT = 6.0  # word2vec.c's MAX_EXP
 SIGMOID_BINS = 1024
 
@@ -249,19 +253,15 @@ if numba is not None:
             w_in[centre, k] += grad[k]
         return loss
 
-    @njit(parallel=True, nogil=True, fastmath=True, cache=True)
-    def _train_block(w_in: Any, w_out: Any, tokens: Any, offsets: Any, keep: Any, accept: Any, alias: Any, sigmoid: Any,
-                     log_sigmoid: Any, ranges: Any, window: int, dynamic: bool, lr: float, keep_key: Any,
-                     draw_key: Any, grads: Any, g_typed: Any, found: Any, contexts: Any, noise: Any, out: Any) -> None:
-        chunks = out.shape[0]
-        pieces = chunks // ranges.shape[0]  # chunks per range
-        negatives = noise.shape[2]
-        for c in prange(chunks):
-            lo, hi = ranges[c // pieces, 0], ranges[c // pieces, 1]
-            piece, n = c % pieces, hi - lo
-            a, b = lo + (n * piece) // pieces, lo + (n * (piece + 1)) // pieces
-            grad, gt, near, ctx, neg = grads[c], g_typed[c], found[c], contexts[c], noise[c]
-            loss, pairs = 0.0, 0
+    @njit(nogil=True, fastmath=True, cache=True)
+    def _train_ranges(w_in: Any, w_out: Any, tokens: Any, offsets: Any, keep: Any, accept: Any, alias: Any,
+                      sigmoid: Any, log_sigmoid: Any, ranges: Any, window: int, dynamic: bool, lr: float, keep_key: Any,
+                      draw_key: Any, grad: Any, gt: Any, near: Any, ctx: Any, neg: Any) -> Any:
+        """Train the centres of ``ranges`` in order, without the GIL; (loss, pairs)."""
+        negatives = neg.shape[1]
+        loss, pairs = 0.0, 0
+        for r in range(ranges.shape[0]):
+            a, b = ranges[r, 0], ranges[r, 1]
             s = np.searchsorted(offsets, a, side="right") - 1  # the sentence of position a
             for i in range(a, b):
                 while offsets[s + 1] <= i:
@@ -307,44 +307,115 @@ if numba is not None:
                             _prefetch_row(w_out, neg[q + 1, d])
                     loss += _pair(w_in, w_out, centre, ctx[q], neg[q], sigmoid, log_sigmoid, lr, grad, gt)
                 pairs += count
-            out[c, 0] = loss
-            out[c, 1] = pairs
+        return loss, pairs
 
 
-def _start_threads() -> None:
-    """Start numba's thread pool (once per process) with passive waiting where it is OpenMP's and
-    the user has not chosen: a step ends with a barrier, and threads that spin while they wait
-    take the core that a late partner (or anything else on a shared machine) needs; measured
-    with two threads on two busy cores: 0.5× one thread spinning, 0.9–1.0× passive. Only numba's
-    copy of libgomp reads the setting (torch has its own); the environment is restored, and so is
-    torch's number of threads, which starting numba's OpenMP pool can change."""
-    import torch
+def split_ranges(ranges: np.ndarray, parts: int) -> list[np.ndarray]:
+    """``ranges`` ((R, 2) [start, end) positions) cut into at most ``parts`` jobs of about as many
+    positions each, in order (a range may be cut between two jobs); empty jobs left out."""
+    lengths = (ranges[:, 1] - ranges[:, 0]).tolist()
+    total = sum(lengths)
+    bounds = [(k * total) // parts for k in range(parts + 1)]
+    jobs = []
+    for k in range(parts):
+        pieces, before = [], 0
+        for (a, _), n in zip(ranges.tolist(), lengths, strict=True):
+            lo, hi = max(bounds[k] - before, 0), min(bounds[k + 1] - before, n)
+            if lo < hi:
+                pieces.append((a + lo, a + hi))
+            before += n
+        if pieces:
+            jobs.append(np.array(pieces, dtype=np.int64))
+    return jobs
 
-    try:
-        from numba.np.ufunc import parallel
-    except ImportError:  # pragma: no cover
-        return
-    if getattr(parallel, "_is_initialized", True):
-        return
-    chosen, torch_threads = "OMP_WAIT_POLICY" in os.environ, torch.get_num_threads()
-    if not chosen:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    try:
-        parallel._launch_threads()
-    finally:
-        if not chosen:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        torch.set_num_threads(torch_threads)
+
+class _Pool:
+    """Helper threads that train jobs from one queue, first in first out, each with scratch
+    buffers of its own, and the tally of what every thread trained."""
+
+    def __init__(self, helpers: int, scratch: Callable[[], tuple[np.ndarray, ...]]) -> None:
+        self.queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self.lock = threading.Lock()
+        self.loss, self.pairs = 0.0, 0
+        self.jobs = [0] * (helpers + 1)  # jobs trained by the calling thread (0) and by each helper
+        self.error: BaseException | None = None
+        self.threads = [threading.Thread(target=self._work, args=(who, scratch()), name=f"contrastkit-skipgram-{who}",
+                                         daemon=True) for who in range(1, helpers + 1)]
+        for thread in self.threads:
+            thread.start()
+
+    def run(self, job: tuple[Any, ...], who: int, buffers: tuple[np.ndarray, ...]) -> None:
+        try:
+            loss, pairs = _train_ranges(*job, *buffers)  # without the GIL
+        except BaseException as exc:  # pragma: no cover - a bug; raised again in the caller's thread
+            self.error = exc
+            return
+        with self.lock:
+            self.loss, self.pairs = self.loss + loss, self.pairs + pairs
+            self.jobs[who] += 1
+
+    def _work(self, who: int, buffers: tuple[np.ndarray, ...]) -> None:
+        while True:
+            job = self.queue.get()
+            try:
+                if job is None:
+                    return
+                self.run(job, who, buffers)
+            finally:
+                self.queue.task_done()
+
+    def help(self, buffers: tuple[np.ndarray, ...], backlog: int) -> None:
+        """Train queued jobs in the calling thread until at most ``backlog`` of them wait."""
+        while self.queue.qsize() > backlog:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                if job is not None:
+                    self.run(job, 0, buffers)
+            finally:
+                self.queue.task_done()
+        self.check()
+
+    def drain(self, buffers: tuple[np.ndarray, ...]) -> None:
+        """Train what waits, then wait for the helpers' last jobs."""
+        self.help(buffers, 0)
+        self.queue.join()
+        self.check()
+
+    def take(self) -> tuple[float, int]:
+        """The loss and pairs of the jobs finished since the last call."""
+        with self.lock:
+            out, self.loss, self.pairs = (self.loss, self.pairs), 0.0, 0
+        return out
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError("the skip-gram kernel failed in a helper thread") from self.error
+
+    def stop(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
 
 
 class SkipGramKernel:
     """The kernel bound to one pair of weight arrays (input and output vectors, (V, D), float32
     or float64, updated in place), the corpus' keep probabilities of subsampling and its noise
     distribution, and the skip-gram's window and negatives. :meth:`train` trains on ranges of
-    positions."""
+    positions and returns when they are done; :meth:`submit` returns as soon as no more than one
+    job per helper thread is left (:meth:`drain` waits for them).
+
+    Threads: the calling thread and ``threads − 1`` helpers take the jobs of a step
+    (:data:`JOBS_PER_THREAD` per thread) from one queue, first in first out. The caller never
+    waits for a helper that has not started: on a busy machine a helper that the system has put
+    to sleep costs no more than its own share (a barrier at each step instead waits for the
+    slowest thread, and measured 0.3× one thread on two busy cores)."""
 
     def __init__(self, w_in: np.ndarray, w_out: np.ndarray, *, keep: np.ndarray, noise: np.ndarray,
                  window: int, negatives: int, dynamic_window: bool = True) -> None:
+        if numba is None:
+            raise RuntimeError("the skip-gram kernel needs numba: pip install 'contrastkit[text]'")
         if w_in.dtype != w_out.dtype or w_in.shape != w_out.shape or w_in.dtype not in (np.float32, np.float64):
             raise ValueError(f"input and output vectors must be two (V, D) float32 / float64 arrays; got {w_in.dtype} "
                              f"{w_in.shape} and {w_out.dtype} {w_out.shape}")
@@ -355,39 +426,66 @@ class SkipGramKernel:
         self.accept, self.alias = alias_table(np.asarray(noise, dtype=np.float64))
         self.sigmoid, self.log_sigmoid = sigmoid_tables()
         self.window, self.negatives, self.dynamic = int(window), int(negatives), bool(dynamic_window)
-        self._scratch: dict[int, tuple[np.ndarray, ...]] = {}
+        self._own = self._scratch()
+        self._pool: _Pool | None = None
 
-    def _buffers(self, chunks: int) -> tuple[np.ndarray, ...]:
-        if chunks not in self._scratch:
-            dim, dtype = self.w_in.shape[1], self.w_in.dtype
-            self._scratch[chunks] = (np.zeros((chunks, dim), dtype), np.zeros((chunks, 1), dtype),
-                                     np.zeros((chunks, 2 * self.window), np.int64), np.zeros((chunks, 2 * self.window), np.int64),
-                                     np.zeros((chunks, 2 * self.window, self.negatives), np.int64), np.zeros((chunks, 2)))
-        return self._scratch[chunks]
+    def _scratch(self) -> tuple[np.ndarray, ...]:
+        """One thread's buffers: the input vector's gradient, the step size in the weights' precision,
+        a centre's context positions, its pairs' contexts and their noise tokens."""
+        dim, dtype, pairs = self.w_in.shape[1], self.w_in.dtype, 2 * self.window
+        return (np.zeros(dim, dtype), np.zeros(1, dtype), np.zeros(pairs, np.int64), np.zeros(pairs, np.int64),
+                np.zeros((pairs, self.negatives), np.int64))
 
     @staticmethod
-    def threads(wanted: int, positions: int | None = None) -> int:
-        """The threads a step runs in: ``wanted``, at most numba's (the CPUs) and the step's positions."""
-        return max(1, min(int(wanted), numba.config.NUMBA_NUM_THREADS, max(positions or wanted, 1)))
+    def threads(wanted: int) -> int:
+        """The threads a step runs in: ``wanted``, at most the CPUs this process may use."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(int(wanted), cpus))
 
-    def train(self, tokens: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, *, lr: float, seed: int, epoch: int,
-              threads: int = 1) -> tuple[float, int]:
+    def _job(self, tokens: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, lr: float, seed: int,
+             epoch: int) -> tuple[Any, ...]:
+        return (self.w_in, self.w_out, tokens, offsets, self.keep, self.accept, self.alias, self.sigmoid, self.log_sigmoid,
+                np.ascontiguousarray(ranges, dtype=np.int64), self.window, self.dynamic, float(lr),
+                np.uint64(stream_key(seed, epoch, KEEP)), np.uint64(stream_key(seed, epoch, DRAWS)))
+
+    def submit(self, tokens: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, *, lr: float, seed: int, epoch: int,
+               threads: int = 1) -> tuple[float, int]:
         """Train on the centres at the positions of ``ranges`` ((R, 2) int64: [start, end) each,
         trained in this order in one thread) of ``tokens`` (int32; sentence s is
         ``tokens[offsets[s]:offsets[s + 1]]``; contexts may lie outside the ranges, in the same
-        sentence) with learning rate ``lr`` in ``threads`` threads; (summed loss, pairs)."""
-        if numba is None:
-            raise RuntimeError("the skip-gram kernel needs numba: pip install 'contrastkit[text]'")
-        _start_threads()
-        threads = self.threads(threads, int((ranges[:, 1] - ranges[:, 0]).sum()))
-        numba.set_num_threads(threads)
-        # several chunks per thread (each range cut into pieces where there are few ranges), handed out
-        # one at a time: a thread that finishes early takes the next
-        pieces = 1 if threads == 1 else max(1, -(-CHUNKS_PER_THREAD * threads // ranges.shape[0]))
-        grads, g_typed, found, contexts, noise, out = self._buffers(pieces * ranges.shape[0])
-        with numba.parallel_chunksize(1):
-            _train_block(self.w_in, self.w_out, tokens, offsets, self.keep, self.accept, self.alias, self.sigmoid,
-                         self.log_sigmoid, ranges, self.window, self.dynamic, float(lr),
-                         np.uint64(stream_key(seed, epoch, KEEP)), np.uint64(stream_key(seed, epoch, DRAWS)),
-                         grads, g_typed, found, contexts, noise, out)
-        return float(out[:, 0].sum()), int(out[:, 1].sum())
+        sentence) with learning rate ``lr``, in ``threads`` threads. In one thread: done on return;
+        in several: at most one job per helper may still wait or run. Returns the (summed loss,
+        pairs) of the jobs finished since the last call."""
+        threads = self.threads(threads)
+        if threads == 1:
+            loss, pairs = _train_ranges(*self._job(tokens, offsets, ranges, lr, seed, epoch), *self._own)
+            if self._pool is None:
+                return loss, pairs
+            self._pool.drain(self._own)  # a run that went down to one thread: what the helpers had left first
+            late_loss, late_pairs = self._pool.take()
+            return loss + late_loss, pairs + late_pairs
+        if self._pool is None or len(self._pool.threads) != threads - 1:
+            if self._pool is not None:
+                self._pool.drain(self._own)
+                self._pool.stop()
+            self._pool = _Pool(threads - 1, self._scratch)
+            weakref.finalize(self, self._pool.stop)  # the helpers end with the kernel
+        for part in split_ranges(ranges, JOBS_PER_THREAD * threads):
+            self._pool.queue.put(self._job(tokens, offsets, part, lr, seed, epoch))
+        self._pool.help(self._own, backlog=threads - 1)
+        return self._pool.take()
+
+    def drain(self) -> tuple[float, int]:
+        """Wait for every submitted job (before the vectors are read or saved); the (loss, pairs)
+        of the jobs finished since the last :meth:`submit`."""
+        if self._pool is None:
+            return 0.0, 0
+        self._pool.drain(self._own)
+        return self._pool.take()
+
+    def train(self, tokens: np.ndarray, offsets: np.ndarray, ranges: np.ndarray, *, lr: float, seed: int, epoch: int,
+              threads: int = 1) -> tuple[float, int]:
+        """:meth:`submit`, then :meth:`drain`: the (summed loss, pairs) of these ranges, done."""
+        loss, pairs = self.submit(tokens, offsets, ranges, lr=lr, seed=seed, epoch=epoch, threads=threads)
+        late_loss, late_pairs = self.drain()
+        return loss + late_loss, pairs + late_pairs

@@ -187,8 +187,9 @@ class SkipGramKernelStep:
     """word2vec's own update, pair by pair, in the compiled kernel
     (:mod:`contrastkit.methods.skipgram_kernel`): each step trains on the next slice of each of
     ``method.streams`` streams of the corpus (:class:`SkipGramBlocks`) at the scheduled learning
-    rate, in torch's number of threads (``train.num_threads``) at once (Hogwild). Exact on resume
-    in one thread."""
+    rate, in torch's number of threads (``train.num_threads``) at once (Hogwild: the step may
+    return with the helpers' last jobs running; a checkpoint waits for them). Exact on resume in
+    one thread."""
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train: TrainConfig, *, blocks: SkipGramBlocks) -> None:
         self.model = model
@@ -198,17 +199,23 @@ class SkipGramKernelStep:
         self.kernel = method.kernel(blocks.keep.numpy(), blocks.noise.numpy())
         nothing = np.zeros((1, 2), dtype=np.int64)
         self.kernel.train(blocks.epoch_corpus(0), blocks.offsets, nothing, lr=0.0, seed=0, epoch=0)  # compile (or load) now
+        self.late = (0.0, 0)  # what jobs finished after their step reported
 
     def __call__(self, batch: dict[str, Any], clock: Clock) -> StepOutput:
         lr = self.lr * clock.lr_factor
-        loss, pairs = self.kernel.train(batch["corpus"], batch["offsets"], batch["ranges"], lr=lr, seed=self.seed,
-                                        epoch=batch["epoch"], threads=torch.get_num_threads())
+        # several threads: returns with at most a job per helper still running; the loss and pairs are
+        # those of the jobs finished since the last step
+        loss, pairs = self.kernel.submit(batch["corpus"], batch["offsets"], batch["ranges"], lr=lr, seed=self.seed,
+                                         epoch=batch["epoch"], threads=torch.get_num_threads())
+        loss, pairs = loss + self.late[0], pairs + self.late[1]
+        self.late = (0.0, 0)
         model: Any = self.model
         model.on_step_end(clock.step, clock.schedule_total)
         logs = {"loss": loss / max(pairs, 1), "pairs": float(pairs), "lr": lr}  # numbers already: no device to wait for
         return StepOutput(torch.tensor(loss, dtype=torch.float64), logs)
 
     def state_dict(self) -> dict[str, Any]:
+        self.late = self.kernel.drain()  # every submitted job done before the weights are saved (or read)
         return {"model": self.model.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
