@@ -295,6 +295,24 @@ class AnswersAnalogies(Protocol):
 # ----------------------------------------------------------------------------- the task
 
 
+@dataclass(frozen=True)
+class ValidationSpec:
+    """How a task validates a run of a config: on data held out of training (never the test
+    split), measured by the one :class:`~contrastkit.training.callbacks.Validation` callback.
+
+    ``metric`` is the name it is logged under (train_log.csv, TensorBoard, results.json's
+    ``validation.metric``) and ``direction`` "max" or "min". ``overrides`` are the settings that
+    switch the validation on where the config has none (e.g. ``eval.val_size=5000`` for images);
+    applied to a config that validates already, they are empty. ``every`` names the option that
+    sets how often it is measured during training (e.g. ``eval.monitor_every``), the intermediate
+    values a sweep's pruner reads; None where the task measures at the end only."""
+
+    metric: str
+    direction: str
+    overrides: tuple[str, ...] = ()
+    every: str | None = None
+
+
 class Task:
     """Base of every task: one instance per run. Override the hooks; the defaults say what is
     optional."""
@@ -321,6 +339,14 @@ class Task:
         from contrastkit.data.image.spec import needed_data
 
         return (needed_data(cfg.data) if "data" in cls.sections else ""), ""
+
+    @classmethod
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """How runs of ``cfg`` are validated (metric, direction, the settings that switch it on);
+        a one-line :class:`UserError` where this task or config has no validation data. A run
+        that validates records results.json's ``validation`` (``Validation.results()``), with its
+        figure in ``validation.value``, apart from the test figures in ``eval``."""
+        raise UserError(f"task {cls.name} has no validation split to measure a run on")
 
     def training(self, ctx: RunContext) -> Training:
         """Data, model, step, batches and callbacks of a run (``ctx.resume``: continuing one);

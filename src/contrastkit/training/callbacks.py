@@ -72,14 +72,22 @@ class Validation(Callback):
     neither repeats nor loses one and its best weights match its best step. The curve, the best
     value and its step are the callback's state, saved with the checkpoint. :meth:`finish`
     measures at a run's final step when the run stopped before its last (a time budget).
+
+    ``patience`` (optional): stop training (``trainer.stop("early_stopping")``) after that many
+    evaluations in a row without a new best, not before step ``min_step``. The run's validation
+    figure (``results()["value"]``) is the best value where the best weights are kept, else the
+    last one.
     """
 
     def __init__(
         self, evaluate: Callable[[], float], *, metric: str, every: int | None = None, direction: str = "max",
         keep: Callable[[int, float], None] | None = None, describe: dict[str, Any] | None = None,
-        note: Callable[[str], None] | None = None,
+        note: Callable[[str], None] | None = None, patience: int | None = None, min_step: int = 0,
     ) -> None:
         check_choice("validation direction", direction, DIRECTIONS)
+        self.patience, self.min_step = patience, min_step
+        self.bad = 0  # evaluations in a row without a new best
+        self.stopped = False
         self.evaluate, self.keep, self.note = evaluate, keep, note
         self.metric, self.every, self.direction = metric, every, direction
         self.describe = describe or {}
@@ -109,8 +117,11 @@ class Validation(Callback):
         self.curve.append({"step": step, "value": value, "seconds": seconds})
         if self.better(value):
             self.best, self.best_step = value, step
+            self.bad = 0
             if self.keep is not None:
                 self.keep(step, value)
+        else:
+            self.bad += 1
         if self.note is not None:
             self.note(f"step {step}: {self.metric} {value:.4f} (best {self.best:.4f} at step {self.best_step})"
                       if self.best is not None else f"step {step}: {self.metric} {value}")
@@ -119,14 +130,30 @@ class Validation(Callback):
     def on_start(self, trainer: Trainer) -> None:
         self.active = trainer.is_main
         self.devices = [trainer.device] if trainer.device.type == "cuda" else []
+        if self.stopped:  # resumed after early stopping: nothing more to train
+            trainer.stop("early_stopping")
 
     def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
         if not self.due(trainer.step, trainer.total_steps):
             return
         if self.active:
             trainer.log_metrics({self.metric: self.measure(trainer.step)})
-        if self.keep is not None:
+        if self.patience is not None:
+            self.stopped = self._patience_spent(trainer)
+            if self.stopped:
+                trainer.stop("early_stopping")
+        if self.keep is not None or self.patience is not None:
             trainer.request_checkpoint()  # every process: the checkpoint is collective under torchrun
+
+    def _patience_spent(self, trainer: Trainer) -> bool:
+        """Whether patience is spent; under torchrun every process follows the first one's count."""
+        assert self.patience is not None
+        spent = self.bad >= self.patience and trainer.step >= self.min_step
+        if trainer.world_size > 1:
+            flag = torch.tensor([float(spent)], device=trainer.device)
+            torch.distributed.broadcast(flag, src=0)
+            spent = bool(flag.item())
+        return spent
 
     def finish(self, step: int) -> None:
         """Measure at ``step``, the run's final one, unless the curve ends there already (a run
@@ -137,17 +164,27 @@ class Validation(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"curve": [dict(p) for p in self.curve], "best": self.best, "best_step": self.best_step,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "bad": self.bad, "stopped": self.stopped}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.curve = [dict(p) for p in state["curve"]]
         self.best = None if state["best"] is None else float(state["best"])
         self.best_step = None if state["best_step"] is None else int(state["best_step"])
         self.seconds = float(state["seconds"])
+        self.bad, self.stopped = int(state.get("bad", 0)), bool(state.get("stopped", False))
+
+    @property
+    def value(self) -> float | None:
+        """The run's validation figure: the best value where the best weights are kept (they
+        become the run's model), else the last one."""
+        if self.keep is not None:
+            return self.best
+        return float(self.curve[-1]["value"]) if self.curve else None
 
     def results(self) -> dict[str, Any]:
-        """What results.json records (the same shape for every task): the metric, its direction,
-        what was measured how (``describe``), the curve, its best and final points, the time."""
+        """What results.json's ``validation`` records (the same shape for every task): the metric,
+        its direction, what was measured how (``describe``), the curve, its best and final points,
+        the run's figure (``value``), the time, and whether patience stopped the run."""
         return {
             "metric": self.metric,
             "direction": self.direction,
@@ -157,6 +194,9 @@ class Validation(Callback):
             "best": self.best,
             "best_step": self.best_step,
             "final": dict(self.curve[-1]) if self.curve else None,
+            "value": self.value,
+            "kept_best": self.keep is not None,
             "evaluations": len(self.curve),
             "seconds": self.seconds,
+            "stopped_early": self.stopped,
         }
