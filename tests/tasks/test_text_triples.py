@@ -238,5 +238,5 @@ def test_the_text_task_names_its_validation() -> None:
     assert (spec.metric, spec.overrides, spec.every) == ("dev_sts_spearman", ("text.dev_file=sick:trial",), "eval.dev_every")
     pairs = load_config("sick-pairs", ["text.train_file=pairs.jsonl"])
     assert text.validation(pairs).overrides == ("eval.dev_every=100",) and text.validation(pairs).metric == "dev_mrr@10"
-    with pytest.raises(UserError, match="needs text.dev_file"):
+    with pytest.raises(UserError, match=r"needs text\.dev_file"):
         text.validation(load_config("sick-simcse", ["text.train_file=sentences.txt"]))
