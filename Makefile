@@ -24,7 +24,7 @@ docs: install-test
 
 # two workers, one test file each at a time: most tests wait on subprocesses or run one thread
 unit:
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 install: $(BIN)/.installed
 install-test: $(BIN)/.installed-test

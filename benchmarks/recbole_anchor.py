@@ -6,7 +6,9 @@ epoch" is measured as contrastkit's: training plus the validations before it).
 
 Runs in a separate environment holding RecBole 1.2.1 (it needs NumPy < 2 and SciPy < 1.12):
     python benchmarks/recbole_anchor.py --data-dir D --dataset NAME --model LightGCN --params JSON --out F
-Prints nothing but RecBole's own log; writes a JSON with valid/test metrics and timings.
+Prints nothing but RecBole's own log; writes a JSON with valid/test metrics and timings. With
+``--tune SPACE --max-evals N``: RecBole's hyper-parameter search (HyperTuning) instead, every
+trial's validation and test NDCG@20, the best trial by validation and the wall time.
 """
 
 from __future__ import annotations
@@ -19,20 +21,8 @@ from pathlib import Path
 from typing import Any
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--model", required=True, help="RecBole model name, e.g. LightGCN or SGL")
-    parser.add_argument("--params", default="{}", help="JSON of RecBole config overrides")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--metrics", nargs="+", default=["Recall", "NDCG", "Precision", "Hit", "MRR"])
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-
-    # RecBole 1.2.1 reloads its own best checkpoint with torch.load's old default; torch >= 2.6
-    # loads weights only and refuses it. The file is the one RecBole just wrote (trusted).
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+def fit(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train one RecBole model with the script's settings and ``overrides``; its metrics and timings."""
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -61,6 +51,7 @@ def main() -> None:
         "reproducibility": True,
     }
     params.update(json.loads(args.params))
+    params.update(overrides)
     config = Config(model=args.model, dataset=args.dataset, config_dict=params)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -90,12 +81,13 @@ def main() -> None:
     trainer._train_epoch = timed_epoch  # type: ignore[method-assign]
     trainer._valid_epoch = timed_valid  # type: ignore[method-assign]
     t_fit[0] = time.perf_counter()
-    _score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    best_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_seconds = time.perf_counter() - t_fit[0]
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     best = max(validations, key=lambda v: v["score"]) if validations else None
-    result = {
+    return {
         "model": args.model,
+        "best_valid_score": float(best_score),
         "valid": {k.lower(): float(v) for k, v in dict(best_valid).items()},
         "test": {k.lower(): float(v) for k, v in dict(test).items()},
         "epochs": len(epoch_times),
@@ -108,6 +100,53 @@ def main() -> None:
         "users": int(dataset.user_num - 1),
         "items": int(dataset.item_num - 1),
     }
+
+
+def tune(args: argparse.Namespace) -> dict[str, Any]:
+    """RecBole's own hyper-parameter search (``recbole.trainer.HyperTuning``, hyperopt's TPE for
+    ``--algo bayes``) over ``--tune`` (RecBole's params_dict: ``uniform`` / ``loguniform`` (bounds
+    in natural log) / ``choice``), ``--max-evals`` trials, each chosen on validation NDCG@20 and
+    tested as RecBole's objective function does; no early end of the search (its default stops
+    after 10 trials without progress)."""
+    from recbole.trainer import HyperTuning
+
+    trials: list[dict[str, Any]] = []
+
+    def objective(config_dict: dict[str, Any], _files: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        res = fit(args, config_dict)
+        trials.append({"params": dict(config_dict), "valid_ndcg@20": res["valid"].get("ndcg@20"),
+                       "test_ndcg@20": res["test"].get("ndcg@20"), "test_recall@20": res["test"].get("recall@20"),
+                       "epochs": res["epochs"], "seconds": time.perf_counter() - t0})
+        return {"model": args.model, "best_valid_score": res["best_valid_score"], "valid_score_bigger": True,
+                "best_valid_result": res["valid"], "test_result": res["test"]}
+
+    t0 = time.perf_counter()
+    hp = HyperTuning(objective, params_dict=json.loads(args.tune), algo=args.algo, max_evals=args.max_evals,
+                     early_stop=args.max_evals + 1)
+    hp.run()
+    best = max(trials, key=lambda t: t["valid_ndcg@20"])
+    return {"model": args.model, "algo": args.algo, "trials": trials, "best": best, "wall_seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--model", required=True, help="RecBole model name, e.g. LightGCN or SGL")
+    parser.add_argument("--params", default="{}", help="JSON of RecBole config overrides")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--metrics", nargs="+", default=["Recall", "NDCG", "Precision", "Hit", "MRR"])
+    parser.add_argument("--tune", default=None, help="JSON params_dict of a RecBole HyperTuning search (else one run)")
+    parser.add_argument("--algo", default="bayes", choices=["bayes", "random", "exhaustive"])
+    parser.add_argument("--max-evals", type=int, default=20)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    # RecBole 1.2.1 reloads its own best checkpoint with torch.load's old default; torch >= 2.6
+    # loads weights only and refuses it. The file is the one RecBole just wrote (trusted).
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    result = tune(args) if args.tune else fit(args, {})
     Path(args.out).write_text(json.dumps(result, indent=2))
 
 
