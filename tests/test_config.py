@@ -52,6 +52,16 @@ def test_bad_values_name_the_value_and_what_is_allowed(overrides: list[str], fra
     assert "\n" not in str(info.value)
 
 
+def test_overrides_reach_into_lists_by_position_or_op() -> None:
+    cfg = load_config("fashion-mnist-simclr", ["data.augment.color_jitter.brightness=0.8", "data.augment.0.scale=[0.2, 1.0]"])
+    jitter = next(a for a in cfg.data.augment if a["op"] == "color_jitter")
+    assert jitter == {"op": "color_jitter", "brightness": 0.8, "contrast": 0.4, "p": 0.8}  # the rest kept
+    assert cfg.data.augment[0] == {"op": "random_resized_crop", "scale": [0.2, 1.0]} and len(cfg.data.augment) == 4
+    for bad in ("data.augment.7.p=1", "data.augment.solarize.p=1"):
+        with pytest.raises(UserError, match=r"no single entry .*use a position 0\.\.3 or an op: color_jitter"):
+            load_config("fashion-mnist-simclr", [bad])
+
+
 def test_unknown_recipe_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="did you mean 'digits-simclr'"):
         load_config("digits-simclar")

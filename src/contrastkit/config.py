@@ -265,15 +265,38 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return nested
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; `update` wins."""
+def merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Recursive dict merge; `update` wins. Into a list of mappings (e.g. ``data.augment``), a
+    key addresses one entry by its position (``data.augment.2.brightness``) or by its ``op``
+    where one entry has it (``data.augment.color_jitter.brightness``)."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+            out[key] = merge(out[key], value, f"{where}{key}.")
+        elif isinstance(value, dict) and isinstance(out.get(key), list) and value:
+            out[key] = _merge_into_list(out[key], value, f"{where}{key}")
         else:
             out[key] = value
     return out
+
+
+def _merge_into_list(items: list[Any], update: dict[str, Any], where: str) -> list[Any]:
+    items = list(items)
+    for key, value in update.items():
+        ops = [i for i, item in enumerate(items) if isinstance(item, dict) and item.get("op") == key]
+        if str(key).isdigit() and int(key) < len(items):
+            index = int(key)
+        elif len(ops) == 1:
+            index = ops[0]
+        else:
+            named = sorted({str(item["op"]) for item in items if isinstance(item, dict) and "op" in item})
+            how = "more than one entry has that op; use its position" if ops else (
+                f"use a position 0..{len(items) - 1}" + (f" or an op: {', '.join(named)}" if named else ""))
+            raise UserError(f"--set {where}.{key}: {where} has no single entry {key!r}; {how}")
+        current = items[index]
+        items[index] = merge(current, value, f"{where}.{key}.") if isinstance(current, dict) and isinstance(value, dict) \
+            else value
+    return items
 
 
 def save_config(cfg: Config, path: Path) -> None:
