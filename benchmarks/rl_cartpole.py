@@ -1,6 +1,6 @@
 """CartPole from pixels: DQN + CURL vs DQN on pixels alone vs DQN on the true state (and ATC),
-same environment steps and seeds; mean ± std over seeds of the final greedy return, the return
-curve, and the state-probe R² of the frozen encoder.
+same environment steps and seeds; mean ± std over seeds of the final greedy return, the
+validation return curve, and the state-probe R² of the frozen encoder.
 
 Each run is `contrastkit train cartpole-<recipe> --set train.seed=S --set rl.steps=N` in its
 own process (``--parallel`` at a time, one torch thread each); the table goes to stdout and
@@ -45,7 +45,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def summarise(method: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     finals = [r["eval"]["final_return"]["mean"] for r in runs]
-    curves = [{c["step"]: c["mean"] for c in r["rl"]["curve"]} for r in runs]
+    curves = [{c["step"]: c["value"] for c in r["validation"]["curve"]} for r in runs]  # greedy validation returns
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     out: dict[str, Any] = {
         "method": method,
@@ -90,7 +90,7 @@ def main() -> None:
             probe = " ".join(f"{a:.2f}" for a in t) + "  /  " + " ".join(f"{b:.2f}" for b in r)
         ret = f"{s['final_return_mean']:.1f} ± {s['final_return_std']:.1f}"
         print(f"{s['method']:<8}{ret:>18}{s['train_seconds_mean']:>9.0f}  {probe}")
-    print("\nreturn curve (mean over seeds):")
+    print("\nvalidation return curve (mean over seeds):")
     steps = [c["step"] for c in summary[0]["curve"]]
     print(f"{'step':>8}" + "".join(f"{s['method']:>10}" for s in summary))
     for i, step in enumerate(steps):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from contrastkit.cli import main
+from contrastkit.evaluate.features import extract_features
 from contrastkit.evaluate.generative import frechet_distance, frechet_from_stats, precision_recall
 from contrastkit.methods.gan import real_fake_supcon_term, simclr_term
 from contrastkit.runner import load_run
@@ -166,6 +167,46 @@ def test_each_method_trains_and_evaluates_through_the_cli(tmp_path: Path, capsys
     assert torch.equal(images, trained.generate(5, seed=1))
 
 
+def test_validation_holds_real_images_out_and_resumes_exactly(tmp_path: Path) -> None:
+    """eval.val_size real images are held out of the GAN's training split; the Fréchet distance of
+    as many generated images to them is measured every eval.val_every steps and after the last,
+    apart from the test figures; a run cut at step 5 and resumed has the same curve and weights."""
+    from contrastkit.data.image.validation import validation_split
+    from contrastkit.tasks import ValidationSpec, get_task
+    from contrastkit.tasks.gan.evaluation import feature_encoder
+
+    sets = {"eval.val_size": 100, "eval.val_every": 5, "train.max_steps": 10}
+    run, cut = tmp_path / "val", tmp_path / "cut"
+    assert main([*_args("digits-contrad", run, **sets), "--no-eval", "--quiet"]) == 0
+    assert main([*_args("digits-contrad", cut, **{**sets, "train.max_steps": 5}), "--no-eval", "--quiet"]) == 0
+    assert main(["train", "--out", str(cut), "--resume", "--set", "train.max_steps=10", "--no-eval", "--quiet"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["gan_train"]["train_images"] == 1437 - 100  # digits' training split less the held-out images
+    val = res["validation"]
+    assert (val["metric"], val["direction"], val["generated"], val["held_out"]["size"]) == ("val_fd", "min", 100, 100)
+    assert [p["step"] for p in val["curve"]] == [5, 10] and "eval" not in res
+    logged = {int(r["step"]): float(r["val_fd"]) for r in _log(run) if r["val_fd"]}
+    assert logged == {p["step"]: p["value"] for p in val["curve"]} and val["value"] == val["curve"][-1]["value"]
+    # the figure is the Fréchet distance of the final generator's images to the held-out rows
+    trained = load_run(run)
+    cfg = trained.config
+    split = validation_split(cfg.data, 100, 0)
+    assert split is not None and val["held_out"] == split.record()
+    encoder, transform, _ = feature_encoder(cfg, torch.device("cpu"), 8, 1, 1437, verbose=False)
+    real, fake = (extract_features(encoder, x, transform) for x in (split.validation().images,
+                                                                     trained.generate(100, seed=cfg.train.seed + 6)))
+    assert val["value"] == pytest.approx(frechet_distance(real, fake), rel=1e-6) and val["value"] > 0
+    resumed = json.loads((cut / "results.json").read_text())["validation"]
+    assert [(p["step"], p["value"]) for p in resumed["curve"]] == [(p["step"], p["value"]) for p in val["curve"]]
+    for key, value in checkpoint_part(load_run_checkpoint(run), "model").items():
+        assert torch.equal(value, checkpoint_part(load_run_checkpoint(cut), "model")[key]), key
+    # what the task says of its validation: a config without held-out images gets a tenth of digits' 1437
+    spec = get_task("gan").validation(cfg)
+    assert spec == ValidationSpec("val_fd", "min", (), "eval.val_every")
+    cfg.eval.val_size = 0
+    assert get_task("gan").validation(cfg).overrides == ("eval.val_size=143",)
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
@@ -178,6 +219,9 @@ def test_each_method_trains_and_evaluates_through_the_cli(tmp_path: Path, capsys
         (["method.name=simclr"], "method.name 'simclr' is a method of task image, not of task gan"),
         (["train.batch_size=4096"], "train.batch_size 4096 is larger than the 1437 training images"),
         (["gan.feature_run=/nonexistent/run", "train.max_steps=1"], "gan.feature_run '/nonexistent/run' is not a run folder"),
+        (["eval.val_size=5"], "eval.val_size 5 is too few images for a Fréchet distance; use 0 (no validation) or at least 10"),
+        (["eval.val_every=100"], "eval.val_every measures on the validation split: set eval.val_size too"),
+        (["eval.val_size=1437"], "eval.val_size 1437 leaves no training image: the training split has 1437"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -30,6 +30,7 @@ from contrastkit.rl.augment import center_crop, random_crop, random_shift
 from contrastkit.rl.envs import CARTPOLE_BAND, grey_resize, make_env
 from contrastkit.runner import load_run
 from contrastkit.runs import checkpoint_part
+from contrastkit.tasks import ValidationSpec, get_task
 
 TINY = {
     "rl.height": 24, "rl.width": 48, "rl.crop_margin": 2, "rl.features_dim": 16, "rl.net_arch": "[32]",
@@ -152,8 +153,12 @@ def test_curl_trains_one_environment_step_per_loop_step_and_logs_them(curl: Curl
     first = curl.first_results["train"]
     assert first["steps"] == 120 and first["unit"] == "env steps" and first["stopped_by"] == "steps"
     assert curl.first["step"] == 120 and checkpoint_part(curl.first, "num_timesteps") == 120
-    rows = list(csv.DictReader((curl.path / "train_log.csv").open()))
+    logged = list(csv.DictReader((curl.path / "train_log.csv").open()))
+    rows = [r for r in logged if not r["val_return"]]  # the validation's values make rows of their own
     assert [int(r["step"]) for r in rows] == list(range(10, 241, 10))  # train.log_every 10, resumed rows appended
+    validation = {int(r["step"]): float(r["val_return"]) for r in logged if r["val_return"]}
+    curve = json.loads((curl.path / "results.json").read_text())["validation"]["curve"]
+    assert validation == {p["step"]: p["value"] for p in curve} and list(validation) == [60, 120, 180, 240]
     assert all(float(r["env_steps_per_sec"]) > 0 for r in rows)
     episodes = [float(r["episodes"]) for r in rows]
     assert episodes == sorted(episodes) and episodes[-1] >= 5  # an untrained pole falls within ~10-40 steps
@@ -166,7 +171,7 @@ def test_curl_trains_one_environment_step_per_loop_step_and_logs_them(curl: Curl
     assert all(math.isfinite(float(r["loss"])) and float(r["return"]) >= 8 for r in learning)
 
 
-def test_resume_restores_the_replay_buffer_and_continues_the_return_curve(curl: CurlRun) -> None:
+def test_resume_restores_the_replay_buffer_and_continues_the_validation_curve(curl: CurlRun) -> None:
     assert f"resumed {curl.path} at step 120/240" in curl.resumed_out
     state = torch.load(curl.path / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 240 and checkpoint_part(state, "num_timesteps") == 240
@@ -179,11 +184,18 @@ def test_resume_restores_the_replay_buffer_and_continues_the_return_curve(curl: 
     assert curl.first_results["rl"]["replay_buffer_restored"] is None
     results = json.loads((curl.path / "results.json").read_text())
     assert results["train"]["steps"] == 240 and results["rl"]["replay_buffer_restored"] is True
-    # the evaluation curve is a callback's state: saved at step 120, continued after the resume
+    # the validation curve is the validation callback's state: saved at step 120, continued after the resume
     assert [c["step"] for c in curl.first["callbacks"][0]["curve"]] == [60, 120]
     assert [c["step"] for c in state["callbacks"][0]["curve"]] == [60, 120, 180, 240]
-    assert results["rl"]["curve"] == state["callbacks"][0]["curve"]
-    assert results["rl"]["curve"][:2] == curl.first_results["rl"]["curve"]
+    val = results["validation"]
+    assert val["curve"] == state["callbacks"][0]["curve"] and val["curve"][:2] == curl.first_results["validation"]["curve"]
+    assert (val["metric"], val["direction"], val["episodes"], val["every"]) == ("val_return", "max", 2, 60)
+    # what the task says of its validation (a sweep's pruner reads it) is what the run recorded
+    spec = get_task("rl").validation(load_run(curl.path).config)
+    assert spec == ValidationSpec(val["metric"], val["direction"], (), "rl.eval_every")
+    assert val["value"] == val["curve"][-1]["value"] and "curve" not in results["rl"] and "curve" not in results["eval"]
+    for point in val["curve"]:  # the mean and spread of the two greedy episodes; an episode lasts >= 8 steps
+        assert point["value"] >= 8 and 0 <= point["std"] <= point["value"]
     # the agent's loss log too: the first rounds' entries are kept as they were
     kept = checkpoint_part(curl.first, "loss_log")
     assert len(kept) == 8 and checkpoint_part(state, "loss_log")[:8] == kept  # rounds at 50, 60, ..., 120

@@ -8,13 +8,16 @@ the frozen encoder), ``pixels`` (no contrastive term) and ``state`` (the true st
 bound). The one training loop runs the agent an environment step at a time (SIGTERM →
 checkpoint with the replay buffer → exit 75; ``--resume`` continues from it, in a new episode).
 
-Evaluation: greedy episode return against environment steps (during training), the final
-return (mean ± std over ``rl.eval_episodes``), and a linear (ridge) probe of the true state
+Validation: the mean greedy return of ``rl.eval_episodes`` episodes (``val_return``, seeds apart
+from the test's) every ``rl.eval_every`` environment steps and after the last, through the one
+validation callback (results.json's ``validation``). Evaluation (test): the final return (mean ±
+std over ``rl.eval_episodes`` other episodes), and a linear (ridge) probe of the true state
 from the frozen encoder on held-out frames: R² per state variable, for the trained encoder and
 the same network at random initialisation.
 
 Run folder, besides the common files: ``checkpoints/last.pt`` (agent, optimisers, counters,
-the return curve and, with ``rl.save_buffer``, the replay buffer), ``plots/return_curve.png``.
+the validation curve and, with ``rl.save_buffer``, the replay buffer), ``plots/return_curve.png``
+(the validation curve).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from contrastkit.methods.registry import get_method
 from contrastkit.methods.rl import ATCOptions
 from contrastkit.options import option
 from contrastkit.runs import checkpoint_part, load_run_checkpoint
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task, trained_line
-from contrastkit.training import Callback, Trainer, Training, TrainSummary
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, ValidationSpec, number, register_task, trained_line
+from contrastkit.training import Training, TrainSummary
+from contrastkit.training.callbacks import Validation
 
 
 @dataclass
@@ -62,8 +66,8 @@ class RLConfig:
     target_update_interval: int = option(10, "environment steps between target-network copies", ge=1)
     exploration_fraction: float = option(0.16, "share of training over which epsilon decays", gt=0, le=1)
     exploration_final_eps: float = option(0.04, "final epsilon of the epsilon-greedy policy", ge=0, le=1)
-    eval_every: int = option(2000, "environment steps between evaluation rounds (0: at the end only)", ge=0)
-    eval_episodes: int = option(5, "greedy episodes per evaluation", ge=1)
+    eval_every: int = option(2000, "environment steps between validations (greedy episodes; 0: at the end only)", ge=0)
+    eval_episodes: int = option(5, "greedy episodes per validation and in the final evaluation", ge=1)
     probe_steps: int = option(3000, "held-out frames for the state probe (0: no probe)", ge=0)
     save_buffer: bool = option(True, "checkpoints hold the replay buffer (resume continues with the same data)")
 
@@ -165,30 +169,27 @@ def _window_means(values: list[float], windows: int = 20) -> list[float]:
     return [float(c.mean()) for c in chunks]
 
 
-class EvaluationRounds(Callback):
-    """Greedy episodes every ``rl.eval_every`` environment steps: the return curve (saved with the
-    checkpoint, so a resumed run continues it)."""
+VAL_METRIC = "val_return"  # the mean greedy return of the validation episodes
+VAL_SEED = 10_000  # validation episodes start from train.seed + 10_000 + i; the final test's from + 50_000
 
-    def __init__(self, model: Any, env: Any, r: RLConfig, seed: int, ctx: RunContext) -> None:
-        self.model, self.env, self.r, self.seed, self.ctx = model, env, r, seed, ctx
-        self.curve: list[dict[str, float]] = []
 
-    def evaluate(self, step: int) -> None:
-        from contrastkit.rl.agent import episode_returns
+def _validation(model: Any, cfg: Config, ctx: RunContext) -> Validation:
+    """The run's validation: greedy episodes every ``rl.eval_every`` environment steps and after
+    the last (``val_return``, their mean; ``std`` their spread), through the one validation
+    callback; its curve is saved with the checkpoint, so a resumed run continues it."""
+    from contrastkit.rl.agent import episode_returns
 
-        returns = episode_returns(self.model, self.env, self.r.eval_episodes, self.seed + 10_000)
-        self.curve.append({"step": step, "mean": float(np.mean(returns)), "std": float(np.std(returns))})
-        self.ctx.log(f"step {step}: return {np.mean(returns):.1f} ± {np.std(returns):.1f}")
+    r: RLConfig = cfg.rl
+    seed = cfg.train.seed + VAL_SEED
+    env = _make_env(cfg, seed)
 
-    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
-        if self.r.eval_every and trainer.step % self.r.eval_every == 0:
-            self.evaluate(trainer.step)
+    def evaluate() -> dict[str, float]:
+        returns = episode_returns(model, env, r.eval_episodes, seed)
+        return {"value": float(np.mean(returns)), "std": float(np.std(returns))}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"curve": list(self.curve)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.curve = [dict(c) for c in state.get("curve", [])]
+    describe = {"episodes": r.eval_episodes, "seeds": f"train.seed + {VAL_SEED} + episode (the final test: + 50000)"}
+    return Validation(evaluate, metric=VAL_METRIC, every=r.eval_every or None, direction="max", describe=describe,
+                      note=ctx.log)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -249,11 +250,12 @@ class RLRun(TrainedRun):
         state = load_run_checkpoint(self.path)
         model.policy.load_state_dict(checkpoint_part(state, "policy"))
         returns = episode_returns(model, env, r.eval_episodes, seed + 50_000)
-        saved_curve = (state.get("callbacks") or [{}])[0].get("curve", [])  # training's, up to the checkpoint
+        # the validation curve (the plot's): results.json's, else the checkpoint's (training cut short)
+        curve = (self.results.get("validation") or {}).get("curve") or (state.get("callbacks") or [{}])[0].get("curve", [])
         out: dict[str, Any] = {
             "env": r.env, "method": cfg.method.name, "steps": int(checkpoint_part(state, "num_timesteps")),
             "final_return": {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "episodes": returns},
-            "curve": self.results.get("rl", {}).get("curve") or saved_curve, "probe": None,
+            "probe": None,
         }
         if verbose:
             mean, std = np.mean(returns), np.std(returns)
@@ -272,8 +274,8 @@ class RLRun(TrainedRun):
                     "trained": state_probe(trained, data["state"], data["episode"], names),
                     "random_init": state_probe(random_init, data["state"], data["episode"], names),
                 }
-        if cfg.eval.plots:
-            out["plots"] = [str(_plot_curve(out["curve"], cfg, self.path / "plots" / "return_curve.png"))]
+        if cfg.eval.plots and curve:
+            out["plots"] = [str(_plot_curve(curve, cfg, self.path / "plots" / "return_curve.png"))]
         return out
 
     def results_table(self, ev: dict[str, Any]) -> str:
@@ -292,9 +294,9 @@ class RLRun(TrainedRun):
 
     def headline(self, results: dict[str, Any]) -> str:
         tr = results.get("train", {})
-        curve = results.get("rl", {}).get("curve") or [{"mean": float("nan"), "std": float("nan")}]
-        return (f"{trained_line(tr, 'environment steps', epochs=False)}; last evaluation return "
-                f"{number(curve[-1]['mean'], '.1f')} ± {number(curve[-1]['std'], '.1f')}")
+        last = (results.get("validation") or {}).get("final") or {}
+        return (f"{trained_line(tr, 'environment steps', epochs=False)}; last validation return "
+                f"{number(last.get('value'), '.1f')} ± {number(last.get('std'), '.1f')}")
 
     def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
         ev = results.get("eval", {})
@@ -345,6 +347,11 @@ class RLTask(Task):
 
         check_env_id(r.env)
 
+    @classmethod
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """Every run validates: the mean greedy return of ``rl.eval_episodes`` episodes."""
+        return ValidationSpec(VAL_METRIC, "max", (), "rl.eval_every")
+
     def training(self, ctx: RunContext) -> Training:
         from contrastkit.rl.agent import AgentStep, EnvSteps
 
@@ -357,7 +364,7 @@ class RLTask(Task):
             t0 = time.perf_counter()
             weights, losses = _pretrain_atc(ctx)
             extra.update(atc_encoder=weights, atc_loss=losses, atc_seconds=time.perf_counter() - t0)
-        env, eval_env = _make_env(cfg, seed), _make_env(cfg, seed + 10_000)
+        env = _make_env(cfg, seed)
         model = self.agent = _build_agent(cfg, env, ctx.device)
         if cfg.method.name == "atc":
             for enc in _encoders(model):
@@ -365,8 +372,8 @@ class RLTask(Task):
                     enc.load_state_dict(extra["atc_encoder"])
                 enc.requires_grad_(not getattr(cfg.method, "freeze_encoder", True))
         self.step = AgentStep(model, r.steps, buffer=r.save_buffer, extra=extra)
-        self.rounds = EvaluationRounds(model, eval_env, r, seed, ctx)
-        return Training(self.step, EnvSteps(r.steps), unit="env steps", callbacks=[self.rounds], epochs=False)
+        self.val = _validation(model, cfg, ctx)
+        return Training(self.step, EnvSteps(r.steps), unit="env steps", callbacks=[self.val], epochs=False)
 
     def describe(self, ctx: RunContext) -> str:
         r: RLConfig = ctx.cfg.rl
@@ -374,13 +381,11 @@ class RLTask(Task):
         return f"training DQN + {ctx.cfg.method.name} on {r.env} ({seen}) for {r.steps} steps on {ctx.device}"
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
-        model, rounds, extra = self.agent, self.rounds, self.step.extra
-        if not rounds.curve or rounds.curve[-1]["step"] != model.num_timesteps:
-            rounds.evaluate(int(model.num_timesteps))
+        model, extra = self.agent, self.step.extra
+        self.val.finish(summary.steps)
         log = np.asarray(getattr(model, "loss_log", []) or [[0.0, np.nan, np.nan]], dtype=np.float64)
         contrastive = [float(x) for x in log[:, 2] if np.isfinite(x)]
         rl_results: dict[str, Any] = {
-            "curve": rounds.curve,
             "td_loss": [[float(s), float(v)] for s, v in log[:, :2] if np.isfinite(v)],
             "contrastive_loss": [[float(s), float(v)] for s, v in log[:, [0, 2]] if np.isfinite(v)] or None,
             "replay_buffer_restored": getattr(self.step, "restored", None) if ctx.resume else None,
@@ -390,23 +395,23 @@ class RLTask(Task):
             contrastive = list(extra["atc_loss"])
         if contrastive:
             rl_results["contrastive_first_last"] = [float(np.mean(contrastive[:5])), float(np.mean(contrastive[-5:]))]
-        return {"rl": rl_results}
+        return {"rl": rl_results, "validation": self.val.results()}
 
 
 def _plot_curve(curve: list[dict[str, float]], cfg: Config, out: Path) -> Path:
-    """Greedy return (mean ± std over the evaluation episodes) against environment steps."""
+    """The validation curve: greedy return (mean ± std over the episodes) against environment steps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     steps = np.array([c["step"] for c in curve], dtype=float)
-    mean = np.array([c["mean"] for c in curve])
-    std = np.array([c["std"] for c in curve])
+    mean = np.array([c["value"] if "value" in c else c["mean"] for c in curve])  # "mean": a run folder from before 0.2
+    std = np.array([c.get("std", 0.0) for c in curve])
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
     ax.plot(steps, mean, color="tab:blue", linewidth=1.5, marker="o", markersize=3)
     ax.fill_between(steps, mean - std, mean + std, color="tab:blue", alpha=0.2)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("episode return (greedy)")
+    ax.set_ylabel("validation return (greedy)")
     ax.set_title(f"{cfg.rl.env}: DQN + {cfg.method.name}")
     ax.grid(alpha=0.3)
     fig.tight_layout()

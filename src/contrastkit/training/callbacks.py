@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -62,7 +62,9 @@ class Validation(Callback):
     text task's dev set, the image task's kNN accuracy on its validation split, a sweep's
     intermediate values).
 
-    ``evaluate()`` (the current model's ``metric``, a number) runs after every ``every``-th step
+    ``evaluate()`` (the current model's ``metric``, a number; or a mapping with the number under
+    ``"value"`` and other figures of the same measurement, e.g. the spread of episode returns,
+    which join its curve point) runs after every ``every``-th step
     (exactly on the multiples of ``every``; None or 0: never) and after the last step — on no
     other step — in the first process only, with the random state of training left as it was
     (its time counts in the run's elapsed time). The value goes to the run's loggers (a row of its
@@ -80,7 +82,8 @@ class Validation(Callback):
     """
 
     def __init__(
-        self, evaluate: Callable[[], float], *, metric: str, every: int | None = None, direction: str = "max",
+        self, evaluate: Callable[[], float | Mapping[str, float]], *, metric: str, every: int | None = None,
+        direction: str = "max",
         keep: Callable[[int, float], None] | None = None, describe: dict[str, Any] | None = None,
         note: Callable[[str], None] | None = None, patience: int | None = None, min_step: int = 0,
     ) -> None:
@@ -111,10 +114,12 @@ class Validation(Callback):
         """Evaluate now, as step ``step``: the value joins the curve (and is kept if the best)."""
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=self.devices):
-            value = float(self.evaluate())
+            out = self.evaluate()
+        extra = {k: float(v) for k, v in out.items() if k != "value"} if isinstance(out, Mapping) else {}
+        value = float(out["value"]) if isinstance(out, Mapping) else float(out)
         seconds = time.perf_counter() - t0
         self.seconds += seconds
-        self.curve.append({"step": step, "value": value, "seconds": seconds})
+        self.curve.append({"step": step, "value": value, **extra, "seconds": seconds})
         if self.better(value):
             self.best, self.best_step = value, step
             self.bad = 0

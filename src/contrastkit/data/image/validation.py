@@ -61,16 +61,17 @@ class ValidationSplit:
                 "rows_sha1": digest}
 
 
-def validation_split(d: DataConfig, size: int, seed: int) -> ValidationSplit | None:
+def validation_split(d: DataConfig, size: int, seed: int, *, labelled: bool = True) -> ValidationSplit | None:
     """The validation slice of the configured training split (None when ``size`` is 0); one-line
-    errors for a streamed folder, unlabelled data, or a slice that leaves nothing to train on."""
+    errors for a streamed folder, unlabelled data (where ``labelled``: the slice is scored by its
+    labels), or a slice that leaves nothing to train on."""
     if not size:
         return None
     if d.stream:
         raise UserError("eval.val_size does not work with data.stream yet; prepare a store (contrastkit prepare) "
                         "or set eval.val_size=0")
     full = load_split(d, "train", all_classes=True)
-    if full.labels is None:
+    if labelled and full.labels is None:
         raise UserError(f"eval.val_size needs labels, and data set {full.name!r} has none")
     if size >= len(full):
         raise UserError(f"eval.val_size {size} leaves no training image: the training split has {len(full)}; "

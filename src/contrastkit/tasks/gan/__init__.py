@@ -4,7 +4,9 @@ non-saturating loss (``dcgan``) or a contrastive discriminator (``contrad``, Jeo
 data: the ``data`` section of the image tasks (digits, Fashion-MNIST, CIFAR, folders, stores;
 in memory) → training: one discriminator and one generator update per step (Adam), through the
 one loop (a budget in steps or minutes, atomic checkpoints, exact ``--resume``, SIGTERM →
-checkpoint and exit 75) → evaluation: Fréchet distance and precision / recall (k-NN manifolds)
+checkpoint and exit 75) → validation (``eval.val_size``): the Fréchet distance of generated images
+to real ones held out of the training split, every ``eval.val_every`` steps and after the last
+(results.json's ``validation``) → evaluation (test): Fréchet distance and precision / recall (k-NN manifolds)
 of generated vs held-out real images **in the feature space of a contrastkit SimCLR encoder
 trained on the real data** (not Inception: comparable between runs that share the encoder, not
 with published FIDs), and the discriminator's own linear-probe accuracy on the real labels.
@@ -23,25 +25,30 @@ import torch
 from torch import Tensor
 
 from contrastkit.config import Config
+from contrastkit.data.image.imageset import ImageDataset
 from contrastkit.data.image.spec import DataConfig, load_split
+from contrastkit.data.image.validation import pretraining_data, validation_split
 from contrastkit.errors import UserError
 from contrastkit.methods.base import StepOutput
 from contrastkit.methods.gan import GANMethod, check_size
 from contrastkit.runs import load_run_weights
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task, trained_line
-from contrastkit.tasks.gan.evaluation import evaluate_gan, gan_results_table
-from contrastkit.tasks.gan.model import GENERATOR_FILE, LOG_NAMES, GanConfig, build_gan, save_grid
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, ValidationSpec, number, register_task, trained_line
+from contrastkit.tasks.gan.evaluation import VAL_METRIC, evaluate_gan, fd_validation, gan_results_table
+from contrastkit.tasks.gan.model import GENERATOR_FILE, LOG_NAMES, GanConfig, GanEvalConfig, build_gan, save_grid
 from contrastkit.training import Callback, Clock, Trainer, Training, TrainSummary, save_safetensors
+
+MIN_VAL_SIZE = 10  # held-out images of the smallest validation (a Fréchet distance needs a few)
 
 # ----------------------------------------------------------------------------- training
 
 
 class RealImages:
-    """Batches of real images: a seeded permutation per epoch (the last partial batch dropped)."""
+    """Batches of real images: a seeded permutation per epoch (the last partial batch dropped);
+    ``rows``: the images are these rows of ``images`` (a store's selected rows)."""
 
-    def __init__(self, images: Tensor, batch_size: int, seed: int, device: torch.device) -> None:
-        self.images, self.batch_size, self.seed, self.device = images, batch_size, seed, device
-        self.n = images.shape[0]
+    def __init__(self, images: Tensor, batch_size: int, seed: int, device: torch.device, rows: Tensor | None = None) -> None:
+        self.images, self.batch_size, self.seed, self.device, self.rows = images, batch_size, seed, device, rows
+        self.n = images.shape[0] if rows is None else int(rows.numel())
         if batch_size > self.n:
             raise UserError(f"train.batch_size {batch_size} is larger than the {self.n} training images")
 
@@ -52,6 +59,8 @@ class RealImages:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            if self.rows is not None:
+                idx = self.rows[idx]
             yield self.images[idx.to(self.images.device)].to(self.device)
 
     def units(self, batch: Tensor) -> int:
@@ -186,7 +195,7 @@ class GanTask(Task):
     """Generative adversarial networks, with or without a contrastive discriminator."""
 
     name = "gan"
-    sections: ClassVar[dict[str, type | None]] = {"data": DataConfig, "gan": GanConfig, "optim": None}
+    sections: ClassVar[dict[str, type | None]] = {"data": DataConfig, "gan": GanConfig, "optim": None, "eval": GanEvalConfig}
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
         "data": ("views", "crops", "label_fraction", "stream", "workers", "gpu_decode"),
         "train": ("precision", "channels_last", "compile", "sync_batchnorm", "dist_timeout_minutes"),
@@ -203,19 +212,47 @@ class GanTask(Task):
         run = cfg.gan.feature_run
         if run is not None and not (Path(run) / "config.yaml").is_file():
             raise UserError(f"gan.feature_run {run!r} is not a run folder (it has no config.yaml)")
+        ev: GanEvalConfig = cfg.eval
+        if 0 < ev.val_size < MIN_VAL_SIZE:
+            raise UserError(f"eval.val_size {ev.val_size} is too few images for a Fréchet distance; "
+                            f"use 0 (no validation) or at least {MIN_VAL_SIZE}")
+        if ev.val_every and not ev.val_size:
+            raise UserError("eval.val_every measures on the validation split: set eval.val_size too "
+                            "(e.g. eval.val_size=1000 real images held out of the training split)")
+
+    @classmethod
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """The Fréchet distance of generated images to real ones held out of the training split
+        (lower is better); where the config holds none out, the overrides hold out a tenth of the
+        training split, at most 1000 images."""
+        overrides: tuple[str, ...] = ()
+        if not cfg.eval.val_size:
+            n = len(load_split(cfg.data, "train", all_classes=True))
+            overrides = (f"eval.val_size={max(MIN_VAL_SIZE, min(1000, n // 10))}",)
+        return ValidationSpec(VAL_METRIC, "min", overrides, "eval.val_every")
 
     def training(self, ctx: RunContext) -> Training:
         if ctx.world_size > 1:
             raise UserError("task gan trains in one process; run it without torchrun")
-        cfg, g = ctx.cfg, ctx.cfg.gan
-        data = self.data = load_split(cfg.data, "train")
+        cfg, g, ev = ctx.cfg, ctx.cfg.gan, ctx.cfg.eval
+        # the validation slice (eval.val_size) is held out of what the GAN trains on
+        split = validation_split(cfg.data, ev.val_size, ev.val_seed, labelled=False)
+        data = self.data = load_split(cfg.data, "train") if split is None else pretraining_data(cfg.data, split)
+        assert isinstance(data, ImageDataset)
         images = data.images if data.mapped else data.images.to(ctx.device)
         self.size = int(cfg.data.image_size or data.images.shape[-1])
         self.model = build_gan(cfg, data.channels, self.size, ctx.device)
-        batches = RealImages(images, cfg.train.batch_size, cfg.train.seed, ctx.device)
+        batches = RealImages(images, cfg.train.batch_size, cfg.train.seed, ctx.device, rows=data.rows)
         self.step = GanStep(self.model, g, cfg.train.seed, ctx.device)
         self.grids = SampleGrids(self.model, g, cfg.train.seed, ctx.run_dir / "plots", ctx.device)
-        return Training(self.step, batches, unit="images", callbacks=[self.grids])
+        self.val = None
+        if split is not None:
+            held = split.validation()
+            if cfg.data.train_classes is not None and held.labels is not None:  # those of the classes trained on
+                held = held.subset(torch.isin(held.labels, torch.tensor(cfg.data.train_classes)))
+            self.val = fd_validation(cfg, self.model, held.images, split.record(), ctx.device,
+                                     verbose=ctx.is_main and ctx.verbose, note=None if cfg.train.progress else ctx.log)
+        return Training(self.step, batches, unit="images", callbacks=[self.grids, *([self.val] if self.val else [])])
 
     def describe(self, ctx: RunContext) -> str:
         d = self.data
@@ -223,10 +260,18 @@ class GanTask(Task):
                 f"on {ctx.device}, batch {ctx.cfg.train.batch_size}")
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
+        """The last grid and the generator; results.json's ``validation`` (with ``eval.val_size``:
+        the Fréchet distance to the held-out images, measured at the final step too), apart from
+        the test figures of the evaluation."""
         self.grids.grid(summary.steps)
         save_safetensors(self.model.generator.state_dict(), ctx.run_dir / GENERATOR_FILE)
         final = {k: float(v) for k, v in self.step.last.items()}
-        return {"gan_train": {"final": final, "image_size": self.size, "channels": self.data.channels}}
+        out: dict[str, Any] = {"gan_train": {"final": final, "image_size": self.size, "channels": self.data.channels,
+                                             "train_images": len(self.data)}}
+        if self.val is not None:
+            self.val.finish(summary.steps)
+            out["validation"] = self.val.results()
+        return out
 
 
-__all__ = ["GENERATOR_FILE", "GanConfig", "GanRun", "GanTask", "build_gan", "save_grid"]
+__all__ = ["GENERATOR_FILE", "GanConfig", "GanEvalConfig", "GanRun", "GanTask", "build_gan", "save_grid"]

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,12 @@ from contrastkit.training import (
     Training,
     save_safetensors,
 )
+from contrastkit.training.callbacks import Validation
 
 FEATURE_SPACE = "contrastkit SimCLR encoder trained on the real data (not Inception: not comparable with published FID)"
 ENCODER_FILE = "encoder.safetensors"  # an image run's trained encoder (and the cached one's)
 FEATURES_FILE = "features.json"  # the cached encoder's data and model sections
+VAL_METRIC = "val_fd"  # the validation: Fréchet distance of generated to held-out real training images
 
 
 def _sections(data: dict[str, Any]) -> tuple[DataConfig, ModelConfig]:
@@ -177,12 +180,7 @@ def evaluate_gan(cfg: Config, model: Any, device: torch.device, run_dir: Path, *
         print(f"evaluating {run_dir}: {n} generated vs {n} held-out real images", flush=True)
     real = seeded_subset(test, n, seed + 1).images
     real_ref = seeded_subset(train, n, seed + 2).images
-    gen = torch.Generator().manual_seed(seed + 3)
-    fakes = []
-    with torch.no_grad():
-        for start in range(0, n, 500):
-            fakes.append(to_uint8(model.generate(min(500, n - start), gen, device)).cpu())
-    fake = torch.cat(fakes)
+    fake = _generated(model, n, seed + 3, device)
     grid = Path(run_dir) / "plots" / "samples_final.png"
     save_grid(model.generate(min(64, n), torch.Generator().manual_seed(seed + 1), device), grid)
 
@@ -210,6 +208,46 @@ def evaluate_gan(cfg: Config, model: Any, device: torch.device, run_dir: Path, *
         out["d_probe_random_init"] = _probe(fresh.backbone, p_train, p_test, train.num_classes, seed, device)
         out["d_probe"]["train_images"], out["d_probe"]["test_images"] = len(p_train), len(p_test)
     return out
+
+
+def _generated(model: Any, n: int, seed: int, device: torch.device) -> Tensor:
+    """``n`` images of the generator in eval mode from the noise of ``seed``, uint8 on the CPU (its
+    mode restored)."""
+    generator = model.generator
+    was = generator.training
+    generator.eval()
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        with torch.no_grad():
+            return torch.cat([to_uint8(model.generate(min(500, n - start), gen, device)).cpu() for start in range(0, n, 500)])
+    finally:
+        generator.train(was)
+
+
+def fd_validation(cfg: Config, model: Any, held_out: Tensor, record: dict[str, Any], device: torch.device, *,
+                  verbose: bool = True, note: Callable[[str], None] | None = None) -> Validation:
+    """The validation callback of a gan run: the Fréchet distance (``val_fd``, lower is better) of
+    as many generated images (the same noise every time) to the real ``held_out`` images (uint8,
+    held out of the training split; ``record`` says which) in the metrics' feature space (that of
+    the evaluation), every ``eval.val_every`` steps and after the last. The feature encoder is
+    made now, before training (by default trained once and cached, the random state of training
+    left as it was), and the held-out images are encoded once."""
+    train = load_split(cfg.data, "train")  # what the evaluation's feature encoder is keyed by
+    size = int(train.images.shape[-1])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # training's random state untouched
+        encoder, transform, where = feature_encoder(cfg, device, size, train.channels, len(train), verbose=verbose)
+    real = extract_features(encoder, held_out, transform, device=device)
+    n, seed = int(held_out.shape[0]), cfg.train.seed + 6
+
+    def evaluate() -> float:
+        from contrastkit.evaluate.generative import frechet_distance
+
+        fake = extract_features(encoder, _generated(model, n, seed, device), transform, device=device)
+        return frechet_distance(real, fake)
+
+    describe = {"held_out": record, "generated": n, "metric_space": FEATURE_SPACE, "feature_encoder": where}
+    return Validation(evaluate, metric=VAL_METRIC, every=cfg.eval.val_every or None, direction="min",
+                      describe=describe, note=note)
 
 
 def gan_results_table(ev: dict[str, Any]) -> str:

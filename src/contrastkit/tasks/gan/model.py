@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from contrastkit.config import Config
+from contrastkit.config import Config, EvalConfig
 from contrastkit.methods.gan import GANMethod, to_unit
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
@@ -44,6 +44,19 @@ class GanConfig:
     )
     feature_steps: int = option(500, "training steps of the default cached SimCLR feature encoder", ge=1)
     feature_width: int = option(32, "width of the default cached SimCLR feature encoder", ge=1)
+
+
+@dataclass
+class GanEvalConfig(EvalConfig):
+    """Evaluation after training, and the validation of task gan: the Fréchet distance of generated
+    images to real images held out of the training split."""
+
+    val_size: int = option(
+        0, "validation: real images held out of the training split (never trained on); the Fréchet distance of as "
+        "many generated images to them is measured after the last step (0: no validation; else at least 10)", ge=0,
+    )
+    val_seed: int = option(0, "seed of the validation split's draw (independent of train.seed)", ge=0)
+    val_every: int = option(0, "validation every N steps of training too (0: after the last step only)", ge=0)
 
 
 def build_gan(cfg: Config, channels: int, size: int, device: torch.device) -> GANMethod:
