@@ -20,7 +20,7 @@ from torch import Tensor
 
 from contrastkit.config import Config
 from contrastkit.data.interactions import BPRLoader, InteractionData
-from contrastkit.data.interactions.spec import RecsysConfig, run_split, saved_split
+from contrastkit.data.interactions.spec import RecsysConfig, run_split, saved_split, valid_metric_name
 from contrastkit.evaluate.ranking import embedding_scorer
 from contrastkit.evaluate.recommendation import (
     evaluate_recommender,
@@ -67,12 +67,6 @@ def build_model(cfg: Config, data: InteractionData, device: torch.device) -> Gra
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def valid_metric_name(r: RecsysConfig) -> str:
-    """What the validation metric is logged as (train_log.csv, results.json's ``validation``):
-    ``val_`` and ``recsys.valid_metric``, e.g. ``val_ndcg@20``."""
-    return f"val_{r.valid_metric}"
 
 
 class ValidationLog(Callback):
