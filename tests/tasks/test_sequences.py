@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from contrastkit.cli import main
-from contrastkit.errors import UserError
 from contrastkit.data.sequences import (
     SkipGramLoader,
     corpus_from_histories,
@@ -23,6 +22,7 @@ from contrastkit.data.sequences import (
     noise_distribution,
     tokenize,
 )
+from contrastkit.errors import UserError
 from contrastkit.methods.skipgram import SkipGram, kernel_available
 from contrastkit.recipes import load_config
 from contrastkit.runner import evaluate, load_run, train_run

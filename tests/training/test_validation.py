@@ -70,11 +70,20 @@ def test_validation_every_n_steps_keeps_the_best_and_finishes_a_stopped_run(tmp_
 
 
 class Loop:
-    """The part of the trainer a Validation uses, stepped by hand (no model: the values are given)."""
+    """The part of the trainer a Validation uses, stepped by hand (no model: validation ``i``,
+    at step ``(i + 1) * every``, measures ``values[i]``)."""
 
-    def __init__(self, total: int) -> None:
-        self.step, self.total_steps, self.stop_reason = 0, total, None
+    def __init__(self, values: list[float], every: int) -> None:
+        self.values, self.every = values, every
+        self.step, self.total_steps, self.stop_reason = 0, len(values) * every, None
         self.is_main, self.world_size, self.device = True, 1, torch.device("cpu")
+
+    def value(self) -> float:
+        return self.values[self.step // self.every - 1]
+
+    def validation(self, patience: int, min_step: int) -> Validation:
+        return Validation(self.value, metric="val_x", every=self.every, direction="max", patience=patience,
+                          min_step=min_step)
 
     def log_metrics(self, values: dict[str, float]) -> None:
         pass
@@ -88,7 +97,7 @@ class Loop:
     def run(self, val: Validation, until: int | None = None) -> int | None:
         """Steps until the validation stops the run (its step) or ``until`` / the last step (None)."""
         val.on_start(self)  # type: ignore[arg-type]
-        while self.stop_reason is None and self.step < (until or self.total_steps):
+        while self.stop_reason is None and self.step < (self.total_steps if until is None else until):
             self.step += 1
             val.on_step(self, None)  # type: ignore[arg-type]
         return self.step if self.stop_reason == "early_stopping" else None
@@ -115,21 +124,15 @@ def test_patience_stops_after_that_many_validations_without_a_new_best_from_min_
         every, patience = rng.randint(1, 3), rng.randint(1, 4)
         values = [float("nan") if rng.random() < 0.1 else float(rng.randint(0, 5)) for _ in range(rng.randint(1, 12))]
         min_step = rng.randint(0, len(values) * every)
-        total = len(values) * every
-
-        def make() -> Validation:
-            return Validation(lambda: values[loop.step // every - 1], metric="val_x", every=every, direction="max",
-                              patience=patience, min_step=min_step)
-
         expected = naive_stop(values, every, patience, min_step)
-        loop = Loop(total)
-        assert loop.run(make()) == expected, (case, values, every, patience, min_step)
+        loop = Loop(values, every)
+        assert loop.run(loop.validation(patience, min_step)) == expected, (case, values, every, patience, min_step)
         stops.add(expected is None)
-        cut = rng.randint(0, total)
-        loop = Loop(total)
-        first = make()
+        loop = Loop(values, every)
+        cut = rng.randint(0, loop.total_steps)
+        first = loop.validation(patience, min_step)
         stopped = loop.run(first, until=cut)
-        second = make()
+        second = loop.validation(patience, min_step)
         second.load_state_dict(first.state_dict())
         loop.stop_reason = None
         resumed = loop.run(second)

@@ -117,6 +117,10 @@ def recsys_validation(model: GraphRecommender, data: InteractionData, ctx: RunCo
         log.write(metrics, time.perf_counter() - t0)
         return float(metrics[r.valid_metric])
 
+    def note(line: str) -> None:  # "epoch E, step S: val_ndcg@20 ..."
+        assert log.trainer is not None
+        ctx.log(f"epoch {math.ceil(log.trainer.step / steps_per_epoch)}, {line}")
+
     def keep(step: int, value: float) -> None:
         assert log.trainer is not None
         log.best_elapsed = log.trainer.elapsed
@@ -127,7 +131,7 @@ def recsys_validation(model: GraphRecommender, data: InteractionData, ctx: RunCo
         evaluate, metric=valid_metric_name(r), every=r.eval_every * steps_per_epoch, direction="max", keep=keep,
         describe={"split": "valid", "eval_every_epochs": r.eval_every, "patience": r.patience,
                   "min_epochs": r.min_epochs},
-        note=None if cfg.train.progress else ctx.log, patience=r.patience, min_step=r.min_epochs * steps_per_epoch,
+        note=None if cfg.train.progress else note, patience=r.patience, min_step=r.min_epochs * steps_per_epoch,
     )
     return log, validation
 
