@@ -17,7 +17,7 @@ from contrastkit.errors import UserError
 from contrastkit.recipes import load_config
 from contrastkit.runner import evaluate, load_run, train_run
 from contrastkit.runs import new_run_dir
-from contrastkit.tasks import FindsSimilar, Recommends
+from contrastkit.tasks import FindsSimilar, Recommends, ValidationSpec, get_task
 from contrastkit.training import Callback
 
 from ..conftest import SHARED_DATA
@@ -112,8 +112,8 @@ class KillAt(Callback):
 
 
 def test_early_stopping_state_survives_kills_around_a_validation(tmp_path: Path) -> None:
-    """Early stopping is the task's own state (best value and epoch, validations without
-    improvement, their count): a run killed after a validation and before its checkpoint, and
+    """Early stopping is the state of the run's Validation (best value and step, validations
+    without improvement, the curve): a run killed after a validation and before its checkpoint, and
     again right after the next validation's checkpoint, then resumed, validates each epoch once
     and stops where an uninterrupted run stops. With lr 1e-9 nothing improves after epoch 1:
     patience 3 stops training after the validation of epoch 4."""
@@ -134,6 +134,19 @@ def test_early_stopping_state_survives_kills_around_a_validation(tmp_path: Path)
     assert [int(r["step"]) for r in log] == [per_epoch * e for e in (1, 2, 3, 4)]
     assert es["validations"] == 4 and es["stopped_early"] and es["best_epoch"] == 1
     assert summary.stopped_by == "early_stopping" and summary.epochs_done == 4
+    # the one Validation measured it: results.json's `validation`, its metric in train_log.csv once per validation
+    val = extra["validation"]
+    assert val["metric"] == "val_ndcg@10" and val["stopped_early"] and val["kept_best"]
+    assert get_task("recsys").validation(cfg) == ValidationSpec("val_ndcg@10", "max", (), "recsys.eval_every")
+    assert [p["step"] for p in val["curve"]] == [per_epoch * e for e in (1, 2, 3, 4)]
+    assert val["value"] == val["best"] == es["best"] and val["best_step"] == per_epoch
+    logged = [(int(r["step"]), float(r["val_ndcg@10"])) for r in csv.DictReader((run / "train_log.csv").open())
+              if r.get("val_ndcg@10")]
+    assert logged == [(p["step"], pytest.approx(p["value"])) for p in val["curve"]]
+    # a stopped run resumed stops at once: no step, no validation more
+    again, extra2 = train_run(cfg, run, resume=True, progress=False, verbose=False)
+    assert again.steps == summary.steps and again.stopped_by == "early_stopping"
+    assert extra2["validation"]["evaluations"] == 4 and len(list(csv.DictReader((run / "validation_log.csv").open()))) == 4
     # the evaluated model is the best checkpoint: its validation metric is the one recorded
     ev = evaluate(load_run(run), verbose=False, report=False)
     assert ev["valid"]["lightgcn"]["ndcg@10"] == pytest.approx(es["best"], abs=1e-6)

@@ -22,6 +22,7 @@ from contrastkit.data.sequences import (
     noise_distribution,
     tokenize,
 )
+from contrastkit.errors import UserError
 from contrastkit.methods.skipgram import SkipGram, kernel_available
 from contrastkit.recipes import load_config
 from contrastkit.runner import evaluate, load_run, train_run
@@ -222,6 +223,65 @@ def test_item2vec_cli_on_tiny_movielens(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["embed", str(bare), "--out", str(tmp_path / "e.npz")]) == 0
     with np.load(tmp_path / "e.npz") as e:
         assert e["item_embeddings"].shape[0] > 0 and len(e["user_ids"]) == 60, list(e.keys())
+
+
+def naive_ndcg(users: np.ndarray, items: np.ndarray, train: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """NDCG@k of ranking every item by user · item, the user's train items left out, averaged
+    over the users with targets: a loop per user."""
+    values = []
+    for u in sorted(set(targets[:, 0].tolist())):
+        scores = items @ users[u]
+        scores[train[train[:, 0] == u, 1]] = -np.inf
+        relevant = set(targets[targets[:, 0] == u, 1].tolist())
+        top = np.argsort(-scores, kind="stable")[:k]
+        dcg = sum(1 / math.log2(rank + 2) for rank, i in enumerate(top) if int(i) in relevant)
+        values.append(dcg / sum(1 / math.log2(rank + 2) for rank in range(min(len(relevant), k))))
+    return float(np.mean(values))
+
+
+@pytest.mark.skipif(not kernel_available(), reason="numba is not installed (the kernel is optional)")
+def test_item2vec_validates_on_the_valid_split_and_resumes_exactly(tmp_path: Path) -> None:
+    """item2vec measures val_ndcg@10 on the valid split every eval.valid_every steps and after the
+    last: results.json's ``validation``, whose value is NDCG@10 computed here from the saved user
+    and item vectors. A run interrupted and resumed (the numba kernel, one thread) measures the same
+    curve and ends with the same vectors, bit for bit. word2vec on a text corpus has no validation."""
+    from contrastkit.index.vectors import load_vectors
+    from contrastkit.runs import new_run_dir
+    from contrastkit.tasks import ValidationSpec, get_task
+
+    from ..conftest import InterruptAt, Interrupted
+
+    root = write_tiny_movielens(tmp_path / "ml", n_users=60)
+    sets = ["recsys.root=" + str(root), "recsys.eval_ks=[5, 10, 20]", "recsys.valid_metric=ndcg@10", "train.epochs=4",
+            "train.progress=false", "method.embedding_dim=16", "train.batch_size=32", "method.sample=0",
+            "method.kernel=numba", "train.num_threads=1", "eval.valid_every=3", "train.checkpoint_every=4"]
+    cfg = load_config("ml100k-item2vec", sets)
+    assert get_task("sequences").validation(cfg) == ValidationSpec("val_ndcg@10", "max", (), "eval.valid_every")
+    full = new_run_dir(cfg, str(tmp_path / "full"), resume=False)
+    summary, extra = train_run(cfg, full, progress=False, verbose=False)
+    val = extra["validation"]
+    steps = [p["step"] for p in val["curve"]]
+    assert summary.steps > 6 and steps == [*range(3, summary.steps + 1, 3), *([summary.steps] if summary.steps % 3 else [])]
+    assert val["metric"] == "val_ndcg@10" and val["value"] == val["curve"][-1]["value"] and not val["kept_best"]
+    data, saved = load_run(full).interactions(), load_vectors(full)
+    assert saved is not None
+    users, items = (t.double().numpy() for t in saved)
+    assert val["value"] == pytest.approx(naive_ndcg(users, items, data.train, data.valid, 10), abs=1e-6)
+    assert 0 < val["value"] < 1
+
+    cut = new_run_dir(cfg, str(tmp_path / "cut"), resume=False)
+    with pytest.raises(Interrupted):  # after the validation of step 6, from the checkpoint of step 4
+        train_run(cfg, cut, progress=False, verbose=False, callbacks=[InterruptAt(7)])
+    _, again = train_run(cfg, cut, resume=True, progress=False, verbose=False)
+    assert again["validation"]["curve"] == [{**p, "seconds": q["seconds"]} for p, q in zip(
+        val["curve"], again["validation"]["curve"], strict=True)]
+    assert all(torch.equal(a, b) for a, b in zip(saved, load_vectors(cut) or (), strict=True))
+
+    text = load_config("text-word2vec", ["sequences.text_file=x.txt"])
+    with pytest.raises(UserError, match=r"^word2vec on a text corpus has no validation split \(its word-similarity"):
+        get_task("sequences").validation(text)
+    with pytest.raises(UserError, match=r"^eval.valid_every: word2vec on a text corpus has no validation split"):
+        load_config("text-word2vec", ["eval.valid_every=5"])
 
 
 ML100K = SHARED_DATA / "ml-100k"

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from contrastkit.config import Config
 from contrastkit.data.interactions import BPRLoader, InteractionData
-from contrastkit.data.interactions.spec import RecsysConfig, run_split, saved_split
+from contrastkit.data.interactions.spec import RecsysConfig, run_split, saved_split, valid_metric_name
 from contrastkit.evaluate.ranking import embedding_scorer
 from contrastkit.evaluate.recommendation import (
     evaluate_recommender,
@@ -38,7 +38,7 @@ from contrastkit.index.vectors import (
 from contrastkit.methods.recsys import GraphRecommender
 from contrastkit.methods.registry import get_method
 from contrastkit.runs import CHECKPOINTS, load_run_weights
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, number, register_task
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, ValidationSpec, number, register_task
 from contrastkit.training import (
     Callback,
     GradientStep,
@@ -48,6 +48,7 @@ from contrastkit.training import (
     atomic_save,
     load_checkpoint,
 )
+from contrastkit.training.callbacks import Validation
 from contrastkit.training.loggers import CsvLogger
 
 BEST_CHECKPOINT = "best.pt"
@@ -65,80 +66,95 @@ def build_model(cfg: Config, data: InteractionData, device: torch.device) -> Gra
     return model.to(device)
 
 
-# ----------------------------------------------------------------------------- early stopping
+# ----------------------------------------------------------------------------- validation
 
 
-class EarlyStopping(Callback):
-    """Validate every ``recsys.eval_every`` epochs (and after the last step), keep the best
-    weights in checkpoints/best.pt, stop after ``recsys.patience`` validations without
-    improvement (not before ``recsys.min_epochs``). Its state is part of the run's checkpoint,
-    written right after each validation: a kill between two validations never counts one twice."""
+class ValidationLog(Callback):
+    """What the one :class:`Validation` of a recsys run leaves to the task: validation_log.csv
+    (every metric of each validation, a row each, written by rank 0 from inside the evaluation;
+    rows past the checkpoint a resumed run starts from are dropped, so none is written twice) and
+    the training time at the best validation (its state, saved with the checkpoint). Placed
+    before the Validation: it holds the trainer the evaluation reads its step and loss from."""
 
-    def __init__(self, model: GraphRecommender, data: InteractionData, ctx: RunContext) -> None:
-        self.model, self.data, self.ctx, self.cfg = model, data, ctx, ctx.cfg
-        self.metric = ctx.cfg.recsys.valid_metric
-        self.state: dict[str, Any] = {
-            "best": -math.inf, "best_epoch": 0, "best_elapsed": 0.0, "bad": 0, "stopped": False,
-            "valid_seconds": 0.0, "validations": 0,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.state)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state.update(state)
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.trainer: Trainer | None = None
+        self.log: CsvLogger | None = None
+        self.best_elapsed = 0.0
 
     def on_start(self, trainer: Trainer) -> None:
-        self.log = CsvLogger(self.ctx.run_dir / VALID_LOG, trainer.step)  # rows after the checkpoint are redone
-        if self.state["stopped"]:
-            trainer.stop("early_stopping")
+        self.trainer = trainer
+        if trainer.is_main:
+            self.log = CsvLogger(self.ctx.run_dir / VALID_LOG, trainer.step)
 
-    def on_step(self, trainer: Trainer, logs: dict[str, float] | None) -> None:
+    def write(self, metrics: dict[str, float], seconds: float) -> None:
+        trainer = self.trainer
+        assert trainer is not None
         step, per_epoch = trainer.step, trainer.steps_per_epoch
-        last = step >= trainer.total_steps
-        if step % per_epoch != 0 and not last:
-            return
-        epoch = math.ceil(step / per_epoch)
-        if epoch % self.cfg.recsys.eval_every != 0 and not last:
-            return
-        t0 = time.perf_counter()
-        metrics = split_metrics(embedding_scorer(*self.model.embeddings()), self.data, self.cfg.recsys, "valid", self.ctx.device)
-        seconds = time.perf_counter() - t0
-        value = float(metrics[self.metric])
-        st = self.state
-        st["valid_seconds"] += seconds
-        st["validations"] += 1
-        if value > st["best"]:
-            st.update(best=value, best_epoch=epoch, best_elapsed=trainer.elapsed, bad=0)
-            atomic_save(
-                {"model": self.model.state_dict(), "epoch": epoch, "metric": value, "step": step},
-                self.ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT,
-            )
-        else:
-            st["bad"] += 1
-        self.log.log_metrics(step, {"epoch": epoch, "loss": trainer.last_loss(), **metrics, "seconds": seconds})
-        if self.ctx.verbose and not self.cfg.train.progress:
-            print(f"epoch {epoch}: valid {self.metric} {value:.4f} (best {st['best']:.4f} at {st['best_epoch']})", flush=True)
-        if st["bad"] >= self.cfg.recsys.patience and epoch >= self.cfg.recsys.min_epochs:
-            st["stopped"] = True
-            trainer.stop("early_stopping")
-        trainer.request_checkpoint()
+        if self.log is not None:
+            self.log.log_metrics(step, {"epoch": math.ceil(step / per_epoch), "loss": trainer.last_loss(), **metrics,
+                                        "seconds": seconds})
 
-    def results(self, summary: TrainSummary) -> dict[str, Any]:
-        """The ``early_stopping`` entry of results.json."""
-        st = self.state
-        train_seconds = max(summary.seconds - st["valid_seconds"], 0.0)
-        return {
-            "metric": self.metric,
-            "best": st["best"] if math.isfinite(st["best"]) else None,
-            "best_epoch": st["best_epoch"],
-            "seconds_to_best": st["best_elapsed"],
-            "stopped_early": st["stopped"],
-            "validations": st["validations"],
-            "validation_seconds": st["valid_seconds"],
-            "train_seconds": train_seconds,
-            "seconds_per_epoch": train_seconds / summary.epochs_done if summary.epochs_done else None,
-        }
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_elapsed": self.best_elapsed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_elapsed = float(state.get("best_elapsed", 0.0))  # an older run's EarlyStopping state has it too
+
+
+def recsys_validation(model: GraphRecommender, data: InteractionData, ctx: RunContext,
+                      steps_per_epoch: int) -> tuple[ValidationLog, Validation]:
+    """The run's validation on the valid split (train items masked): ``recsys.valid_metric``
+    every ``recsys.eval_every`` epochs and after the last step, the best weights in
+    checkpoints/best.pt, training stopped after ``recsys.patience`` validations without a new
+    best (not before epoch ``recsys.min_epochs``)."""
+    cfg, r = ctx.cfg, ctx.cfg.recsys
+    log = ValidationLog(ctx)
+
+    def evaluate() -> float:
+        t0 = time.perf_counter()
+        metrics = split_metrics(embedding_scorer(*model.embeddings()), data, r, "valid", ctx.device)
+        log.write(metrics, time.perf_counter() - t0)
+        return float(metrics[r.valid_metric])
+
+    def note(line: str) -> None:  # "epoch E, step S: val_ndcg@20 ..."
+        assert log.trainer is not None
+        ctx.log(f"epoch {math.ceil(log.trainer.step / steps_per_epoch)}, {line}")
+
+    def keep(step: int, value: float) -> None:
+        assert log.trainer is not None
+        log.best_elapsed = log.trainer.elapsed
+        atomic_save({"model": model.state_dict(), "epoch": math.ceil(step / steps_per_epoch), "metric": value,
+                     "step": step}, ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT)
+
+    validation = Validation(
+        evaluate, metric=valid_metric_name(r), every=r.eval_every * steps_per_epoch, direction="max", keep=keep,
+        describe={"split": "valid", "eval_every_epochs": r.eval_every, "patience": r.patience,
+                  "min_epochs": r.min_epochs},
+        note=None if cfg.train.progress else note, patience=r.patience, min_step=r.min_epochs * steps_per_epoch,
+    )
+    return log, validation
+
+
+def early_stopping_entry(validation: Validation, log: ValidationLog, summary: TrainSummary, r: RecsysConfig,
+                         steps_per_epoch: int, during: float) -> dict[str, Any]:
+    """results.json's ``early_stopping`` (what the run's headline and the benchmark tables read),
+    from the Validation: the best validation and its epoch, the training time to it, whether
+    patience stopped the run, and the training time without the ``during`` seconds of
+    validations inside the run's time."""
+    train_seconds = max(summary.seconds - during, 0.0)
+    best_step = validation.best_step
+    return {
+        "metric": r.valid_metric,
+        "best": validation.best,
+        "best_epoch": 0 if best_step is None else math.ceil(best_step / steps_per_epoch),
+        "seconds_to_best": log.best_elapsed,
+        "stopped_early": validation.stopped,
+        "validations": len(validation.curve),
+        "validation_seconds": validation.seconds,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / summary.epochs_done if summary.epochs_done else None,
+    }
 
 
 # ----------------------------------------------------------------------------- the run
@@ -242,9 +258,10 @@ class RecsysTask(Task):
         data = self.data = run_split(ctx.run_dir, cfg.recsys, cfg.train.seed, resume=ctx.resume)
         model = build_model(cfg, data, ctx.device)
         loader = BPRLoader(data.train, data.n_items, batch_size=cfg.train.batch_size, seed=cfg.train.seed, device=ctx.device)
-        self.stopper = EarlyStopping(model, data, ctx)
+        self.steps_per_epoch = len(loader)
+        self.valid_log, self.validator = recsys_validation(model, data, ctx, self.steps_per_epoch)
         return Training(GradientStep(model, cfg.optim, cfg.train, device=ctx.device), loader, unit="interactions",
-                        callbacks=[self.stopper])
+                        callbacks=[self.valid_log, self.validator])
 
     def describe(self, ctx: RunContext) -> str:
         s, r = self.data.stats, ctx.cfg.recsys
@@ -254,5 +271,18 @@ class RecsysTask(Task):
             f"{s['train']}/{s['valid']}/{s['test']} train/valid/test interactions ({r.split} split) on {ctx.device}"
         )
 
+    @classmethod
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """``val_`` + ``recsys.valid_metric`` on the valid split, higher is better, every
+        ``recsys.eval_every`` epochs."""
+        return ValidationSpec(valid_metric_name(cfg.recsys), "max", (), "recsys.eval_every")
+
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
-        return {"early_stopping": self.stopper.results(summary)}
+        """results.json's ``validation`` (the one shape of every task; a run stopped between two
+        validations, by its time budget, is validated at its final step too) and
+        ``early_stopping`` (derived from it)."""
+        val = self.validator
+        during = val.seconds  # the validations inside the run's time
+        val.finish(summary.steps)
+        es = early_stopping_entry(val, self.valid_log, summary, ctx.cfg.recsys, self.steps_per_epoch, during)
+        return {"validation": val.results(), "early_stopping": es}

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contrastkit.config import Config
+from contrastkit.config import Config, EvalConfig
 from contrastkit.data.interactions import InteractionData
-from contrastkit.data.interactions.spec import DATA_DIR, RecsysConfig, run_split, saved_split
+from contrastkit.data.interactions.spec import DATA_DIR, RecsysConfig, run_split, saved_split, valid_metric_name
 from contrastkit.data.sequences import (
     TOKENIZERS,
     SkipGramBlocks,
@@ -39,7 +39,7 @@ from contrastkit.data.sequences import (
 )
 from contrastkit.errors import UserError
 from contrastkit.evaluate.ranking import embedding_scorer
-from contrastkit.evaluate.recommendation import evaluate_recommender, ranking_table
+from contrastkit.evaluate.recommendation import evaluate_recommender, ranking_table, split_metrics
 from contrastkit.index.keyed import KeyedVectors
 from contrastkit.index.vectors import (
     UserItemVectors,
@@ -52,7 +52,7 @@ from contrastkit.methods.registry import get_method
 from contrastkit.methods.skipgram import kernel_available
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, ValidationSpec, register_task
 from contrastkit.training import (
     Clock,
     GradientStep,
@@ -62,6 +62,7 @@ from contrastkit.training import (
     autocast_dtype,
     peak_lr,
 )
+from contrastkit.training.callbacks import Validation
 
 SOURCES: tuple[str, ...] = ("text", "interactions")
 ORDERS: tuple[str, ...] = ("time", "set")
@@ -87,6 +88,19 @@ class SequencesConfig:
         "the folder holding SICK.txt (or its sick/), searched first; then $CONTRASTKIT_DATA/sick, "
         "~/.cache/contrastkit/sick, ../shared/data/sick",
     )
+
+
+@dataclass
+class SequencesEvalConfig(EvalConfig):
+    """Evaluation after training, and of item2vec during it on the validation split."""
+
+    valid_every: int = option(
+        0, "interactions: val_ + recsys.valid_metric on the valid split every N steps of training (0: after the "
+        "last step only; text corpora have no validation split)", ge=0)
+
+
+NO_TEXT_VALIDATION = ("word2vec on a text corpus has no validation split (its word-similarity and analogy data "
+                      "are its test); item2vec (sequences.source=interactions) validates on the valid split")
 
 
 def read_word_pairs(path: str) -> tuple[list[str], list[str], list[float]]:
@@ -126,6 +140,15 @@ def history_scorer(inputs: Tensor, outputs: Tensor, train: np.ndarray, n_users: 
     frequency = torch.bincount(pairs[:, 1], minlength=inputs.shape[0]).double() + 0.5
     log_p = (frequency / frequency.sum()).log().float().unsqueeze(1)
     return torch.cat([users / counts, torch.ones(n_users, 1)], 1), torch.cat([outputs, log_p], 1)
+
+
+def item2vec_vectors(model: nn.Module, data: InteractionData) -> tuple[Tensor, Tensor, Tensor]:
+    """(input vectors, users, items) of a skip-gram model trained on ``data``'s histories, on
+    the CPU: what the run saves and what its validation ranks."""
+    state = model.state_dict()
+    inputs, outputs = state["input.weight"].detach().float().cpu(), state["output.weight"].detach().float().cpu()
+    users, items = history_scorer(inputs, outputs, data.train, data.n_users)
+    return inputs, users, items
 
 
 # ----------------------------------------------------------------------------- the step
@@ -201,6 +224,12 @@ class SkipGramKernelStep:
         self.kernel.train(blocks.epoch_corpus(0), blocks.offsets, nothing, lr=0.0, seed=0, epoch=0)  # compile (or load) now
         self.late = (0.0, 0)  # what jobs finished after their step reported
 
+    def settle(self) -> None:
+        """Wait for every submitted job (before the weights are read or saved); their loss and
+        pairs go to the next step's logs."""
+        loss, pairs = self.kernel.drain()
+        self.late = (self.late[0] + loss, self.late[1] + pairs)
+
     def __call__(self, batch: dict[str, Any], clock: Clock) -> StepOutput:
         lr = self.lr * clock.lr_factor
         # several threads: returns with at most a job per helper still running; the loss and pairs are
@@ -215,7 +244,7 @@ class SkipGramKernelStep:
         return StepOutput(torch.tensor(loss, dtype=torch.float64), logs)
 
     def state_dict(self) -> dict[str, Any]:
-        self.late = self.kernel.drain()  # every submitted job done before the weights are saved (or read)
+        self.settle()  # every submitted job done before the weights are saved (or read)
         return {"model": self.model.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -376,7 +405,9 @@ class SequencesTask(Task):
     """Token embeddings from sequences: word2vec on text, item2vec on interaction histories."""
 
     name = "sequences"
-    sections: ClassVar[dict[str, type | None]] = {"sequences": SequencesConfig, "recsys": RecsysConfig}
+    sections: ClassVar[dict[str, type | None]] = {
+        "sequences": SequencesConfig, "recsys": RecsysConfig, "eval": SequencesEvalConfig,
+    }
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
         "train": ("channels_last", "sync_batchnorm"),
         "eval": ("baselines", "plots", "batch_size"),
@@ -390,6 +421,19 @@ class SequencesTask(Task):
         if s.source == "text":
             return s.text_file or "a text file (sequences.text_file)", ""
         return ("given split files (recsys.root)" if r.split == "given" else r.data), ""
+
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        if cfg.sequences.source == "text" and cfg.eval.valid_every:
+            raise UserError(f"eval.valid_every: {NO_TEXT_VALIDATION}")
+
+    @classmethod
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """item2vec: ``val_`` + ``recsys.valid_metric`` on the valid split, higher is better,
+        every ``eval.valid_every`` steps; word2vec on a text corpus has none."""
+        if cfg.sequences.source == "text":
+            raise UserError(NO_TEXT_VALIDATION)
+        return ValidationSpec(valid_metric_name(cfg.recsys), "max", (), "eval.valid_every")
 
     def load(self, run_dir: Path) -> TrainedRun:
         cls = ItemVectorsRun if self.cfg.sequences.source == "interactions" else WordVectorsRun
@@ -439,7 +483,23 @@ class SequencesTask(Task):
             self.kernel_note = f"PyTorch ({why})"
             kind = SkipGramSGDStep if plain_sgd(cfg.optim, cfg.train, ctx.device) else GradientStep
             step = kind(model, cfg.optim, cfg.train, device=ctx.device)
-        return Training(step, loader, unit="tokens")
+        self.validator = None if self.interactions is None else self._validation(ctx, step, self.interactions)
+        return Training(step, loader, unit="tokens", callbacks=[self.validator] if self.validator is not None else [])
+
+    def _validation(self, ctx: RunContext, step: Any, data: InteractionData) -> Validation:
+        """item2vec's validation: ``recsys.valid_metric`` of the users' history vectors on the
+        valid split (train items masked) every ``eval.valid_every`` steps and after the last (the
+        kernel's jobs finished first; nothing the training draws from is touched)."""
+        cfg, r = ctx.cfg, ctx.cfg.recsys
+
+        def evaluate() -> float:
+            if isinstance(step, SkipGramKernelStep):
+                step.settle()
+            _, users, items = item2vec_vectors(self.model, data)
+            return float(split_metrics(embedding_scorer(users, items), data, r, "valid", ctx.device)[r.valid_metric])
+
+        return Validation(evaluate, metric=valid_metric_name(r), every=cfg.eval.valid_every or None, direction="max",
+                          describe={"split": "valid"}, note=None if cfg.train.progress else ctx.log)
 
     def describe(self, ctx: RunContext) -> str:
         what = "histories" if self.interactions is not None else "sentences"
@@ -449,12 +509,18 @@ class SequencesTask(Task):
         )
 
     def after_training(self, ctx: RunContext, summary: Any) -> dict[str, Any]:
-        if ctx.is_main:
-            vectors = self.model.vectors()  # type: ignore[operator]
-            np.savez(ctx.run_dir / VECTORS_FILE, vectors=vectors.numpy(), tokens=np.asarray(self.corpus.vocab),
-                     counts=self.corpus.counts)
-            if self.interactions is not None:  # user / item vectors for embed, export, recommend (with or without eval)
-                outputs = self.model.state_dict()["output.weight"].detach().float()
-                users, items = history_scorer(vectors, outputs, self.interactions.train, self.interactions.n_users)
-                save_vectors(ctx.run_dir, users, items)
-        return {}
+        """vectors.npz; for item2vec the user and item vectors and results.json's ``validation``
+        (a run stopped before its last step, by its time budget, is validated at its final step)."""
+        if not ctx.is_main:
+            return {}
+        vectors = self.model.vectors()  # type: ignore[operator]
+        np.savez(ctx.run_dir / VECTORS_FILE, vectors=vectors.numpy(), tokens=np.asarray(self.corpus.vocab),
+                 counts=self.corpus.counts)
+        if self.interactions is None:
+            return {}
+        # user / item vectors for embed, export, recommend (with or without eval)
+        _, users, items = item2vec_vectors(self.model, self.interactions)
+        save_vectors(ctx.run_dir, users, items)
+        assert self.validator is not None
+        self.validator.finish(summary.steps)
+        return {"validation": self.validator.results()}

@@ -111,6 +111,13 @@ def metric_key(r: RecsysConfig) -> tuple[str, int]:
     return match.group(1), k
 
 
+def valid_metric_name(r: RecsysConfig) -> str:
+    """What the validation metric of a run on the valid split is logged as (train_log.csv,
+    results.json's ``validation``; recsys and item2vec): ``val_`` and ``valid_metric``, e.g.
+    ``val_ndcg@20``."""
+    return f"val_{r.valid_metric}"
+
+
 def _path(r: RecsysConfig, value: str) -> Path:
     return Path(r.root) / value if r.root and not Path(value).is_absolute() else Path(value)
 
