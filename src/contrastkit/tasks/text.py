@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -275,13 +276,16 @@ class TextTask(Task):
         encoder. Where the config has no dev set: SICK's trial split for a run on ``sick:``,
         else a slice of the training pairs, measured every 100 steps."""
         from contrastkit.evaluate.text_dev import DEV_DIRECTION, dev_metric
-        from contrastkit.recipes import apply_overrides
 
-        overrides: tuple[str, ...] = ()
-        if not cls.validates(cfg):
-            sick = str(cfg.text.train_file).startswith("sick:")
-            overrides = ("text.dev_file=sick:trial",) if sick else ("eval.dev_every=100",)
-        checked = apply_overrides(cfg, list(overrides))  # one line where no dev set can be held out (unsupervised simcse)
+        if cls.validates(cfg):
+            return ValidationSpec(dev_metric(cfg.text), DEV_DIRECTION, (), "eval.dev_every")
+        sections = dict(cfg.sections)
+        if str(cfg.text.train_file).startswith("sick:"):
+            overrides, sections["text"] = ("text.dev_file=sick:trial",), replace(cfg.text, dev_file="sick:trial")
+        else:
+            overrides, sections["eval"] = ("eval.dev_every=100",), replace(cfg.eval, dev_every=100)
+        checked = replace(cfg, sections=sections)
+        cls.validate(checked)  # one line where no dev set can be held out (unsupervised simcse)
         return ValidationSpec(dev_metric(checked.text), DEV_DIRECTION, overrides, "eval.dev_every")
 
     def _dev_callback(self, ctx: RunContext, model: Any, held_out: Any) -> Any:
