@@ -58,7 +58,7 @@ def test_monitor_curve_reaches_tensorboard_csv_results_and_report(tmp_path: Path
                              "eval.linear_epochs": 2})
     assert main(["train", "--out", str(run), *[x for s in sets for x in ("--set", s)]]) == 0
     results = json.loads((run / "results.json").read_text())
-    monitor = results["monitor"]
+    monitor = results["validation"]
     steps = [p["step"] for p in monitor["curve"]]
     assert steps == [2, 4, 5] and monitor["final"]["step"] == 5  # every 2 steps and at the last one
     assert monitor["metric"] == "val_knn_acc" and monitor["direction"] == "max" and monitor["every"] == 2
@@ -66,7 +66,8 @@ def test_monitor_curve_reaches_tensorboard_csv_results_and_report(tmp_path: Path
     accuracy = [p["value"] for p in monitor["curve"]]
     assert monitor["best"] == max(accuracy) and monitor["best_step"] == steps[accuracy.index(max(accuracy))]
     assert all(0.2 < a <= 1.0 for a in accuracy)  # 10 classes: chance is 0.1
-    assert results["validation"]["size"] == 300 and results["validation"]["from"] == "train"
+    assert monitor["split"]["size"] == 300 and monitor["split"]["from"] == "train"
+    assert monitor["value"] == accuracy[-1] and not monitor["kept_best"]  # the run's figure: its last point
     # with the whole bank and slice, the last point is the evaluation's kNN on the validation split
     assert results["eval"]["validation"]["knn"]["accuracy"] == pytest.approx(accuracy[-1], abs=1e-9)
     rows = _rows(run)
@@ -93,13 +94,14 @@ def test_monitor_leaves_training_unchanged_and_resumes_its_curve(tmp_path: Path,
     _, full = train_run(with_monitor, runs["full"], progress=False, verbose=False)
     train_run(without, runs["plain"], progress=False, verbose=False)
     losses = [r["loss"] for r in _rows(runs["full"]) if r["loss"]]  # the monitor's values are rows of their own
-    assert len(losses) == 5 and losses == [r["loss"] for r in _rows(runs["plain"])]
+    assert len(losses) == 5 and losses == [r["loss"] for r in _rows(runs["plain"]) if r["loss"]]
+    assert [r["step"] for r in _rows(runs["plain"]) if r["val_knn_acc"]] == ["5"]  # monitor_every 0: the last step only
     with pytest.raises(Interrupted):
         train_run(with_monitor, runs["cut"], progress=False, verbose=False, callbacks=[InterruptAt(3)])
     assert [p["step"] for p in load_checkpoint(runs["cut"] / "checkpoints" / "last.pt")["callbacks"][1]["curve"]] == [2]
     _, cut = train_run(with_monitor, runs["cut"], resume=True, progress=False, verbose=False)
-    strip = [{k: v for k, v in p.items() if k != "seconds"} for p in full["monitor"]["curve"]]
-    assert [{k: v for k, v in p.items() if k != "seconds"} for p in cut["monitor"]["curve"]] == strip
+    strip = [{k: v for k, v in p.items() if k != "seconds"} for p in full["validation"]["curve"]]
+    assert [{k: v for k, v in p.items() if k != "seconds"} for p in cut["validation"]["curve"]] == strip
 
 
 @pytest.mark.parametrize(("sets", "message"), [
@@ -111,3 +113,13 @@ def test_bad_validation_settings_are_one_line(tmp_path: Path, capsys: pytest.Cap
     assert main(["train", "--out", str(tmp_path / "run"), *[x for s in sets for x in ("--set", s)]]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_the_image_task_names_its_validation() -> None:
+    """A config without a validation slice gets one of a tenth of the training split from the spec."""
+    from contrastkit.tasks import get_task
+
+    spec = get_task("image").validation(load_config("digits-simclr", []))
+    assert (spec.metric, spec.direction, spec.every) == ("val_knn_acc", "max", "eval.monitor_every")
+    assert spec.overrides == ("eval.val_size=143",)  # digits' training split: 1,437 images
+    assert get_task("image").validation(load_config("digits-simclr", ["eval.val_size=300"])).overrides == ()

@@ -225,3 +225,18 @@ def test_dev_set_and_source_mistakes_are_one_line_errors(tmp_path: Path) -> None
     pairs = _pairs_sets(paths, **{"eval.dev_every": 2, "text.lazy": True, "text.train_file": str(paths["corpus"])})
     with pytest.raises(UserError, match=r"^eval.dev_every with text.lazy needs text.dev_file"):
         load_config(None, pairs[1::2])
+
+
+def test_the_text_task_names_its_validation() -> None:
+    """SICK runs validate on SICK's trial split; pairs without a dev file on a held-out slice; unsupervised
+    sentences without a dev file cannot be validated (one line)."""
+    from contrastkit.errors import UserError
+    from contrastkit.tasks import get_task
+
+    text = get_task("text")
+    spec = text.validation(load_config("sick-cosent", []))
+    assert (spec.metric, spec.overrides, spec.every) == ("dev_sts_spearman", ("text.dev_file=sick:trial",), "eval.dev_every")
+    pairs = load_config("sick-pairs", ["text.train_file=pairs.jsonl"])
+    assert text.validation(pairs).overrides == ("eval.dev_every=100",) and text.validation(pairs).metric == "dev_mrr@10"
+    with pytest.raises(UserError, match=r"needs text\.dev_file"):
+        text.validation(load_config("sick-simcse", ["text.train_file=sentences.txt"]))

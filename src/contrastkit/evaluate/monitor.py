@@ -75,10 +75,10 @@ class KnnAccuracy:
                 "temperature": self.temperature}
 
 
-def knn_monitor(split: ValidationSplit, encoder: nn.Module, *, bank_size: int, val_size: int, every: int,
+def knn_monitor(split: ValidationSplit, encoder: nn.Module, *, bank_size: int, val_size: int, every: int | None,
                 note: Callable[[str], None] | None = None, **kwargs: Any) -> Validation:
     """The validation callback measuring :class:`KnnAccuracy` (``val_knn_acc``, higher is better)
-    every ``every`` steps on ``split``: a seeded sample of ``bank_size`` training images outside
+    every ``every`` steps (None: after the last only) on ``split``: a seeded sample of ``bank_size`` training images outside
     the validation slice as the bank, ``val_size`` of the slice's images (seeded with the slice's
     seed, so runs that differ in ``train.seed`` are measured on the same images). It keeps no
     weights. ``kwargs``: those of :class:`KnnAccuracy`."""

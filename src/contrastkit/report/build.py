@@ -219,14 +219,23 @@ def _pictures(run: RunFiles) -> str:
 
 
 def _monitor(run: RunFiles) -> str:
-    """The validation accuracy measured while training (results.json's ``monitor``)."""
-    monitor = run.results.get("monitor")
-    if not isinstance(monitor, dict) or not isinstance(monitor.get("curve"), list):
+    """The validation curve measured while training (results.json's ``validation``, any task; an
+    older image run's ``monitor``)."""
+    val = run.results.get("validation") or run.results.get("monitor")
+    if not isinstance(val, dict) or not isinstance(val.get("curve"), list) or len(val["curve"]) < 2:
         return ""
-    what = (f"kNN accuracy on {monitor.get('val')} images of the validation split against {monitor.get('bank')} "
-            f"training images, every {monitor.get('every')} steps")
-    png = figures.monitor_curve(monitor["curve"], "validation accuracy while training")
-    return f'<p>{esc(what)}</p>{_img(png, "validation accuracy while training")}' if png else ""
+    metric = str(val.get("metric", "validation"))
+    if "bank" in val:  # the image task's kNN monitor
+        what = (f"kNN accuracy on {val.get('val')} images of the validation split against {val.get('bank')} "
+                f"training images, every {val.get('every')} steps")
+        title = "validation accuracy while training"
+    else:
+        every = f", every {val['every']} steps" if val.get("every") else ""
+        what = f"{metric} on the validation data ({val.get('direction', 'max')} is better){every}"
+        title = f"{metric} while training"
+    png = (figures.monitor_curve(val["curve"], title) if "bank" in val
+           else figures.monitor_curve(val["curve"], title, ylabel=metric, scale=1))
+    return f'<p>{esc(what)}</p>{_img(png, title)}' if png else ""
 
 
 def _diagnostics(run: RunFiles) -> str:
@@ -254,7 +263,7 @@ def run_section(run: RunFiles, anchor: str) -> str:
     sections = [
         ("summary", _summary(run, task)),
         ("training curves", _curves(run)),
-        ("validation accuracy while training", _monitor(run)),
+        ("validation while training", _monitor(run)),
         ("evaluation", _evaluation(run, task) if run.results else ""),
         ("embedding map and neighbours", _pictures(run)),
         ("collapse diagnostics", _diagnostics(run)),

@@ -203,17 +203,17 @@ def confusion_heatmaps(matrices: dict[str, list[list[int]]], class_names: list[s
     return _png(fig)
 
 
-def monitor_curve(curve: list[dict[str, float]], title: str) -> bytes | None:
-    """The validation accuracy (%) measured while training, against the step."""
+def monitor_curve(curve: list[dict[str, float]], title: str, ylabel: str = "accuracy (%)", scale: float = 100) -> bytes | None:
+    """A validation figure measured while training (× ``scale``: an accuracy in %), against the step."""
     points = [(p["step"], p["value"]) for p in curve if isinstance(p, dict) and "step" in p and "value" in p]
     if not points:
         return None
     fig = Figure(figsize=(6.5, 3.4), dpi=90)
     ax = fig.subplots()
-    ax.plot([s for s, _ in points], [100 * a for _, a in points], marker="o" if len(points) < 40 else None,
+    ax.plot([s for s, _ in points], [scale * a for _, a in points], marker="o" if len(points) < 40 else None,
             linewidth=1.4, color="tab:green")
     ax.set_xlabel("step")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()

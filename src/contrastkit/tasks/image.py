@@ -39,18 +39,19 @@ from contrastkit.data.image.spec import (
     visible_labels,
 )
 from contrastkit.data.image.stream import FolderStream, StreamViewLoader
-from contrastkit.data.image.validation import ValidationSplit, pretraining_data, validation_split
+from contrastkit.data.image.validation import ValidationSplit, default_val_size, pretraining_data, validation_split
 from contrastkit.encoders.image import ModelConfig, build_encoder, full_resolution_stem
 from contrastkit.encoders.weights import start_encoder
 from contrastkit.errors import UserError
 from contrastkit.evaluate.features import extract_features
 from contrastkit.evaluate.linear_probe import LINEAR_PROTOCOLS
+from contrastkit.evaluate.monitor import METRIC as MONITOR_METRIC
 from contrastkit.evaluate.monitor import knn_monitor
 from contrastkit.methods.base import build_image_method, check_views
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
 from contrastkit.runs import load_run_weights
-from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
+from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, ValidationSpec, register_task
 from contrastkit.training import (
     GradientStep,
     Training,
@@ -98,7 +99,7 @@ class ImageEvalConfig(EvalConfig):
         ge=0,
     )
     val_seed: int = option(0, "seed of the validation split's draw (independent of train.seed)", ge=0)
-    monitor_every: int = option(0, "kNN accuracy on the validation split every N steps of training (0: off)", ge=0)
+    monitor_every: int = option(0, "kNN accuracy on the validation split every N steps (0: after the last step only)", ge=0)
     monitor_bank: int = option(2000, "monitor: labelled training images in the kNN bank (seeded sample)", ge=1)
     monitor_val: int = option(1000, "monitor: validation images classified (seeded sample)", ge=1)
     linear_protocol: str = option(
@@ -317,6 +318,19 @@ class ImageTask(Task):
                 f"train.batch_size {cfg.train.batch_size} must be divisible by method.bn_splits {splits}"
             )
 
+    @classmethod
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """kNN accuracy (``val_knn_acc``, higher is better) on the labelled slice of the training
+        split held out by ``eval.val_size`` (a tenth of the split, at most 5,000 images, where
+        the config holds none out), every ``eval.monitor_every`` steps and after the last."""
+        if cfg.eval.val_size:
+            return ValidationSpec(MONITOR_METRIC, "max", (), "eval.monitor_every")
+        if cfg.data.stream:
+            raise UserError("the image task validates on a slice of the training split, which data.stream does not "
+                            "offer yet; prepare a store (contrastkit prepare)")
+        size = default_val_size(cfg.data)
+        return ValidationSpec(MONITOR_METRIC, "max", (f"eval.val_size={size}",), "eval.monitor_every")
+
     def training(self, ctx: RunContext) -> Training:
         cfg, d = ctx.cfg, ctx.cfg.data
         self.split = validation_split(d, cfg.eval.val_size, cfg.eval.val_seed)
@@ -361,13 +375,13 @@ class ImageTask(Task):
     def _knn_monitor(self, ctx: RunContext, model: nn.Module, data: ImageDataset | FolderStream,
                      channels_last: bool) -> Validation | None:
         ev: ImageEvalConfig = ctx.cfg.eval
-        if not ev.monitor_every or self.split is None:
+        if self.split is None:
             return None
         transform = eval_transform(size=input_size(ctx.cfg.data, data), mean=data.mean(), std=data.std())
         transform.to(ctx.device)  # type: ignore[attr-defined]
         return knn_monitor(
             self.split, model.encoder, bank_size=ev.monitor_bank, val_size=ev.monitor_val, transform=transform,  # type: ignore[arg-type]
-            every=ev.monitor_every, k=ev.knn_k, temperature=ev.knn_temperature, batch_size=ev.batch_size,
+            every=ev.monitor_every or None, k=ev.knn_k, temperature=ev.knn_temperature, batch_size=ev.batch_size,
             device=ctx.device, channels_last=channels_last, note=ctx.log,
         )
 
@@ -386,9 +400,7 @@ class ImageTask(Task):
         if ctx.is_main:
             encoder: nn.Module = self.model.encoder  # type: ignore[assignment]
             save_safetensors(encoder.state_dict(), ctx.run_dir / ENCODER_FILE)
-            if self.split is not None:
-                extra["validation"] = self.split.record()
-            if self.knn_monitor is not None:
+            if self.split is not None and self.knn_monitor is not None:
                 self.knn_monitor.finish(summary.steps)
-                extra["monitor"] = self.knn_monitor.results()
+                extra["validation"] = {**self.knn_monitor.results(), "split": self.split.record()}
         return extra

@@ -37,7 +37,7 @@ from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.methods.scored_pairs import ScoredPairOptions
 from contrastkit.runs import CHECKPOINTS, load_run_weights
-from contrastkit.tasks.base import RunContext, Task, TrainedRun, register_task
+from contrastkit.tasks.base import RunContext, Task, TrainedRun, ValidationSpec, register_task
 from contrastkit.training import GradientStep, Training, TrainSummary, atomic_save, load_checkpoint
 
 META_FILE = "text_run.json"
@@ -268,13 +268,21 @@ class TextTask(Task):
         return bool(cfg.eval.dev_every or cfg.text.dev_file)
 
     @classmethod
-    def validation_metric(cls, cfg: Config) -> tuple[str, str]:
-        """The text task's validation metric for ``cfg`` and its direction ("max": higher is
-        better): ``dev_sts_spearman`` on an STS dev file, else ``dev_mrr@K`` on (query, document)
-        dev pairs or the pairs held out of training."""
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """The dev set: ``dev_sts_spearman`` on an STS dev file, else ``dev_mrr@K`` on (query,
+        document) dev pairs or on the pairs held out of training (higher is better), every
+        ``eval.dev_every`` steps and after the last; the best step's weights become the run's
+        encoder. Where the config has no dev set: SICK's trial split for a run on ``sick:``,
+        else a slice of the training pairs, measured every 100 steps."""
         from contrastkit.evaluate.text_dev import DEV_DIRECTION, dev_metric
+        from contrastkit.recipes import apply_overrides
 
-        return dev_metric(cfg.text), DEV_DIRECTION
+        overrides: tuple[str, ...] = ()
+        if not cls.validates(cfg):
+            sick = str(cfg.text.train_file).startswith("sick:")
+            overrides = ("text.dev_file=sick:trial",) if sick else ("eval.dev_every=100",)
+        checked = apply_overrides(cfg, list(overrides))  # one line where no dev set can be held out (unsupervised simcse)
+        return ValidationSpec(dev_metric(checked.text), DEV_DIRECTION, overrides, "eval.dev_every")
 
     def _dev_callback(self, ctx: RunContext, model: Any, held_out: Any) -> Any:
         """The dev-set validation of a run (None without one): every ``eval.dev_every`` steps and

@@ -78,6 +78,12 @@ def validation_split(d: DataConfig, size: int, seed: int) -> ValidationSplit | N
     return ValidationSplit(full, validation_rows(len(full), size, seed), seed)
 
 
+def default_val_size(d: DataConfig) -> int:
+    """The validation slice a search holds out where a config holds none: a tenth of the
+    training split, at most 5,000 images (reads the split's size)."""
+    return max(1, min(5000, len(load_split(d, "train", all_classes=True)) // 10))
+
+
 def pretraining_data(d: DataConfig, split: ValidationSplit | None) -> ImageDataset | FolderStream:
     """What pre-training reads: the training split (restricted to ``data.train_classes``) less the
     validation slice."""
