@@ -131,7 +131,8 @@ def make_plan(
             try:
                 plan.trial_config({p.key: value})
             except UserError as exc:
-                raise UserError(f"--space {p.key}={p.spec}: {exc}") from None
+                hint = " (an integer option: use int:low:high)" if p.kind == "float" and "integer" in str(exc) else ""
+                raise UserError(f"--space {p.key}={p.spec}: {exc}{hint}") from None
     if sampler == "grid":
         continuous = [f"{p.key}={p.spec}" for p in params if p.grid() is None]
         if continuous:

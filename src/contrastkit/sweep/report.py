@@ -110,7 +110,8 @@ def finish(study: Any, plan: Plan, out: Path, spec: dict[str, Any], *, final: bo
     say(trials_table(rows, plan))
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
-        states = ", ".join(f"{sum(r['state'] == s for r in rows)} {s}" for s in ("pruned", "fail") if any(r["state"] == s for r in rows))
+        states = ", ".join(f"{sum(r['state'] == s for r in rows)} {word}" for s, word in (("pruned", "pruned"), ("fail", "failed"))
+                           if any(r["state"] == s for r in rows))
         raise UserError(f"no trial of the sweep completed ({states}); nothing to choose (see the table above)")
     best = study.best_trial
     header = (f"the best of {len(rows)} trials of the sweep {out} (trial {best.number}: {plan.metric} {best.value:.4g} "

@@ -12,7 +12,7 @@ from typing import Any
 from contrastkit.errors import UserError
 from contrastkit.sweep.plan import SPEC_FILE, Plan, make_plan, read_plan, write_plan
 from contrastkit.sweep.report import finish
-from contrastkit.sweep.study import Say, open_study, reap_killed, tally, work
+from contrastkit.sweep.study import Say, need_optuna, open_study, reap_killed, tally, work
 
 
 def _print(line: str) -> None:
@@ -49,6 +49,7 @@ def sweep(
     ``resume=True`` continues the sweep in ``out`` (``trials`` may raise its count); ``worker=True``
     only runs trials of the sweep in ``out`` (what ``jobs`` > 1 starts)."""
     out = Path(out)
+    need_optuna()  # installed?
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     if worker or resume:

@@ -8,6 +8,7 @@ a ``--set`` value: ``0.1``, ``true``, ``adamw``). Optuna's distributions do the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +42,15 @@ class Param:
         return CategoricalDistribution(self.choices)
 
     def extremes(self) -> tuple[Any, ...]:
-        """The values that bound this option: both ends of a range, every value of a list."""
-        return self.choices if self.kind == "categorical" else (self.low, self.high)
+        """The values that bound this option: both ends of a range (and a float inside it, not a
+        whole number: an integer option needs int:low:high), every value of a list."""
+        if self.kind == "categorical":
+            return self.choices
+        if self.kind == "int":
+            return (self.low, self.high)
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        inside = low + (high - low) / math.pi
+        return (self.low, self.high, inside if inside != round(inside) else (inside + high) / 2)
 
     def grid(self) -> list[Any] | None:
         """Every value a grid visits (None for a continuous range)."""

@@ -40,8 +40,11 @@ STRAY_SECONDS = 120.0  # a running trial that never recorded its process, older 
 Say = Callable[[str], None]
 
 
-def _optuna() -> Any:
-    import optuna
+def need_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("contrastkit sweep needs Optuna: pip install 'contrastkit[sweep]'") from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
@@ -49,7 +52,7 @@ def _optuna() -> Any:
 
 def open_study(plan: Plan, out: Path, *, create: bool, storage: str | None = None) -> Any:
     """The plan's study (made with ``create``), with its sampler and pruner."""
-    optuna = _optuna()
+    optuna = need_optuna()
     url = storage or plan.storage_url(out)
     kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
     try:
@@ -70,7 +73,7 @@ def open_study(plan: Plan, out: Path, *, create: bool, storage: str | None = Non
 
 
 def _sampler(plan: Plan) -> Any:
-    samplers = _optuna().samplers
+    samplers = need_optuna().samplers
     if plan.sampler == "random":
         return samplers.RandomSampler(seed=plan.seed)
     if plan.sampler == "grid":
@@ -79,7 +82,7 @@ def _sampler(plan: Plan) -> Any:
 
 
 def _pruner(plan: Plan) -> Any:
-    pruners = _optuna().pruners
+    pruners = need_optuna().pruners
     if plan.pruner == "median":
         return pruners.MedianPruner()
     if plan.pruner == "hyperband":
@@ -134,7 +137,7 @@ def reap_killed(study: Any, say: Say) -> int:
     """Tell FAIL ("interrupted") every running trial of this host whose process is gone, and queue
     its values again, to continue its run folder; returns how many. Two workers reaping at once:
     the one whose tell succeeds queues it."""
-    optuna = _optuna()
+    optuna = need_optuna()
     host, now, reaped = socket.gethostname(), time.time(), 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         attrs = t.user_attrs
@@ -216,7 +219,7 @@ def run_trial(study: Any, trial: Any, plan: Plan, out: Path, say: Say) -> str:
     signal (Preempted) marks it interrupted, queues it again and stops the worker."""
     from contrastkit.runner import train_run
 
-    optuna = _optuna()
+    optuna = need_optuna()
     state = optuna.trial.TrialState
     params = dict(trial.params)
     resume_dir = trial.user_attrs.get("resume_dir")
@@ -267,7 +270,7 @@ def run_trial(study: Any, trial: Any, plan: Plan, out: Path, say: Say) -> str:
 def work(study: Any, plan: Plan, out: Path, say: Say) -> int:
     """Run trials until the study has ``plan.trials`` counted ones (or as many running
     elsewhere); returns how many this worker ran."""
-    optuna = _optuna()
+    optuna = need_optuna()
     reap_killed(study, say)
     distributions = plan.distributions()
     ran = 0
