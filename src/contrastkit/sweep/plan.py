@@ -65,7 +65,13 @@ class Plan:
         return self.storage or f"sqlite:///{(Path(out) / 'study.db').resolve()}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "params": [p.to_dict() for p in self.params()]}
+        """As sweep.json records it (a database password hidden: workers pass --storage)."""
+        data = {**asdict(self), "params": [p.to_dict() for p in self.params()]}
+        if self.storage and "@" in self.storage:
+            from sqlalchemy.engine import make_url
+
+            data["storage"] = make_url(self.storage).render_as_string(hide_password=True)
+        return data
 
 
 def read_plan(out: Path, flag: str) -> tuple[Plan, dict[str, Any]]:

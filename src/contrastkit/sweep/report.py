@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,8 @@ def finish(study: Any, plan: Plan, out: Path, spec: dict[str, Any], *, final: bo
     say(trials_table(rows, plan))
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
-        states = ", ".join(f"{sum(r['state'] == s for r in rows)} {word}" for s, word in (("pruned", "pruned"), ("fail", "failed"))
-                           if any(r["state"] == s for r in rows))
+        words = (("pruned", "pruned"), ("fail", "failed"))
+        states = ", ".join(f"{n} {word}" for s, word in words if (n := sum(r["state"] == s for r in rows)))
         raise UserError(f"no trial of the sweep completed ({states}); nothing to choose (see the table above)")
     best = study.best_trial
     header = (f"the best of {len(rows)} trials of the sweep {out} (trial {best.number}: {plan.metric} {best.value:.4g} "
@@ -210,7 +211,7 @@ def write_html(study: Any, plan: Plan, out: Path, results: dict[str, Any]) -> Pa
                   table(["configuration", *columns, "train s"],
                         [[name, *(f["figures"].get(c) for c in columns), f["train_seconds"]] for name, f in finals.items()])]
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    figures = [("Optimisation history", lambda: vis.plot_optimization_history(study))]
+    figures: list[tuple[str, Callable[[], Any]]] = [("Optimisation history", lambda: vis.plot_optimization_history(study))]
     if len(complete) >= 2 and len(keys) >= 2:
         figures.append(("Parameter importances", lambda: vis.plot_param_importances(study)))
     if complete:

@@ -54,6 +54,8 @@ def open_study(plan: Plan, out: Path, *, create: bool, storage: str | None = Non
     """The plan's study (made with ``create``), with its sampler and pruner."""
     optuna = need_optuna()
     url = storage or plan.storage_url(out)
+    if ":***@" in url:
+        raise UserError(f"sweep.json hides the password of the study's database ({url}): pass --storage URL")
     kwargs = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
     try:
         rdb = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
@@ -65,7 +67,8 @@ def open_study(plan: Plan, out: Path, *, create: bool, storage: str | None = Non
         try:
             return optuna.create_study(direction=direction, **common)
         except optuna.exceptions.DuplicatedStudyError:
-            raise UserError(f"study {plan.study!r} exists in {url}; continue it with --resume or choose another --study") from None
+            raise UserError(f"study {plan.study!r} exists in {url}; continue it with --resume or choose another "
+                            "--study") from None
     try:
         return optuna.load_study(**common)
     except KeyError:
@@ -288,6 +291,10 @@ def work(study: Any, plan: Plan, out: Path, say: Say) -> int:
             trial.set_user_attr("reason", SURPLUS)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return ran
-        done_before = done
-        run_trial(study, trial, plan, out, lambda line, n=done_before: say(f"[{min(n + 1, plan.trials)}/{plan.trials}] {line}"))
+        prefix = f"[{min(done + 1, plan.trials)}/{plan.trials}]"
+
+        def progress(line: str, prefix: str = prefix) -> None:
+            say(f"{prefix} {line}")
+
+        run_trial(study, trial, plan, out, progress)
         ran += 1
