@@ -38,7 +38,7 @@ $(BIN)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(BIN)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[test,text,faiss,export,timm,serve,trackers,rl]"
+	$(BIN)/python -m pip install -q -e ".[test,text,faiss,export,timm,serve,trackers,rl,sweep]"
 	touch $(BIN)/.installed $@
 
 # Fashion-MNIST from Debian, where apt is available (optional: tests that need it skip without it).

@@ -126,6 +126,11 @@ R18_SLOW = ("covered: tests/export/test_export.py trains digits-simclr with mode
 W2V_COMMAND = Command(
     replace={"PATH/TO/corpus.txt": "{corpus}"}, sets=["sequences.min_count=2", "train.epochs=1"], expect="tokens/s"
 )
+SWEEP_RUN = ("contrastkit sweep digits-simclr --space method.temperature=0.05:0.5:log --space optim.lr=0.0005:0.005:log "
+             "--trials 8 --budget-minutes 0.5 --validate-every 50 --out sweeps/digits")
+# sweeps: trials (and the final runs) of 6 steps of 64 images on an 8-wide network, the digits evaluation
+SWEEP_QUICK = ["model.width=8", "model.projection_hidden_dim=32", "model.projection_dim=16", "train.batch_size=64",
+               "train.max_steps=6", *DIGITS_EVAL]
 COMMANDS: dict[str, dict[str, Command]] = {
     "README.md": {
         "make demo": Command(
@@ -420,6 +425,29 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         "contrastkit evaluate runs/contrad": Command(after=(GAN_FM,), data=FASHION_MNIST, expect="discriminator linear probe"),
         "contrastkit methods contrad": Command(expect="method.lambda_con = 1.0"),
+    },
+    "docs/sweep.md": {
+        SWEEP_RUN: Command(
+            replace={"--trials 8": "--trials 2"}, sets=SWEEP_QUICK, expect="on the test split",
+        ),
+        "contrastkit train sweeps/digits/best.yaml --out runs/digits-best": Command(
+            after=(SWEEP_RUN,), expect="ssl",
+        ),
+        "contrastkit sweep --out sweeps/digits --resume --trials 12": Command(
+            after=(SWEEP_RUN,), replace={"--trials 12": "--trials 3"}, expect="on the test split",
+            slow="covered: tests/sweep/test_workers.py resumes a sweep killed with SIGKILL mid-trial",
+        ),
+        "contrastkit sweep digits-simclr --space method.temperature=0.05:0.5:log --trials 8 --jobs 2 --out sweeps/jobs": Command(
+            replace={"--trials 8": "--trials 2"}, sets=SWEEP_QUICK, expect="on the test split",
+            slow="covered: tests/sweep/test_workers.py runs `--jobs 2` on one SQLite study",
+        ),
+        "contrastkit sweep digits-simclr --space method.temperature=0.05:0.5:log --trials 40 --out /shared/sweeps/t "
+        "--storage postgresql://user:password@db-host/sweeps --study temperature": Command(
+            exempt="needs a PostgreSQL server (tests/sweep/test_workers.py runs two workers on one SQLite study)",
+        ),
+        "contrastkit sweep --out /shared/sweeps/t --worker --storage postgresql://user:password@db-host/sweeps": Command(
+            exempt="needs a PostgreSQL server and a sweep started on it",
+        ),
     },
     "docs/distributed.md": {
         "contrastkit train fashion-mnist-simclr --out runs/fm": Command(

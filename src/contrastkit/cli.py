@@ -1,4 +1,4 @@
-"""Command line: contrastkit train | evaluate | report | embed | export | compare | index | search |
+"""Command line: contrastkit train | evaluate | report | embed | export | compare | sweep | index | search |
 mine | recommend | similar | serve | prepare | recipes | methods | doctor.
 
 User mistakes print one line `contrastkit: error: ...` and exit with code 2, never a traceback.
@@ -75,6 +75,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override applied to every recipe, e.g. --set data.name=fashion-mnist")
     p.add_argument("--progress", action="store_true", help="show each run's progress bar")
+
+    p = sub.add_parser("sweep", help="search hyper-parameters of a recipe on the task's validation data (Optuna), then "
+                       "train and test the best once against the default")
+    p.add_argument("recipe", nargs="?", default=None, help="shipped recipe name or YAML path (not with --resume / --worker)")
+    p.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                   help="an option and its values: low:high, low:high:log, int:low:high or a,b,c (repeatable)")
+    p.add_argument("--trials", type=int, default=None, help="trials to run (complete, pruned and failed ones count)")
+    p.add_argument("--out", required=True, help="sweep folder: trials/, study.db, sweep.json, best.yaml, sweep.html")
+    p.add_argument("--budget-minutes", type=float, default=None, help="training time per trial (and per final run)")
+    p.add_argument("--sampler", default="tpe", help="tpe (default), random or grid (grid: int and listed values only)")
+    p.add_argument("--pruner", default="median", help="median (default), hyperband or none")
+    p.add_argument("--metric", default=None, help="the task's validation metric (checked; default: the task's)")
+    p.add_argument("--validate-every", type=int, default=None, metavar="N",
+                   help="measure the validation every N training steps (the values the pruner reads)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--storage", default=None, help="database URL of the study (default: sqlite in --out), e.g. "
+                   "postgresql://user:pass@host/db for workers on several machines")
+    p.add_argument("--study", default=None, help="study name in the storage (default: the --out folder's name)")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out (a killed one, or more --trials)")
+    p.add_argument("--worker", action="store_true", help="only run trials of the sweep in --out (as --jobs does)")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.add_argument("--no-final", action="store_true", help="skip training and testing the best and default at the end")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of the recipe for every trial and final run (repeatable)")
 
     p = sub.add_parser("recommend", help="top-K items for a user of a recommendation run (recsys or item2vec; "
                        "seen items excluded)")
@@ -255,6 +279,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(compare_table(rows))
     print(f"\nresults: {out / 'compare.json'}")
     return 0 if all(r.get("exit_code") == 0 for r in rows) else 1
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from contrastkit.sweep import sweep
+
+    sweep(args.recipe, args.space, out=args.out, trials=args.trials, budget_minutes=args.budget_minutes,
+          sampler=args.sampler, pruner=args.pruner, metric=args.metric, validate_every=args.validate_every,
+          jobs=args.jobs, storage=args.storage, study=args.study, resume=args.resume, worker=args.worker,
+          seed=args.seed, overrides=args.overrides, final=not args.no_final)
+    return 0
 
 
 def _neighbours(args: argparse.Namespace, command: str, key: str, title: str) -> int:
@@ -449,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         "embed": _cmd_embed,
         "export": _cmd_export,
         "compare": _cmd_compare,
+        "sweep": _cmd_sweep,
         "recommend": _cmd_recommend,
         "similar": _cmd_similar,
         "index": _cmd_index,

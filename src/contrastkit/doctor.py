@@ -34,6 +34,7 @@ EXTRAS: list[tuple[str, str, str, str]] = [
     ("rl", "stable-baselines3", "stable_baselines3", "task: rl (agents from pixels, docs/agents.md)"),
     ("rl", "gymnasium", "gymnasium", "task: rl environments (CartPole, ...)"),
     ("atari", "ale-py", "ale_py", "task: rl on Atari games (rl.env: ALE/...)"),
+    ("sweep", "optuna", "optuna", "contrastkit sweep (hyper-parameter search)"),
     ("bench", "lightly", "lightly", "benchmark anchor"),
     ("bench", "pytorch-metric-learning", "pytorch_metric_learning", "benchmark anchor"),
     ("bench", "gensim", "gensim", "benchmark anchor (word2vec)"),
