@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from contrastkit.cli import main
+from contrastkit.evaluate.suite import compare_figures
 from contrastkit.recipes import load_config
 from contrastkit.sweep.plan import make_plan
 from contrastkit.sweep.study import run_trial
@@ -54,7 +55,11 @@ def test_three_trials_then_the_best_recipe_trained_and_tested(tmp_path: Path, ca
     spec = json.loads((out / "sweep.json").read_text())
     assert spec["recipe"] == "digits-simclr" and spec["metric"] == "val_knn_acc" and spec["trials"] == 3
     assert spec["results"]["best"]["trial"] == best.number and spec["results"]["counted"] == 3
-    assert set(spec["results"]["final"]) == {"default", "best"} and "kNN" in spec["results"]["final"]["best"]["figures"]
+    assert set(spec["results"]["final"]) == {"default", "best"}
+    for name in ("default", "best"):  # the compare row of the run as written: every probe filled in
+        figures = spec["results"]["final"][name]["figures"]
+        assert figures == compare_figures(json.loads((out / name / "results.json").read_text()))
+        assert all(v not in ("-", None) for k, v in figures.items() if k != "collapsed at"), figures
     assert "on the test split:" in text
     html = (out / "sweep.html").read_text()
     assert html.count("data:image/png") >= 3 and "Parameter importances" in html and "Slices" in html

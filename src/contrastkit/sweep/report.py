@@ -91,7 +91,8 @@ def _final_run(cfg: Any, run_dir: Path, say: Say, what: str) -> dict[str, Any]:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     say(f"{what}: training and testing {run_dir}" + (" (continued)" if resume else ""))
-    return run_all(cfg, run_dir, resume=resume, progress=False, verbose=False)
+    run_all(cfg, run_dir, resume=resume, progress=False, verbose=False)
+    return dict(json.loads(results_path.read_text()))  # as written (what compare_row reads: JSON's string keys)
 
 
 def _figures(cfg: Any, run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
