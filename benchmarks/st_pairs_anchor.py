@@ -2,8 +2,10 @@
 
 Runs in a Python that has sentence-transformers (the benchmarks/common.py it imports needs only
 the standard library): ``--loss mnrl`` is MultipleNegativesRankingLoss on (anchor, positive)
-pairs (scale 20 = 1 / temperature 0.05), ``--loss cosent`` CoSENTLoss (scale 20) on (sentence1,
-sentence2, score) rows; ``--batch-sampler no_duplicates`` uses its NoDuplicatesBatchSampler.
+pairs (scale 20 = 1 / temperature 0.05), ``--loss triples`` the same loss on (anchor, positive,
+negative) rows (a mined hard negative per row; every row's positive and negative are the other
+rows' negatives too), ``--loss cosent`` CoSENTLoss (scale 20) on (sentence1, sentence2, score)
+rows; ``--batch-sampler no_duplicates`` uses its NoDuplicatesBatchSampler.
 SentenceTransformerTrainer runs ``--max-steps`` steps, then the test sentences are encoded.
 Prints one JSON line with the timings; writes the embeddings to --out (.npy).
 """
@@ -25,8 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--model", required=True, help="folder of all-MiniLM-L6-v2")
-    p.add_argument("--train", required=True, help="TSV with a header: a, b (mnrl) or a, b, score (cosent)")
-    p.add_argument("--loss", choices=["mnrl", "cosent"], required=True)
+    p.add_argument("--train", required=True, help="TSV with a header: a, b (mnrl), a, b, score (cosent) or "
+                   "anchor, positive, negative (triples)")
+    p.add_argument("--loss", choices=["mnrl", "triples", "cosent"], required=True)
     p.add_argument("--batch-sampler", choices=["batch_sampler", "no_duplicates"], default="batch_sampler")
     p.add_argument("--test", required=True, help="sentences to encode after training, one per line")
     p.add_argument("--out", required=True, help="the embeddings of the --test sentences (.npy)")
@@ -48,6 +51,9 @@ def main() -> None:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if args.loss == "mnrl":
         data = Dataset.from_dict({"anchor": [r["a"] for r in rows], "positive": [r["b"] for r in rows]})
+        loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+    elif args.loss == "triples":
+        data = Dataset.from_dict({c: [r[c] for r in rows] for c in ("anchor", "positive", "negative")})
         loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
     else:
         data = Dataset.from_dict({"sentence1": [r["a"] for r in rows], "sentence2": [r["b"] for r in rows],
