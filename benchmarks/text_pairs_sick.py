@@ -194,7 +194,7 @@ def summarise(runs: list[dict[str, object]]) -> list[dict[str, object]]:
         rows.append({
             "loss": loss, "who": who, "seeds": len(group), "spearman": mean_sd(rho, 100, 2),
             "texts_per_sec": mean_sd(speed, 1, 1), "spearman_values": rho, "texts_per_sec_values": speed,
-            "steps": sorted({int(r["steps"]) for r in group}),  # type: ignore[call-overload]
+            "steps": "/".join(str(n) for n in sorted({int(r["steps"]) for r in group})),  # type: ignore[call-overload]
         })
     return rows
 
