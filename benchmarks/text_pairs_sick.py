@@ -138,8 +138,8 @@ def main() -> None:
             f"{a}\t{b}\t{s}\n" for a, b, s in zip(scored.sentences1, scored.sentences2, scored.scores, strict=True)))
         test_file = work / "test.txt"
         test_file.write_text("\n".join(unique) + "\n")
-        results["minilm_before_training"] = minilm_before(unique, sts)
-        print(f"MiniLM before training: {json.dumps(results['minilm_before_training'])}", flush=True)
+        results["minilm_before_training"] = before = minilm_before(unique, sts)
+        print(f"MiniLM before training: {json.dumps(before)}", flush=True)
         if "mnrl-mined" in args.losses:
             results["mining"] = mine(args, train["mnrl"], train["triples"])
             print(f"mined: {json.dumps(results['mining'])}", flush=True)
@@ -161,7 +161,7 @@ def main() -> None:
     results["load_average_after"] = os.getloadavg()
     results["summary"] = summary = summarise(runs)
     print(f"\nload average before {results['load_average']}, after {results['load_average_after']}; "
-          f"MiniLM before training: {100 * results['minilm_before_training']['spearman']:.2f}")
+          f"MiniLM before training: {100 * before['spearman']:.2f}")
     print(f"\n| loss | who | SICK-R Spearman (mean ± sd, {args.seeds} seeds) | texts/s | steps |\n|---|---|---|---|---|")
     for row in summary:
         print(f"| {row['loss']} | {row['who']} | {row['spearman']} | {row['texts_per_sec']} | {row['steps']} |")
