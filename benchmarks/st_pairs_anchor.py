@@ -46,7 +46,7 @@ def main() -> None:
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import TrainerCallback
 
-    class LoopClock(TrainerCallback):  # type: ignore[misc]
+    class LoopClock(TrainerCallback):
         """Seconds from the start of the training loop to its end (as contrastkit's summary
         counts: the trainer's setup before the first batch is left out)."""
 
