@@ -75,7 +75,8 @@ class SentenceEmbeddingMethod(nn.Module):
     """What the sentence-embedding methods share: ``forward(input_ids, attention_mask)`` is the
     sentence embedding; ``training_step`` encodes every view in one encoder call (or with
     GradCache in chunks; on the CPU, views of different padded lengths one call each) and
-    applies the method's :meth:`pair_loss` to the views' embeddings — with ``matryoshka_dims``, to their first d coordinates for each d, summed with the weights
+    applies the method's :meth:`pair_loss` to the views' embeddings — with
+    ``matryoshka_dims``, to their first d coordinates for each d, summed with the weights
     (:func:`~contrastkit.losses.matryoshka_loss`; the losses' cosine re-normalises the cut
     embeddings)."""
 
