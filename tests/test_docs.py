@@ -225,10 +225,10 @@ COMMANDS: dict[str, dict[str, Command]] = {
             slow="one SimCSE epoch per library", data=Path(BENCH_PYTHON or ST_ANCHOR),
         ),
         f"python benchmarks/text_pairs_sick.py --anchor-python {ST_ANCHOR} --data-root ../shared/data/sick --max-steps 20 "
-        "--batch-size 32": Command(
+        "--batch-size 32 --seeds 3": Command(
             replace={ST_ANCHOR: BENCH_PYTHON or ST_ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/",
                      "../shared/data/sick": str(SICK)},
-            slow="six MiniLM trainings and SICK evaluations", data=Path(BENCH_PYTHON or ST_ANCHOR),
+            slow="24 MiniLM trainings and SICK evaluations", data=Path(BENCH_PYTHON or ST_ANCHOR),
         ),
         "python benchmarks/fashion_mnist_budget.py --recipe fashion-mnist-swav --minutes 4 --out runs/bench23/swav "
         "--set train.num_threads=1 --set eval.finetune=false --set eval.plots=false --set \"eval.few_label_shots=[10]\" "

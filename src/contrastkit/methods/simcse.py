@@ -74,8 +74,9 @@ class SimCSEOptions(TextMethodOptions):
 class SentenceEmbeddingMethod(nn.Module):
     """What the sentence-embedding methods share: ``forward(input_ids, attention_mask)`` is the
     sentence embedding; ``training_step`` encodes every view in one encoder call (or with
-    GradCache in chunks) and applies the method's :meth:`pair_loss` to the views' embeddings —
-    with ``matryoshka_dims``, to their first d coordinates for each d, summed with the weights
+    GradCache in chunks; on the CPU, views of different padded lengths one call each) and
+    applies the method's :meth:`pair_loss` to the views' embeddings — with
+    ``matryoshka_dims``, to their first d coordinates for each d, summed with the weights
     (:func:`~contrastkit.losses.matryoshka_loss`; the losses' cosine re-normalises the cut
     embeddings)."""
 
@@ -115,17 +116,22 @@ class SentenceEmbeddingMethod(nn.Module):
         ids: list[Tensor] = batch["views"]
         masks: list[Tensor] = batch["masks"]
         b = int(ids[0].shape[0])
-        all_ids, all_mask = pad_and_stack(ids, masks, self.pad_token_id)
         parts: dict[int, Tensor] = {}
         if self.gradcache_chunk:
+            all_ids, all_mask = pad_and_stack(ids, masks, self.pad_token_id)
             tower = Tower(self.encoder, split_rows(self.gradcache_chunk, all_ids, all_mask), self.encoder)
             params = [p for p in self.parameters() if p.requires_grad]
             loss, reps = gradcache_loss(
                 [tower], lambda r: self.views_loss(list(r[0].split(b)), batch, parts), params
             )
             z = reps[0]
+        elif ids[0].device.type == "cpu" and len({int(t.shape[1]) for t in ids}) > 1:
+            # on the CPU a step costs per token: each view at its own padded length (one call per
+            # view) rather than all at the longest view's (6-12 % fewer tokens on SICK's pairs)
+            z = torch.cat([self.encoder(i, m) for i, m in zip(ids, masks, strict=True)])
+            loss = self.views_loss(list(z.split(b)), batch, parts)
         else:
-            z = self.encoder(all_ids, all_mask)
+            z = self.encoder(*pad_and_stack(ids, masks, self.pad_token_id))
             loss = self.views_loss(list(z.split(b)), batch, parts)
         first, second = z[:b].detach(), z[b : 2 * b].detach()
 
