@@ -209,6 +209,19 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
     },
     "docs/benchmarks.md": {
+        "python benchmarks/sweep_ml100k.py --root ../shared/data/ml-100k --out runs/bench-sweep-ml100k "
+        "--recbole-python /work/benchvenv-recbole/bin/python": Command(
+            replace={"python ": f"{sys.executable} ", "../shared/data/ml-100k": str(ML100K),
+                     "benchmarks/": f"{REPO}/benchmarks/"},
+            slow="40 SimGCL / SGL trainings (a sweep's mechanisms: tests/sweep/)",
+            data=Path("/work/benchvenv-recbole/bin/python"),
+        ),
+        "contrastkit sweep fashion-mnist-simclr --space method.temperature=0.05:1:log "
+        "--space data.augment.color_jitter.brightness=0.1:0.8 --space data.augment.color_jitter.contrast=0.1:0.8 "
+        "--trials 10 --budget-minutes 1.5 --validate-every 25 --set train.num_threads=1 --set eval.finetune=false "
+        "--set \"eval.few_label_shots=[10]\" --set eval.plots=false --set eval.baselines=false --out runs/sweep-fm": Command(
+            slow="10 trials of 1.5 minutes and two tested runs (the same command on digits: docs/sweep.md)", data=FASHION_MNIST,
+        ),
         f"python benchmarks/fashion_mnist_budget.py --minutes 10 --out runs/bench-fm --anchor-python {ANCHOR}": Command(
             replace={ANCHOR: BENCH_PYTHON or ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"},
             slow="a 10-minute budget per library", data=Path(BENCH_PYTHON or ANCHOR),
