@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", default="median", help="median (default), hyperband or none")
     p.add_argument("--metric", default=None, help="the task's validation metric (checked; default: the task's)")
     p.add_argument("--validate-every", type=int, default=None, metavar="N",
-                   help="measure the validation every N training steps (the values the pruner reads)")
+                   help="measure the validation every N units of the task's own option for it (steps for images "
+                        "and text, epochs for recsys: recsys.eval_every); the values the pruner reads")
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--storage", default=None, help="database URL of the study (default: sqlite in --out), e.g. "
                    "postgresql://user:pass@host/db for workers on several machines")

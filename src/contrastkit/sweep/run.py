@@ -92,6 +92,7 @@ def sweep(
         say(f"sweep of {plan.recipe} ({plan.task}): {plan.trials} trials chosen on {plan.metric} "
             f"({'higher' if plan.direction == 'max' else 'lower'} is better), sampler {plan.sampler}, "
             f"pruner {plan.pruner}" + (f", {plan.budget_minutes:g} min each" if plan.budget_minutes else "")
+            + "".join(f", {s}" for s in plan.validation_sets)
             + f"; study {plan.study!r} in {plan.storage_url(out)}")
     if jobs > 1:
         _launch(study_, plan, out, jobs, storage, say)
