@@ -218,9 +218,9 @@ COMMANDS: dict[str, dict[str, Command]] = {
         ),
         "contrastkit sweep fashion-mnist-simclr --space method.temperature=0.05:1:log "
         "--space data.augment.color_jitter.brightness=0.1:0.8 --space data.augment.color_jitter.contrast=0.1:0.8 "
-        "--trials 10 --budget-minutes 1.5 --validate-every 25 --set train.num_threads=1 --set eval.finetune=false "
-        "--set \"eval.few_label_shots=[10]\" --set eval.plots=false --set eval.baselines=false --out runs/sweep-fm": Command(
-            slow="10 trials of 1.5 minutes and two tested runs (the same command on digits: docs/sweep.md)", data=FASHION_MNIST,
+        "--trials 8 --budget-minutes 2 --validate-every 40 --set train.num_threads=2 --set eval.finetune=false "
+        "--set \"eval.few_label_shots=[10]\" --set eval.plots=false --set eval.baselines=false --out runs/sweep-fm2": Command(
+            slow="8 trials of 2 minutes and two tested runs (the same command on digits: docs/sweep.md)", data=FASHION_MNIST,
         ),
         f"python benchmarks/fashion_mnist_budget.py --minutes 10 --out runs/bench-fm --anchor-python {ANCHOR}": Command(
             replace={ANCHOR: BENCH_PYTHON or ANCHOR, "python ": f"{sys.executable} ", "benchmarks/": f"{REPO}/benchmarks/"},
