@@ -22,29 +22,14 @@ from contrastkit.tasks.sequences import choose_kernel
 from contrastkit.training import OptimConfig, TrainConfig, load_checkpoint
 
 from ..conftest import InterruptAt, Interrupted
+from ..tasks.test_sequences import TOPICS, topic_corpus
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not kernel_available(), reason="numba is not installed (the kernel is optional)")]
 
-TOPICS = {
-    "animals": ["cat", "dog", "horse", "cow", "sheep", "goat", "mouse", "bird"],
-    "vehicles": ["car", "bus", "train", "truck", "plane", "boat", "bike", "tram"],
-}
-
-
 def topic_sentences(n: int, seed: int = 0) -> list[list[str]]:
     """Sentences of one topic's words each, with shared function words in between."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        words = TOPICS["animals" if i % 2 else "vehicles"]
-        sentence = []
-        for _ in range(12):
-            sentence.append(rng.choice(words))
-            if rng.random() < 0.3:
-                sentence.append(rng.choice(["the", "a", "and"]))
-        out.append(sentence)
-    return out
+    return topic_corpus(n, seed)
 
 
 def _model(corpus: TokenCorpus, dim: int, scale: float = 0.3, **options: object) -> SkipGram:
