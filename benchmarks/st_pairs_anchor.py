@@ -10,6 +10,8 @@ SentenceTransformerTrainer runs ``--max-steps`` steps, then the test sentences a
 Prints one JSON line with the timings (``train_seconds``: the training loop, from the trainer's
 on_train_begin to on_train_end, as contrastkit times its loop; ``train_call_seconds``: the whole
 ``trainer.train()`` call, its setup included); writes the embeddings to --out (.npy).
+``--record-batches FILE`` writes the row indices of the batches trained on (for
+``text_pairs_sick.py --same-batches``); ``--no-dropout`` turns the model's dropout off.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from common import add_numbers, parser
 
@@ -35,6 +39,8 @@ def main() -> None:
     p.add_argument("--batch-sampler", choices=["batch_sampler", "no_duplicates"], default="batch_sampler")
     p.add_argument("--test", required=True, help="sentences to encode after training, one per line")
     p.add_argument("--out", required=True, help="the embeddings of the --test sentences (.npy)")
+    p.add_argument("--no-dropout", action="store_true", help="train with every dropout of the model off")
+    p.add_argument("--record-batches", default=None, help="write the row indices of the batches trained on here (JSON)")
     add_numbers(p, max_steps=20, batch_size=32, lr=2e-5, max_length=64, threads=1, seed=0)
     args = p.parse_args()
 
@@ -59,10 +65,40 @@ def main() -> None:
         def on_train_end(self, *args: object, **kwargs: object) -> None:
             self.seconds = time.perf_counter() - self.start
 
+    class RecordingSampler(torch.utils.data.Sampler):
+        """The trainer's batch sampler, the batches it yields written down."""
+
+        def __init__(self, inner: Any, seen: list[list[int]]) -> None:
+            self.inner, self.seen = inner, seen
+
+        def __iter__(self) -> Iterator[list[int]]:
+            for batch in self.inner:
+                self.seen.append([int(i) for i in batch])
+                yield batch
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.inner.set_epoch(epoch)
+
+    seen: list[list[int]] = []
+
+    class Trainer(SentenceTransformerTrainer):
+        def get_batch_sampler(self, *a: Any, **k: Any) -> Any:
+            inner = super().get_batch_sampler(*a, **k)
+            return RecordingSampler(inner, seen) if args.record_batches else inner
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = SentenceTransformer(args.model, device="cpu")
     model.max_seq_length = args.max_length
+    if args.no_dropout:  # the nn.Dropout modules and the attention's dropout probability
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+            if hasattr(module, "dropout_prob"):
+                module.dropout_prob = 0.0
     with open(args.train, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if args.loss == "mnrl":
@@ -94,7 +130,7 @@ def main() -> None:
             batch_sampler=BatchSamplers(args.batch_sampler),
         )
         loop = LoopClock()
-        trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=data, loss=loss, callbacks=[loop])
+        trainer = Trainer(model=model, args=targs, train_dataset=data, loss=loss, callbacks=[loop])
         t0 = time.perf_counter()
         trainer.train()
         call_seconds = time.perf_counter() - t0
@@ -104,6 +140,8 @@ def main() -> None:
     emb = model.encode(test, batch_size=128, convert_to_numpy=True, normalize_embeddings=False)
     encode_seconds = time.perf_counter() - t0
     np.save(args.out, emb.astype(np.float32))
+    if args.record_batches:  # the data loader may have drawn a batch ahead: the steps' batches only
+        Path(args.record_batches).write_text(json.dumps(seen[:steps]))
     print(json.dumps({"train_seconds": loop.seconds, "train_call_seconds": call_seconds, "steps": steps,
                       "encode_seconds": encode_seconds}))
 

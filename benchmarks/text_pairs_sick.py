@@ -20,19 +20,24 @@ Both: ``--max-steps`` steps of ``--batch-size`` pairs, learning rate 2e-5 with 1
 cosine decay; theirs: linear), no weight decay, max length 64, mean pooling, the same threads.
 Scored by one evaluator: Spearman of cosine similarity with relatedness_score on the 4,906 SICK
 TEST pairs (SICK-R); texts/s = texts per row (2, or 3 with a negative) x rows trained / training
-seconds. ``--seeds N`` trains every contender N times (seeds 0 .. N-1: train.seed / --seed; the
-order ours / theirs alternates from loss to loss and seed to seed); the table gives mean ± sd
-over the seeds. MiniLM before training is scored once by the same evaluator.
+seconds. ``--seeds N`` trains every contender N times (seeds 0 .. N-1, or ``--first-seed`` F ..
+F+N-1: train.seed / --seed; the order ours / theirs alternates from loss to loss and seed to
+seed); the table gives mean ± sd over the seeds. MiniLM before training is scored once by the
+same evaluator.
 
     python benchmarks/text_pairs_sick.py --anchor-python "$(which python)"   # sentence-transformers there
 
 Without --anchor-python, contrastkit alone; a quick check: ``--max-pairs 200 --max-steps 2``.
-``--losses`` picks some of mnrl, mnrl-nodup, mnrl-mined, cosent.
+``--losses`` picks some of mnrl, mnrl-nodup, mnrl-mined, cosent. ``--same-batches`` checks the
+training itself rather than a seed's luck: every dropout off on both sides, the anchor trains
+first and writes down its batches, and ours trains on the same batches in the same order (our
+loader's first epoch replayed); the two models should then score the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -41,7 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,6 +57,7 @@ import torch
 from common import add_numbers, add_overrides, parser
 from text_simcse_sick import sts_of
 
+from contrastkit.data.text import loader as text_loader
 from contrastkit.data.text.corpus import STSData, read_pairs, read_sts
 from contrastkit.encoders.text import load_pretrained_text_encoder, minilm_path
 from contrastkit.index.mining import mine_with_encoder
@@ -69,9 +77,33 @@ TEXTS_PER_ROW = {"mnrl": 2, "triples": 3, "cosent": 2}
 MINING = {"negatives": 1, "range_min": 2, "range_max": 30, "margin": 0.05}
 
 
-def run_ours(args: argparse.Namespace, loss: str, seed: int, work: Path, unique: list[str], sts: STSData) -> dict[str, float]:
+@contextlib.contextmanager
+def replayed_batches(batches_file: Path | None) -> Iterator[None]:
+    """Within: our text loader's first epoch starts with the batches written to ``batches_file``
+    (by the anchor's ``--record-batches``), the other rows after them; without a file, as it is."""
+    if batches_file is None:
+        yield
+        return
+    first = [i for batch in json.loads(batches_file.read_text()) for i in batch]
+    if len(set(first)) != len(first):
+        sys.exit("--same-batches needs --max-steps within one epoch (the anchor's batches repeat rows)")
+
+    def full_permutation(self: Any, epoch: int) -> torch.Tensor:
+        taken = set(first)
+        return torch.tensor(first + [i for i in range(self.n) if i not in taken])
+
+    original = text_loader._SeededLoader.full_permutation
+    text_loader._SeededLoader.full_permutation = full_permutation  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        text_loader._SeededLoader.full_permutation = original  # type: ignore[method-assign]
+
+
+def run_ours(args: argparse.Namespace, loss: str, seed: int, work: Path, unique: list[str], sts: STSData,
+             batches_file: Path | None = None) -> dict[str, float]:
     recipe, sets, _, _ = LOSSES[loss]
-    sets = [s.format(work=work) for s in sets]
+    sets = [s.format(work=work) for s in sets] + (["text.dropout=0.0"] if batches_file else [])
     run_dir = work / f"ours-{time.time_ns()}"
     run_dir.mkdir()
     cfg = load_config(recipe, [
@@ -80,7 +112,8 @@ def run_ours(args: argparse.Namespace, loss: str, seed: int, work: Path, unique:
         "train.loggers=[csv]",
         f"text.data_root={args.data_root}" if args.data_root else "text.data_root=null", *sets, *args.set,
     ])
-    summary, _ = train_run(cfg, run_dir, progress=False, verbose=False)
+    with replayed_batches(batches_file):
+        summary, _ = train_run(cfg, run_dir, progress=False, verbose=False)
     run = load_run(run_dir)
     run.model()  # loaded before the clock starts, as the anchor's model is
     t0 = time.perf_counter()
@@ -90,7 +123,7 @@ def run_ours(args: argparse.Namespace, loss: str, seed: int, work: Path, unique:
 
 
 def run_anchor(args: argparse.Namespace, loss: str, seed: int, work: Path, train: dict[str, Path], test_file: Path,
-               unique: list[str], sts: STSData) -> dict[str, float]:
+               unique: list[str], sts: STSData, batches_file: Path | None = None) -> dict[str, float]:
     _, _, kind, sampler = LOSSES[loss]
     out = work / f"anchor-{time.time_ns()}.npy"
     cmd = [
@@ -98,6 +131,7 @@ def run_anchor(args: argparse.Namespace, loss: str, seed: int, work: Path, train
         "--loss", kind, "--batch-sampler", sampler, "--test", str(test_file), "--out", str(out),
         "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
         "--threads", str(args.threads), "--seed", str(seed),
+        *(["--no-dropout", "--record-batches", str(batches_file)] if batches_file else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     if proc.returncode != 0:
@@ -112,10 +146,16 @@ def main() -> None:
     p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
     add_numbers(p, max_steps=20, batch_size=32, lr=2e-5, threads=1)
     p.add_argument("--max-pairs", type=int, default=None, help="score the first N test pairs only (a quick check)")
-    p.add_argument("--seeds", type=int, default=1, help="train every contender with seeds 0 .. N-1 (mean ± sd)")
+    p.add_argument("--seeds", type=int, default=1, help="train every contender with N seeds (mean ± sd)")
+    p.add_argument("--first-seed", type=int, default=0, help="the seeds are FIRST .. FIRST+N-1 (to add seeds to a run)")
+    p.add_argument("--same-batches", action="store_true",
+                   help="a check of the training itself: both sides train without dropout on the same batches "
+                        "(the anchor's, replayed in ours), so what is left is the implementations")
     add_overrides(p, "our recipes")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
+    if args.same_batches and not args.anchor_python:
+        p.error("--same-batches needs --anchor-python (the anchor chooses the batches)")
 
     torch.set_num_threads(args.threads)
     pairs = read_pairs("sick:train", ["sentence_A", "sentence_B"], {"entailment_label": "ENTAILMENT"}, data_root=args.data_root)
@@ -126,7 +166,7 @@ def main() -> None:
     unique = list(dict.fromkeys([*sts.sentences1, *sts.sentences2]))
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-        "load_average": os.getloadavg(), "threads": args.threads, "steps": args.max_steps,
+        "load_average": os.getloadavg(), "threads": args.threads, "steps": args.max_steps, "same_batches": args.same_batches,
         "batch_size": args.batch_size, "train_pairs": len(pairs), "scored_pairs": len(scored), "test_pairs": len(sts),
     }
     runs: list[dict[str, object]] = []
@@ -144,13 +184,14 @@ def main() -> None:
             results["mining"] = mine(args, train["mnrl"], train["triples"])
             print(f"mined: {json.dumps(results['mining'])}", flush=True)
         turn = 0
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for loss in args.losses:
-                order = ["ours", "anchor"] if turn % 2 == 0 else ["anchor", "ours"]
+                order = ["ours", "anchor"] if turn % 2 == 0 and not args.same_batches else ["anchor", "ours"]
                 turn += 1
+                batches = work / f"batches-{loss}-{seed}.json" if args.same_batches else None
                 for who in order if args.anchor_python else ["ours"]:
-                    res = run_ours(args, loss, seed, work, unique, sts) if who == "ours" else run_anchor(
-                        args, loss, seed, work, train, test_file, unique, sts)
+                    res = run_ours(args, loss, seed, work, unique, sts, batches) if who == "ours" else run_anchor(
+                        args, loss, seed, work, train, test_file, unique, sts, batches)
                     rows = args.batch_size * float(res["steps"])
                     res["texts_per_sec"] = TEXTS_PER_ROW[LOSSES[loss][2]] * rows / float(res["train_seconds"])
                     runs.append({"who": who, "loss": loss, "seed": seed, **res})

@@ -243,6 +243,17 @@ COMMANDS: dict[str, dict[str, Command]] = {
                      "../shared/data/sick": str(SICK)},
             slow="24 MiniLM trainings and SICK evaluations", data=Path(BENCH_PYTHON or ST_ANCHOR),
         ),
+        **{
+            f"python benchmarks/text_pairs_sick.py --anchor-python {ST_ANCHOR} --data-root ../shared/data/sick "
+            f"--max-steps 20 --batch-size 32 {extra} --set optim.schedule=linear --set optim.grad_clip=1.0": Command(
+                replace={ST_ANCHOR: BENCH_PYTHON or ST_ANCHOR, "python ": f"{sys.executable} ",
+                         "benchmarks/": f"{REPO}/benchmarks/", "../shared/data/sick": str(SICK)},
+                slow="MiniLM trainings and SICK evaluations, each side", data=Path(BENCH_PYTHON or ST_ANCHOR),
+            )
+            for extra in (
+                "--seeds 6", "--losses cosent --seeds 6 --first-seed 6", "--losses mnrl cosent --seeds 2 --same-batches"
+            )
+        },
         "python benchmarks/fashion_mnist_budget.py --recipe fashion-mnist-swav --minutes 4 --out runs/bench23/swav "
         "--set train.num_threads=1 --set eval.finetune=false --set eval.plots=false --set \"eval.few_label_shots=[10]\" "
         "--set eval.report=false --set eval.baselines=false --set method.freeze_prototypes_steps=20": Command(
