@@ -3,6 +3,11 @@ image data set whose captions are generated from class names and image attribute
 (image, caption) table, or WebDataset-style tar shards (an image and a .txt caption per sample) —
 evaluated by zero-shot classification and image↔text retrieval.
 
+Validation (``eval.val_size``): a seeded slice of the training pairs (images with their
+captions; for a labelled data set, images and labels whose captions are made as for the test
+retrieval) is held out of training, and ``val_hit@1``, the mean of image→text and text→image
+hit@1 on it, is measured every ``eval.val_every`` steps and after the last.
+
 Run folder: ``text_encoder/`` (the text tower's transformers folder), ``text_run.json`` (the
 image channels, size and normalisation, class names, caption thresholds),
 ``encoder.safetensors`` (the image tower).
@@ -10,7 +15,10 @@ image channels, size and normalisation, class names, caption thresholds),
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -18,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contrastkit.config import Config
+from contrastkit.config import Config, EvalConfig
 from contrastkit.data.image import eval_transform
 from contrastkit.data.image.decode import is_image_file, read_image_file
 from contrastkit.data.image.spec import (
@@ -42,8 +50,9 @@ from contrastkit.errors import UserError
 from contrastkit.evaluate.text import before_and_after, text_results_table
 from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
+from contrastkit.options import option
 from contrastkit.runs import load_run_weights
-from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, register_task
+from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, ValidationSpec, register_task
 from contrastkit.training import (
     GradientStep,
     Training,
@@ -51,6 +60,7 @@ from contrastkit.training import (
     channels_last_for,
     save_safetensors,
 )
+from contrastkit.training.callbacks import Validation
 
 META_FILE = "text_run.json"
 RETRIEVAL_IMAGES = 1000  # test images scored by image↔text retrieval
@@ -58,6 +68,19 @@ DEFAULT_AUGMENT: list[dict[str, Any]] = [
     {"op": "random_resized_crop", "scale": [0.7, 1.0]},
     {"op": "horizontal_flip", "p": 0.5},
 ]
+VAL_METRIC = "val_hit@1"  # mean of image→text and text→image hit@1 on the held-out pairs
+
+
+@dataclass
+class ImageTextEvalConfig(EvalConfig):
+    """Evaluation of an image_text run, with its validation slice of the training pairs."""
+
+    val_size: int = option(
+        0, "validation split: image–caption pairs held out of the training pairs (never trained on; 0: none)", ge=0
+    )
+    val_seed: int = option(0, "seed of the validation split's draw (independent of train.seed)", ge=0)
+    val_every: int = option(0, "image↔text hit@1 on the validation split every N steps (0: after the last step only)",
+                            ge=0)
 
 
 def image_text_data(cfg: Config, split: str) -> dict[str, Any]:
@@ -87,6 +110,71 @@ def image_text_data(cfg: Config, split: str) -> dict[str, Any]:
     return {
         "images": data.images, "labels": data.labels, "classes": list(data.classes),
         "mean": list(data.mean()), "std": list(data.std()),
+    }
+
+
+def hold_out_pairs(data: dict[str, Any], size: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training pairs less a seeded slice of ``size`` of them, and the slice: images with their
+    labels (captions made from them) or their captions. The draw is the image task's
+    (``validation_rows``: the number of pairs, ``size`` and ``seed`` only); one-line error when the
+    slice leaves nothing to train on."""
+    from contrastkit.data.image.validation import validation_rows
+
+    n = int(data["images"].shape[0])
+    if size >= n:
+        raise UserError(f"eval.val_size {size} leaves no training pair: there are {n}; use at most {n - 1}")
+    rows = validation_rows(n, size, seed)
+    held = torch.zeros(n, dtype=torch.bool)
+    held[rows] = True
+    train, val = dict(data), dict(data)
+    for key in ("images", "labels"):
+        if data.get(key) is not None:
+            train[key], val[key] = data[key][~held], data[key][held]
+    if data.get("captions") is not None:
+        captions = list(data["captions"])
+        train["captions"] = [c for c, h in zip(captions, held.tolist(), strict=True) if not h]
+        val["captions"] = [captions[i] for i in rows.tolist()]
+    digest = hashlib.sha1(rows.numpy().astype("<i8").tobytes()).hexdigest()
+    val["rows"], val["record"] = rows, {"from": "train", "size": size, "of": n, "seed": seed, "rows_sha1": digest}
+    return train, val
+
+
+@torch.no_grad()
+def embed_images(model: nn.Module, images: Tensor, transform: Any, batch_size: int) -> Tensor:
+    """Projected image embeddings (N, D) on the CPU of uint8 images (the model in its current mode)."""
+    m: Any = model
+    device = next(model.parameters()).device
+    chunks = [m.embed_images(transform(images[i : i + batch_size].to(device))).float().cpu()
+              for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def embed_texts(model: nn.Module, texts: list[str], batch_size: int) -> Tensor:
+    """Projected text embeddings (N, D) on the CPU."""
+    m: Any = model
+    device = next(model.parameters()).device
+    chunks = []
+    for i in range(0, len(texts), batch_size):
+        enc = m.text_encoder.tokenize(texts[i : i + batch_size])
+        chunks.append(m.embed_texts(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
+    return torch.cat(chunks)
+
+
+def caption_retrieval(images: Tensor, captions: list[str], texts: Callable[[list[str]], Tensor],
+                      ks: Sequence[int]) -> dict[str, Any]:
+    """Image→text and text→image retrieval of image embeddings (N, D) and their captions (N; the
+    corpus is the distinct captions, each relevant to every image it captions)."""
+    from contrastkit.evaluate.retrieval import retrieval_metrics
+
+    unique = list(dict.fromkeys(captions))
+    cid = {c: i for i, c in enumerate(unique)}
+    caption_of = torch.tensor([cid[c] for c in captions])
+    zc = texts(unique)
+    images_of = [torch.nonzero(caption_of == j).flatten().tolist() for j in range(len(unique))]
+    return {
+        "image_to_text": {**retrieval_metrics(images, zc, caption_of, ks=ks), "corpus": len(unique)},
+        "text_to_image": {**retrieval_metrics(zc, images, images_of, ks=ks), "corpus": len(captions)},
     }
 
 
@@ -141,24 +229,13 @@ class ImageTextRun(TrainedRun):
         model: Any = self.model()
         return model.text_encoder, model.text_proj
 
-    @torch.no_grad()
     def _images(self, model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
-        m: Any = model
         inp, device = self.image_input(), next(model.parameters()).device
         transform = cast(Any, eval_transform(size=inp.size, mean=inp.mean, std=inp.std)).to(device)
-        chunks = [m.embed_images(transform(images[i : i + batch_size].to(device))).float().cpu()
-                  for i in range(0, images.shape[0], batch_size)]
-        return torch.cat(chunks)
+        return embed_images(model, images, transform, batch_size)
 
-    @torch.no_grad()
     def _texts(self, model: nn.Module, texts: list[str], batch_size: int) -> Tensor:
-        m: Any = model
-        device = next(model.parameters()).device
-        chunks = []
-        for i in range(0, len(texts), batch_size):
-            enc = m.text_encoder.tokenize(texts[i : i + batch_size])
-            chunks.append(m.embed_texts(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu())
-        return torch.cat(chunks)
+        return embed_texts(model, texts, batch_size)
 
     def encode_images(self, images: Tensor, *, batch_size: int = 512) -> Tensor:
         """Projected image embeddings (N, D) on the CPU of uint8 images."""
@@ -198,7 +275,6 @@ class ImageTextRun(TrainedRun):
 
     def _evaluate_model(self, model: nn.Module, batch_size: int) -> dict[str, Any]:
         from contrastkit.data.text.captions import CaptionMaker, prompts
-        from contrastkit.evaluate.retrieval import retrieval_metrics
 
         t: TextConfig = self.config.text
         out: dict[str, Any] = {}
@@ -228,13 +304,7 @@ class ImageTextRun(TrainedRun):
             captions = list(data["captions"])
             rows = list(range(len(captions)))
             query_images = zi
-        unique = list(dict.fromkeys(captions))
-        cid = {c: i for i, c in enumerate(unique)}
-        caption_of = torch.tensor([cid[c] for c in captions])
-        zc = self._texts(model, unique, batch_size)
-        out["image_to_text"] = {**retrieval_metrics(query_images, zc, caption_of, ks=t.recall_k), "corpus": len(unique)}
-        images_of = [torch.nonzero(caption_of == j).flatten().tolist() for j in range(len(unique))]
-        out["text_to_image"] = {**retrieval_metrics(zc, query_images, images_of, ks=t.recall_k), "corpus": len(rows)}
+        out.update(caption_retrieval(query_images, captions, lambda texts: self._texts(model, texts, batch_size), t.recall_k))
         return out
 
     def results_table(self, ev: dict[str, Any]) -> str:
@@ -287,7 +357,8 @@ class ImageTextTask(Task):
     """Image–text two towers (CLIP / SigLIP), evaluated zero-shot and by cross-modal retrieval."""
 
     name = "image_text"
-    sections: ClassVar[dict[str, type | None]] = {"data": DataConfig, "model": ModelConfig, "text": TextConfig}
+    sections: ClassVar[dict[str, type | None]] = {"data": DataConfig, "model": ModelConfig, "text": TextConfig,
+                                                   "eval": ImageTextEvalConfig}
     unread: ClassVar[dict[str, tuple[str, ...]]] = {
         "data": ("views", "crops", "label_fraction", "stream", "workers", "gpu_decode"),
         "text": ("lazy", "workers", "augment", "sts_file", "sts_columns", "sts_filter", "retrieval_columns",
@@ -312,11 +383,28 @@ class ImageTextTask(Task):
             raise UserError(f"image_text from a table needs text.train_columns = [image, caption]; got {t.train_columns}")
         check_templates(t.caption_templates, "text.caption_templates")
         check_templates(t.zero_shot_templates, "text.zero_shot_templates")
+        if cfg.eval.val_every and not cfg.eval.val_size:
+            raise UserError("eval.val_every measures on the validation split: set eval.val_size too "
+                            "(e.g. eval.val_size=1000 image–caption pairs held out of the training pairs)")
+
+    @classmethod
+    def validation(cls, cfg: Config) -> ValidationSpec:
+        """Image↔text retrieval (``val_hit@1``, higher is better) on the training pairs held out by
+        ``eval.val_size`` (a tenth of the pairs, at most 1000, where the config holds none out),
+        every ``eval.val_every`` steps and after the last."""
+        overrides: tuple[str, ...] = ()
+        if not cfg.eval.val_size:
+            n = int(image_text_data(cfg, "train")["images"].shape[0])
+            overrides = (f"eval.val_size={max(1, min(RETRIEVAL_IMAGES, n // 10))}",)
+        return ValidationSpec(VAL_METRIC, "max", overrides, "eval.val_every")
 
     def _data(self, ctx: RunContext) -> dict[str, Any]:
         from contrastkit.data.text.captions import CaptionMaker
 
         data = image_text_data(ctx.cfg, "train")
+        self.val: dict[str, Any] | None = None
+        if ctx.cfg.eval.val_size:
+            data, self.val = hold_out_pairs(data, ctx.cfg.eval.val_size, ctx.cfg.eval.val_seed)
         images: Tensor = data["images"]
         data["channels"], data["size"] = int(images.shape[1]), int(ctx.cfg.data.image_size or images.shape[2])
         if data["labels"] is not None:
@@ -325,6 +413,10 @@ class ImageTextTask(Task):
             for names in maker.names:
                 corpus += list(names)
             data.update(captions=maker.random, thresholds=maker.thresholds, corpus=corpus)
+            if self.val is not None:  # the held-out images' captions, fixed, as the test retrieval makes them
+                val_maker = CaptionMaker.for_images(self.val["images"], self.val["labels"], data["classes"],
+                                                    ctx.cfg.text.caption_templates, maker.thresholds)
+                self.val["captions"] = val_maker.fixed(range(len(val_maker.labels)), ctx.cfg.text.caption_templates[-1])
         else:
             fixed = list(data["captions"])
 
@@ -357,7 +449,32 @@ class ImageTextTask(Task):
         if not ctx.resume and ctx.is_main:  # before training: an interrupted run can be evaluated
             keys = ("channels", "size", "mean", "std", "classes", "thresholds")
             (ctx.run_dir / META_FILE).write_text(json.dumps({"task": self.name, **{k: data[k] for k in keys}}, indent=2))
-        return Training(GradientStep(model, cfg.optim, cfg.train, device=ctx.device, note=ctx.log), loader, unit="pairs")
+        self.validator = self._validator(ctx, model, data)
+        return Training(GradientStep(model, cfg.optim, cfg.train, device=ctx.device, note=ctx.log), loader, unit="pairs",
+                        callbacks=[self.validator] if self.validator is not None else [])
+
+    def _validator(self, ctx: RunContext, model: Any, data: dict[str, Any]) -> Validation | None:
+        """Image↔text hit@1 on the held-out pairs (None without them), every ``eval.val_every``
+        steps and after the last; the run keeps its last weights (as the image task's monitor)."""
+        if self.val is None:
+            return None
+        val, batch = self.val, min(ctx.cfg.eval.batch_size, 256)
+        transform = cast(Any, eval_transform(size=data["size"], mean=data["mean"], std=data["std"])).to(ctx.device)
+
+        def evaluate() -> dict[str, float]:
+            was = model.training
+            model.eval()
+            try:
+                zi = torch.nn.functional.normalize(embed_images(model, val["images"], transform, batch), dim=1)
+                out = caption_retrieval(zi, val["captions"], lambda texts: embed_texts(model, texts, batch), [1])
+            finally:
+                model.train(was)
+            i2t, t2i = float(out["image_to_text"]["hit@1"]), float(out["text_to_image"]["hit@1"])
+            return {"value": (i2t + t2i) / 2, "image_to_text_hit@1": i2t, "text_to_image_hit@1": t2i}
+
+        describe = {"pairs": len(val["captions"]), "captions": len(set(val["captions"]))}
+        return Validation(evaluate, metric=VAL_METRIC, every=ctx.cfg.eval.val_every or None, direction="max",
+                          describe=describe, note=None if ctx.cfg.train.progress else ctx.log)
 
     def describe(self, ctx: RunContext) -> str:
         return (
@@ -366,7 +483,11 @@ class ImageTextTask(Task):
         )
 
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
-        if ctx.is_main:
-            self.model.text_encoder.save(ctx.run_dir / ENCODER_DIR)
-            save_safetensors(self.model.encoder.state_dict(), ctx.run_dir / "encoder.safetensors")
-        return {}
+        if not ctx.is_main:
+            return {}
+        self.model.text_encoder.save(ctx.run_dir / ENCODER_DIR)
+        save_safetensors(self.model.encoder.state_dict(), ctx.run_dir / "encoder.safetensors")
+        if self.validator is None or self.val is None:
+            return {}
+        self.validator.finish(summary.steps)
+        return {"validation": {**self.validator.results(), "split": self.val["record"]}}
