@@ -21,6 +21,10 @@ import yaml
 
 from contrastkit.cli import main
 from contrastkit.recipes import read_recipe
+from contrastkit.tasks import TrainedRun
+from contrastkit.tasks.text import TextRun
+
+from .tasks.test_sequences import write_topic_words
 
 
 @pytest.fixture
@@ -116,7 +120,9 @@ def test_compare_rl_recipes_get_only_the_keys_rl_reads(
         assert r["figures"]["return"] >= 8
 
 
-def test_compare_refuses_mismatched_recipes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_refuses_mismatched_recipes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code = main(["compare", "digits-simclr", "fashion-mnist-simclr", "--budget-minutes", "1",
                  "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
@@ -129,9 +135,41 @@ def test_compare_refuses_mismatched_recipes(tmp_path: Path, capsys: pytest.Captu
         code == 2
         and "compare needs recipes of one task; got digits-simclr: image, ml100k-lightgcn: recsys" in capsys.readouterr().err
     )
-    # a task whose runs have no compare_row figures (text) is refused, naming the tasks that have them
+    # a task whose runs have no compare_row figures is refused, naming the tasks that have them
+    monkeypatch.setattr(TextRun, "compare_row", TrainedRun.compare_row)
     code = main(["compare", "sick-simcse", "--budget-minutes", "1", "--out", str(tmp_path / "w")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
-    assert "compare works on recipes of task image, recsys, rl, gan; got task text" in err
+    assert "compare works on recipes of task image, image_text, recsys, rl, sequences, gan; got task text" in err
     assert not any((tmp_path / d).exists() for d in "xyzw")  # refused before anything is written
+
+
+def test_compare_word2vec_settings_on_their_word_similarity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], commands: list[list[str]]
+) -> None:
+    """Every task's runs have figures to compare (text and image–text: their table's headline
+    figures; recsys and item2vec: Recall / NDCG@20): here two word2vec window sizes, scored on
+    word pairs."""
+    text, pairs = write_topic_words(tmp_path, 300)
+    wide = tmp_path / "w2v-window-8.yaml"
+    wide.write_text(yaml.safe_dump({**read_recipe("text-word2vec"), "name": "w2v-window-8",
+                                    "method": {**read_recipe("text-word2vec")["method"], "window": 8}}))
+    out = tmp_path / "cmp"
+    code = main(["compare", "text-word2vec", str(wide), "--budget-minutes", "0.005", "--out", str(out),
+                 "--set", f"sequences.text_file={text}", "--set", f"sequences.similarity_file={pairs}",
+                 "--set", "sequences.min_count=1", "--set", "method.embedding_dim=16", "--set", "train.batch_size=256",
+                 "--set", "train.progress=false"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert [_sets(c)[:2] for c in commands] == [["train.time_budget_minutes=0.005", "train.epochs=100000"]] * 2
+    runs = json.loads((out / "compare.json").read_text())["runs"]
+    for r in runs:
+        sim = json.loads((Path(r["run_dir"]) / "results.json").read_text())["eval"]["similarity"]
+        assert r["figures"] == {"similarity ρ": f"{100 * sim['spearman']:.1f}", "pairs in vocab %": "100.0"}
+        assert r["exit_code"] == 0 and r["steps"] > 1
+    lines = printed.splitlines()
+    head = lines.index("after 0.005 min of training each:")
+    assert lines[head + 1].split()[:6] == ["recipe", "method", "similarity", "ρ", "pairs", "in"]
+    assert [line.split()[:3] for line in lines[head + 3: head + 5]] == [
+        ["text-word2vec", "skipgram", runs[0]["figures"]["similarity ρ"]],
+        [str(wide), "skipgram", runs[1]["figures"]["similarity ρ"]]]

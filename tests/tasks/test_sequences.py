@@ -144,14 +144,20 @@ def test_the_sgd_fast_path_is_autograd_plus_torch_sgd(shared: bool, loss: str) -
     torch.testing.assert_close(fast.output.weight, slow.output.weight, rtol=1e-10, atol=1e-12)
 
 
-def test_word2vec_learns_topics_and_the_cli_uses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = tmp_path / "corpus.txt"
-    text.write_text("\n".join(" ".join(s) for s in topic_corpus(800)) + "\n")
-    pairs = tmp_path / "pairs.tsv"
+def write_topic_words(root: Path, sentences: int = 800) -> tuple[Path, Path]:
+    """A topic corpus (corpus.txt) and word pairs scored 9 within a topic, 1 across (pairs.tsv)."""
+    text = root / "corpus.txt"
+    text.write_text("\n".join(" ".join(s) for s in topic_corpus(sentences)) + "\n")
+    pairs = root / "pairs.tsv"
     same = [("cat", "dog"), ("car", "bus"), ("horse", "cow"), ("train", "plane"), ("goat", "bird"), ("boat", "tram")]
     cross = [("cat", "car"), ("dog", "train"), ("bike", "sheep"), ("horse", "truck"), ("mouse", "boat"), ("cow", "tram")]
     rows = [f"{a}\t{b}\t9" for a, b in same] + [f"{a}\t{b}\t1" for a, b in cross]
     pairs.write_text("# word1\tword2\tscore\n" + "\n".join(rows) + "\n")
+    return text, pairs
+
+
+def test_word2vec_learns_topics_and_the_cli_uses_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text, pairs = write_topic_words(tmp_path)
     run = tmp_path / "run"
     sets = ["--set", f"sequences.text_file={text}", "--set", f"sequences.similarity_file={pairs}",
             "--set", "sequences.neighbours=[cat]", "--set", "train.epochs=3", "--set", "train.progress=false",
@@ -206,8 +212,11 @@ def test_item2vec_cli_on_tiny_movielens(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["train", "ml100k-item2vec", *[x for s in sets for x in ("--set", s)], "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "skipgram" in out and "popularity" in out
-    test = json.loads((run / "results.json").read_text())["eval"]["test"]
+    results = json.loads((run / "results.json").read_text())
+    test = results["eval"]["test"]
     assert test["skipgram"]["ndcg@10"] > test["popularity"]["ndcg@10"], test
+    # contrastkit compare's figures (as a recsys run's): the trained model's, not the baselines'
+    assert load_run(run).compare_row(results) == {k: test["skipgram"][k] for k in ("recall@20", "ndcg@20")}
     assert main(["recommend", str(run), "--user", "3", "--k", "5"]) == 0
     recommended = [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]]
     assert sum(int(i) % 2 == 0 for i in recommended) >= 4, recommended  # user 3 likes even items

@@ -245,3 +245,22 @@ def test_clip_trains_from_caption_shards(tmp_path: Path) -> None:
     ev = json.loads((run / "results.json").read_text())["eval"]["encoders"]["trained"]
     assert ev["text_to_image"]["queries"] == 10 and ev["text_to_image"]["corpus"] == 60  # 60 test images, 10 captions
     assert "zero_shot" not in ev  # captions, no classes: nothing to prompt zero-shot
+
+
+def test_compare_rows_are_the_trained_encoders_headline_figures(
+    simcse: tuple[Path, dict[str, Path], str], clip: tuple[Path, str]
+) -> None:
+    """What `contrastkit compare` and a sweep's final table show of a text and an image–text run:
+    of the trained encoder's row of the terminal table, STS Spearman, zero-shot accuracy, and per
+    retrieval direction the smallest K's R@K and the largest K's nDCG@K (× 100)."""
+    from contrastkit.runner import load_run
+
+    for run, wanted in ((simcse[0], [("STS spearman", "sts", "spearman")]),
+                        (clip[0], [("zero-shot acc", "zero_shot", "accuracy"), ("i→t R@1", "image_to_text", "hit@1"),
+                                   ("i→t nDCG@10", "image_to_text", "ndcg@10"), ("t→i R@1", "text_to_image", "hit@1"),
+                                   ("t→i nDCG@10", "text_to_image", "ndcg@10")])):
+        results = json.loads((run / "results.json").read_text())
+        trained = results["eval"]["encoders"]["trained"]
+        row = load_run(run).compare_row(results)
+        assert row == {label: f"{100 * trained[sec][key]:.1f}" for label, sec, key in wanted}
+        assert load_run(run).compare_row({"train": results["train"]}) == {}  # a run trained with --no-eval

@@ -106,14 +106,9 @@ def pair_retrieval(
     return out
 
 
-def text_results_table(ev: dict[str, Any]) -> str:
-    """One row per encoder (trained / initial), and one per encoder and evaluated dim ("trained
-    @64"), values × 100."""
-    enc = ev.get("encoders", {})
-    if not enc:
-        return "(nothing evaluated)"
+def _columns(first: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The table's columns for the sections an encoder's results hold: (label, section, key)."""
     cols: list[tuple[str, str, str]] = []
-    first = next(iter(enc.values()))
     if "sts" in first:
         cols += [("STS spearman", "sts", "spearman"), ("STS pearson", "sts", "pearson")]
     if "zero_shot" in first:
@@ -124,9 +119,36 @@ def text_results_table(ev: dict[str, Any]) -> str:
             cols += [(f"{label}R@{k}", section, f"hit@{k}") for k in ks]
             if ks:
                 cols += [(f"{label}MRR@{ks[-1]}", section, f"mrr@{ks[-1]}"), (f"{label}nDCG@{ks[-1]}", section, f"ndcg@{ks[-1]}")]
+    return cols
+
+
+def text_results_table(ev: dict[str, Any]) -> str:
+    """One row per encoder (trained / initial), and one per encoder and evaluated dim ("trained
+    @64"), values × 100."""
+    enc = ev.get("encoders", {})
+    if not enc:
+        return "(nothing evaluated)"
+    cols = _columns(next(iter(enc.values())))
     rows = []
     for name, r in enc.items():  # each encoder, then its embeddings cut to d coordinates (text.eval_dims)
         for label, res in [(name, r), *((f"{name} @{d}", rd) for d, rd in r.get("dims", {}).items())]:
             rows.append([label] + [pct(res.get(sec, {}).get(key)) for _, sec, key in cols])
     title = "evaluation (×100; R@K = share of queries with a relevant item in the top K):\n"
     return title + format_table(["encoder", *(c[0] for c in cols)], rows)
+
+
+def text_compare_row(results: dict[str, Any]) -> dict[str, Any]:
+    """A text or image–text run's headline figures (× 100, as in its table) for ``contrastkit
+    compare`` and a sweep's final table: the trained encoder's STS Spearman, zero-shot accuracy,
+    and of each retrieval section the smallest K's R@K and the largest K's nDCG@K."""
+    trained = results.get("eval", {}).get("encoders", {}).get(TRAINED)
+    if not trained:
+        return {}
+    row: dict[str, Any] = {}
+    ranked: set[str] = set()  # the sections whose R@K column is taken (they come smallest K first)
+    for label, sec, key in _columns(trained):
+        smallest_k = key.startswith("hit@") and sec not in ranked
+        ranked |= {sec} if key.startswith("hit@") else set()
+        if label in ("STS spearman", "zero-shot acc") or key.startswith("ndcg@") or smallest_k:
+            row[label] = pct(trained.get(sec, {}).get(key))
+    return row

@@ -123,3 +123,10 @@ class UserItemVectors:
         """Top-k items for one of the data's own user ids; items the user has seen are excluded."""
         users, items = self.vectors()
         return recommend(self.interactions(), users, items, user, k)
+
+    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
+        """Recall@20 and NDCG@20 of the trained model on the test split (``contrastkit compare``,
+        a sweep's final table)."""
+        method = results.get("config", {}).get("method", {}).get("name")
+        test = results.get("eval", {}).get("test", {}).get(method, {})
+        return {key: test.get(key) for key in ("recall@20", "ndcg@20")}

@@ -47,7 +47,7 @@ from contrastkit.encoders.text import (
 )
 from contrastkit.encoders.weights import start_encoder
 from contrastkit.errors import UserError
-from contrastkit.evaluate.text import before_and_after, text_results_table
+from contrastkit.evaluate.text import before_and_after, text_compare_row, text_results_table
 from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
@@ -309,6 +309,9 @@ class ImageTextRun(TrainedRun):
 
     def results_table(self, ev: dict[str, Any]) -> str:
         return text_results_table(ev)
+
+    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
+        return text_compare_row(results)
 
     # ------------------------------------------------------------------ embeddings, search, gallery
 

@@ -215,10 +215,6 @@ class RecsysRun(UserItemVectors, TrainedRun):
             f"{fmt_metric(es.get('best'))} at epoch {es.get('best_epoch')}"
         )
 
-    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
-        test = results.get("eval", {}).get("test", {}).get(self.config.method.name, {})
-        return {key: test.get(key) for key in ("recall@20", "ndcg@20")}
-
     def similar(self, item: str, k: int = 10) -> list[dict[str, Any]]:
         """The k items whose embeddings are closest (cosine) to one of the data's own item ids."""
         return similar_items(self.interactions(), self.vectors()[1], item, k)

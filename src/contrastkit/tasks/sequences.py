@@ -40,6 +40,7 @@ from contrastkit.data.sequences import (
 from contrastkit.errors import UserError
 from contrastkit.evaluate.ranking import embedding_scorer
 from contrastkit.evaluate.recommendation import evaluate_recommender, ranking_table, split_metrics
+from contrastkit.evaluate.tables import pct
 from contrastkit.index.keyed import KeyedVectors
 from contrastkit.index.vectors import (
     UserItemVectors,
@@ -316,6 +317,13 @@ class WordVectorsRun(SequencesRun):
         for token, rows in (ev.get("neighbours") or {}).items():
             lines.append(f"  {token}: " + ", ".join(f"{r['item']} {r['score']:.2f}" for r in rows))
         return "\n".join(lines)
+
+    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
+        """The word-similarity Spearman (× 100) and the share of its pairs in the vocabulary (%)."""
+        sim = results.get("eval", {}).get("similarity")
+        if not sim:
+            return {}
+        return {"similarity ρ": pct(sim.get("spearman")), "pairs in vocab %": pct(sim.get("coverage"))}
 
     def embed(self, spec: str | None, out: Path, *, batch_size: int = 512) -> tuple[int, int]:
         """All token vectors → .npz (vectors, tokens, counts)."""

@@ -33,7 +33,7 @@ from contrastkit.encoders.text import (
     text_encoder_for_training,
 )
 from contrastkit.errors import UserError
-from contrastkit.evaluate.text import before_and_after, evaluate_text_encoder, text_results_table
+from contrastkit.evaluate.text import before_and_after, evaluate_text_encoder, text_compare_row, text_results_table
 from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.methods.scored_pairs import ScoredPairOptions
@@ -125,6 +125,9 @@ class TextRun(TrainedRun):
 
     def results_table(self, ev: dict[str, Any]) -> str:
         return text_results_table(ev)
+
+    def compare_row(self, results: dict[str, Any]) -> dict[str, Any]:
+        return text_compare_row(results)
 
     def headline(self, results: dict[str, Any]) -> str:
         line = super().headline(results)
