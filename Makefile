@@ -22,9 +22,10 @@ lint:
 docs: install-test
 	$(BIN)/python tools/build_reference.py build/reference
 
-# two workers, one test file each at a time: most tests wait on subprocesses or run one thread
+# two workers, one test file each at a time (the longest first: tests/conftest.py): most tests wait
+# on subprocesses or run one thread
 unit:
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 install: $(BIN)/.installed
 install-test: $(BIN)/.installed-test

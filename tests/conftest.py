@@ -80,3 +80,22 @@ def _restore_threads() -> Iterator[None]:
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+# The files that take longest (multi-process runs, the documented commands), first: `make unit`
+# hands whole files to its two workers in collection order (--dist loadfile
+# --no-loadscope-reorder), so these start at once and the short files fill in around them,
+# instead of one of them starting last and running alone.
+LONGEST_FIRST = (
+    "tests/training/test_preemption.py",
+    "tests/test_docs.py",
+    "tests/test_docs_python.py",
+    "tests/test_docs_guides.py",
+    "tests/sweep/test_workers.py",
+    "tests/report/test_report.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected
