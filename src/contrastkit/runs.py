@@ -11,21 +11,24 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from contrastkit.config import Config, save_config
 from contrastkit.errors import UserError
-from contrastkit.training.checkpoint import load_latest_checkpoint
+from contrastkit.training.checkpoint import atomic_save, load_checkpoint, load_latest_checkpoint
 from contrastkit.training.distributed import env_world_size
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT = Path(CHECKPOINTS) / "last.pt"
+BEST = Path(CHECKPOINTS) / "best.pt"  # the best validation step's weights, where a run keeps them
 
 
 def run_dir_for(name: str, out: str | None, resume: bool) -> Path:
@@ -121,3 +124,24 @@ def load_run_weights(run_dir: Path, map_location: str | torch.device = "cpu", ke
     """The trained weights (``key`` of the step's state) of the run's newest readable checkpoint."""
     part: dict[str, Any] = checkpoint_part(load_run_checkpoint(run_dir, map_location), key)
     return part
+
+
+def keep_best_weights(model: nn.Module, run_dir: Path, metric: str, **record: Any) -> Callable[[int, float], None]:
+    """A :class:`~contrastkit.training.callbacks.Validation`'s ``keep``: at each new best, the
+    model's weights with the step, the metric and its value (and ``record``), written atomically
+    to the run's checkpoints/best.pt; :func:`load_model_weights` reads them back."""
+
+    def keep(step: int, value: float) -> None:
+        atomic_save({"model": model.state_dict(), "step": step, "metric": metric, "value": value, **record},
+                    Path(run_dir) / BEST)
+
+    return keep
+
+
+def load_model_weights(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The run's model: the best validation step's weights (checkpoints/best.pt) where the run
+    kept them, else those of its newest checkpoint."""
+    best = Path(run_dir) / BEST
+    if best.is_file():
+        return dict(load_checkpoint(best, map_location=map_location)["model"])
+    return load_run_weights(run_dir, map_location)

@@ -17,7 +17,7 @@ from contrastkit.data.image.spec import DataConfig, load_split
 from contrastkit.data.image.validation import pretraining_data, validation_split
 from contrastkit.recipes import load_config
 from contrastkit.runner import train_run
-from contrastkit.runs import new_run_dir
+from contrastkit.runs import checkpoint_part, new_run_dir
 from contrastkit.training import load_checkpoint
 
 from ..conftest import InterruptAt, Interrupted, tiny_overrides
@@ -104,8 +104,38 @@ def test_monitor_leaves_training_unchanged_and_resumes_its_curve(tmp_path: Path,
     assert [{k: v for k, v in p.items() if k != "seconds"} for p in cut["validation"]["curve"]] == strip
 
 
+def test_keep_best_makes_the_best_validation_steps_weights_the_runs_encoder(
+    tmp_path: Path, one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eval.keep_best: the weights of the best val_knn_acc step (here the first of three: the
+    accuracy is made to fall) go to checkpoints/best.pt and become the run's encoder — the
+    encoder.safetensors it exports and the model that `evaluate` tests — not the last step's."""
+    from safetensors.torch import load_file
+
+    from contrastkit.evaluate.monitor import KnnAccuracy
+    from contrastkit.runner import load_run
+
+    falling = iter([0.9, 0.8, 0.7])
+    monkeypatch.setattr(KnnAccuracy, "__call__", lambda self: next(falling))
+    cfg = load_config("digits-simclr", tiny_overrides(**{**VAL, "eval.keep_best": True, "eval.enabled": False}))
+    run = new_run_dir(cfg, str(tmp_path / "run"), resume=False)
+    _, extra = train_run(cfg, run, progress=False, verbose=False)
+    val = extra["validation"]
+    assert [p["value"] for p in val["curve"]] == [0.9, 0.8, 0.7] and val["kept_best"]
+    assert val["best_step"] == 2 and val["value"] == val["best"] == 0.9  # the run's figure: the kept step's
+    best, last = (load_checkpoint(run / "checkpoints" / n) for n in ("best.pt", "last.pt"))
+    assert best["step"] == 2 and best["metric"] == "val_knn_acc" and best["value"] == 0.9 and last["step"] == 5
+    kept = {k.removeprefix("encoder."): v for k, v in best["model"].items() if k.startswith("encoder.")}
+    exported = load_file(run / "encoder.safetensors")
+    assert exported.keys() == kept.keys() and all(torch.equal(exported[k], kept[k]) for k in kept)
+    trained = load_run(run).model().state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in best["model"].items())
+    assert not all(torch.equal(v, best["model"][k]) for k, v in checkpoint_part(last).items())  # not the last step's
+
+
 @pytest.mark.parametrize(("sets", "message"), [
     (["eval.monitor_every=5"], "eval.monitor_every measures on the validation split: set eval.val_size"),
+    (["eval.keep_best=true"], "eval.keep_best chooses on the validation split: set eval.val_size"),
     (["eval.val_size=1437"], "eval.val_size 1437 leaves no training image"),
 ])
 def test_bad_validation_settings_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], sets: list[str],

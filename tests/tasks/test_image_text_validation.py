@@ -102,6 +102,37 @@ def test_validation_curve_is_image_text_hit_at_1_on_the_held_out_pairs_and_resum
         assert torch.equal(value, checkpoint_part(load_run_checkpoint(cut), "model")[key]), key
 
 
+def test_keep_best_makes_the_best_steps_towers_the_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval.keep_best: the towers of the best val_hit@1 step (step 2 of 4: the figure is made to
+    fall) are kept in checkpoints/best.pt and become the run's (encoder.safetensors, the model
+    that is tested), not the last step's."""
+    from safetensors.torch import load_file
+
+    falling = iter([0.9, 0.5])
+
+    def retrieval(*args: object, **kwargs: object) -> dict[str, dict[str, float]]:
+        value = next(falling)
+        return {"image_to_text": {"hit@1": value}, "text_to_image": {"hit@1": value}}
+
+    monkeypatch.setattr("contrastkit.tasks.image_text.caption_retrieval", retrieval)
+    sets = tiny_clip_sets(**{"eval.val_size": 200, "eval.val_every": 2, "eval.keep_best": True, "eval.enabled": False})
+    cfg = load_config(None, sets[1::2])
+    run = new_run_dir(cfg, str(tmp_path / "run"), resume=False)
+    _, extra = train_run(cfg, run, progress=False, verbose=False)
+    val = extra["validation"]
+    assert [(p["step"], p["value"]) for p in val["curve"]] == [(2, 0.9), (4, 0.5)]
+    assert val["kept_best"] and val["best_step"] == 2 and val["value"] == 0.9
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["step"] == 2 and best["metric"] == "val_hit@1"
+    image_tower = {k.removeprefix("encoder."): v for k, v in best["model"].items() if k.startswith("encoder.")}
+    exported = load_file(run / "encoder.safetensors")
+    assert exported.keys() == image_tower.keys() and all(torch.equal(exported[k], v) for k, v in image_tower.items())
+    trained = load_run(run).model().state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in best["model"].items())
+    last = checkpoint_part(load_run_checkpoint(run), "model")
+    assert not all(torch.equal(v, best["model"][k]) for k, v in last.items())
+
+
 def test_image_text_validation_spec_switches_the_slice_on_for_a_sweep() -> None:
     from contrastkit.sweep.plan import make_plan
 
@@ -117,3 +148,5 @@ def test_image_text_validation_spec_switches_the_slice_on_for_a_sweep() -> None:
     assert plan.trial_config({"method.temperature": 0.1}).eval.val_size == 143
     with pytest.raises(UserError, match=r"^eval.val_every measures on the validation split: set eval.val_size too"):
         load_config("fashion-mnist-clip", ["data.name=digits", "eval.val_every=10"])
+    with pytest.raises(UserError, match=r"^eval.keep_best chooses on the validation split: set eval.val_size too"):
+        load_config("fashion-mnist-clip", ["data.name=digits", "eval.keep_best=true"])

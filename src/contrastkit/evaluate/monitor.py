@@ -76,16 +76,18 @@ class KnnAccuracy:
 
 
 def knn_monitor(split: ValidationSplit, encoder: nn.Module, *, bank_size: int, val_size: int, every: int | None,
-                note: Callable[[str], None] | None = None, **kwargs: Any) -> Validation:
+                note: Callable[[str], None] | None = None, keep: Callable[[int, float], None] | None = None,
+                **kwargs: Any) -> Validation:
     """The validation callback measuring :class:`KnnAccuracy` (``val_knn_acc``, higher is better)
     every ``every`` steps (None: after the last only) on ``split``: a seeded sample of ``bank_size`` training images outside
     the validation slice as the bank, ``val_size`` of the slice's images (seeded with the slice's
-    seed, so runs that differ in ``train.seed`` are measured on the same images). It keeps no
-    weights. ``kwargs``: those of :class:`KnnAccuracy`."""
+    seed, so runs that differ in ``train.seed`` are measured on the same images). ``keep``: called
+    with (step, value) at each new best (the weights to keep). ``kwargs``: those of :class:`KnnAccuracy`."""
     rest, val = split.rest(), split.validation()
     bank = rest.subset(seeded_rows(len(rest), bank_size, split.seed * 7919 + 1))
     val = val.subset(seeded_rows(len(val), val_size, split.seed * 7919 + 2))
     assert bank.labels is not None and val.labels is not None
     accuracy = KnnAccuracy(encoder, (bank.images, bank.labels), (val.images, val.labels),
                            num_classes=split.full.num_classes, **kwargs)
-    return Validation(accuracy, metric=METRIC, every=every, direction="max", describe=accuracy.describe(), note=note)
+    return Validation(accuracy, metric=METRIC, every=every, direction="max", describe=accuracy.describe(), note=note,
+                      keep=keep)

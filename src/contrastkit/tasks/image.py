@@ -50,7 +50,7 @@ from contrastkit.evaluate.monitor import knn_monitor
 from contrastkit.methods.base import build_image_method, check_views
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
-from contrastkit.runs import load_run_weights
+from contrastkit.runs import BEST, keep_best_weights, load_model_weights
 from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, ValidationSpec, register_task
 from contrastkit.training import (
     GradientStep,
@@ -102,6 +102,10 @@ class ImageEvalConfig(EvalConfig):
     monitor_every: int = option(0, "kNN accuracy on the validation split every N steps (0: after the last step only)", ge=0)
     monitor_bank: int = option(2000, "monitor: labelled training images in the kNN bank (seeded sample)", ge=1)
     monitor_val: int = option(1000, "monitor: validation images classified (seeded sample)", ge=1)
+    keep_best: bool = option(
+        False, "the run's encoder is the one of the validation step with the best val_knn_acc (checkpoints/best.pt; "
+        "tested, exported), not the last step's; needs eval.val_size",
+    )
     linear_protocol: str = option(
         "lbfgs", "linear probe: lbfgs (frozen features, L2 chosen on a held-out split), sgd (the published protocol: "
         "SGD on the frozen encoder with crop + flip, cosine schedule) or both", choices=LINEAR_PROTOCOLS,
@@ -159,12 +163,13 @@ class ImageRun(TrainedRun):
         return out
 
     def model(self) -> nn.Module:
-        """The trained method (encoder and heads) from the run's last checkpoint, in eval mode."""
+        """The trained method (encoder and heads) from the run's last checkpoint (with
+        ``eval.keep_best``: the best validation step's, checkpoints/best.pt), in eval mode."""
 
         def build() -> nn.Module:
             inp = self.image_input()
             model = build_image_method(self.config.method, self.config.model, inp.channels, inp.size)
-            model.load_state_dict(load_run_weights(self.path))
+            model.load_state_dict(load_model_weights(self.path))
             return model.to(self.device).eval()
 
         return self.cached("model", build)
@@ -306,9 +311,10 @@ class ImageTask(Task):
 
     @classmethod
     def validate(cls, cfg: Config) -> None:
-        if cfg.eval.monitor_every and not cfg.eval.val_size:
-            raise UserError("eval.monitor_every measures on the validation split: set eval.val_size too "
-                            "(e.g. eval.val_size=1000 images held out of the training split)")
+        for key, does in (("monitor_every", "measures on"), ("keep_best", "chooses on")):
+            if getattr(cfg.eval, key) and not cfg.eval.val_size:
+                raise UserError(f"eval.{key} {does} the validation split: set eval.val_size too "
+                                "(e.g. eval.val_size=1000 images held out of the training split)")
         if cfg.eval.episode_classes == "novel" and not cfg.data.train_classes:
             raise UserError("eval.episode_classes=novel needs data.train_classes (the classes to pre-train on)")
         check_views(cfg.method.name, *view_count(cfg.data))
@@ -383,6 +389,7 @@ class ImageTask(Task):
             self.split, model.encoder, bank_size=ev.monitor_bank, val_size=ev.monitor_val, transform=transform,  # type: ignore[arg-type]
             every=ev.monitor_every or None, k=ev.knn_k, temperature=ev.knn_temperature, batch_size=ev.batch_size,
             device=ctx.device, channels_last=channels_last, note=ctx.log,
+            keep=keep_best_weights(model, ctx.run_dir, MONITOR_METRIC) if ev.keep_best else None,
         )
 
     def describe(self, ctx: RunContext) -> str:
@@ -398,9 +405,11 @@ class ImageTask(Task):
         summary.collapsed_at_step = self.monitor.collapsed_at
         extra: dict[str, Any] = {}
         if ctx.is_main:
-            encoder: nn.Module = self.model.encoder  # type: ignore[assignment]
-            save_safetensors(encoder.state_dict(), ctx.run_dir / ENCODER_FILE)
             if self.split is not None and self.knn_monitor is not None:
                 self.knn_monitor.finish(summary.steps)
                 extra["validation"] = {**self.knn_monitor.results(), "split": self.split.record()}
+            if (ctx.run_dir / BEST).is_file():  # eval.keep_best: the best validation step's weights
+                self.model.load_state_dict(load_model_weights(ctx.run_dir, ctx.device))
+            encoder: nn.Module = self.model.encoder  # type: ignore[assignment]
+            save_safetensors(encoder.state_dict(), ctx.run_dir / ENCODER_FILE)
         return extra

@@ -51,7 +51,7 @@ from contrastkit.evaluate.text import before_and_after, text_compare_row, text_r
 from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.options import option
-from contrastkit.runs import load_run_weights
+from contrastkit.runs import BEST, keep_best_weights, load_model_weights
 from contrastkit.tasks.base import ImageInput, RunContext, Task, TrainedRun, ValidationSpec, register_task
 from contrastkit.training import (
     GradientStep,
@@ -81,6 +81,10 @@ class ImageTextEvalConfig(EvalConfig):
     val_seed: int = option(0, "seed of the validation split's draw (independent of train.seed)", ge=0)
     val_every: int = option(0, "image↔text hit@1 on the validation split every N steps (0: after the last step only)",
                             ge=0)
+    keep_best: bool = option(
+        False, "the run's towers are those of the validation step with the best val_hit@1 (checkpoints/best.pt; "
+        "tested, exported), not the last step's; needs eval.val_size",
+    )
 
 
 def image_text_data(cfg: Config, split: str) -> dict[str, Any]:
@@ -204,12 +208,13 @@ class ImageTextRun(TrainedRun):
                           [float(v) for v in meta["mean"]], [float(v) for v in meta["std"]])
 
     def model(self) -> nn.Module:
-        """The trained two towers from the last checkpoint."""
+        """The trained two towers from the last checkpoint (with ``eval.keep_best``: the best
+        validation step's, checkpoints/best.pt)."""
 
         def build() -> nn.Module:
             inp = self.image_input()
             model = _build(self.config, saved_text_encoder(self.config.text, self.path), inp.channels, inp.size)
-            model.load_state_dict(load_run_weights(self.path))
+            model.load_state_dict(load_model_weights(self.path))
             return model.to(self.device).eval()
 
         return self.cached("model", build)
@@ -386,9 +391,10 @@ class ImageTextTask(Task):
             raise UserError(f"image_text from a table needs text.train_columns = [image, caption]; got {t.train_columns}")
         check_templates(t.caption_templates, "text.caption_templates")
         check_templates(t.zero_shot_templates, "text.zero_shot_templates")
-        if cfg.eval.val_every and not cfg.eval.val_size:
-            raise UserError("eval.val_every measures on the validation split: set eval.val_size too "
-                            "(e.g. eval.val_size=1000 image–caption pairs held out of the training pairs)")
+        for key, does in (("val_every", "measures on"), ("keep_best", "chooses on")):
+            if getattr(cfg.eval, key) and not cfg.eval.val_size:
+                raise UserError(f"eval.{key} {does} the validation split: set eval.val_size too "
+                                "(e.g. eval.val_size=1000 image–caption pairs held out of the training pairs)")
 
     @classmethod
     def validation(cls, cfg: Config) -> ValidationSpec:
@@ -458,7 +464,7 @@ class ImageTextTask(Task):
 
     def _validator(self, ctx: RunContext, model: Any, data: dict[str, Any]) -> Validation | None:
         """Image↔text hit@1 on the held-out pairs (None without them), every ``eval.val_every``
-        steps and after the last; the run keeps its last weights (as the image task's monitor)."""
+        steps and after the last; with ``eval.keep_best`` the best step's weights are kept."""
         if self.val is None:
             return None
         val, batch = self.val, min(ctx.cfg.eval.batch_size, 256)
@@ -476,8 +482,9 @@ class ImageTextTask(Task):
             return {"value": (i2t + t2i) / 2, "image_to_text_hit@1": i2t, "text_to_image_hit@1": t2i}
 
         describe = {"pairs": len(val["captions"]), "captions": len(set(val["captions"]))}
+        keep = keep_best_weights(model, ctx.run_dir, VAL_METRIC) if ctx.cfg.eval.keep_best else None
         return Validation(evaluate, metric=VAL_METRIC, every=ctx.cfg.eval.val_every or None, direction="max",
-                          describe=describe, note=None if ctx.cfg.train.progress else ctx.log)
+                          describe=describe, note=None if ctx.cfg.train.progress else ctx.log, keep=keep)
 
     def describe(self, ctx: RunContext) -> str:
         return (
@@ -488,9 +495,12 @@ class ImageTextTask(Task):
     def after_training(self, ctx: RunContext, summary: TrainSummary) -> dict[str, Any]:
         if not ctx.is_main:
             return {}
+        extra: dict[str, Any] = {}
+        if self.validator is not None and self.val is not None:
+            self.validator.finish(summary.steps)
+            extra["validation"] = {**self.validator.results(), "split": self.val["record"]}
+        if (ctx.run_dir / BEST).is_file():  # eval.keep_best: the best validation step's weights
+            self.model.load_state_dict(load_model_weights(ctx.run_dir, ctx.device))
         self.model.text_encoder.save(ctx.run_dir / ENCODER_DIR)
         save_safetensors(self.model.encoder.state_dict(), ctx.run_dir / "encoder.safetensors")
-        if self.validator is None or self.val is None:
-            return {}
-        self.validator.finish(summary.steps)
-        return {"validation": {**self.validator.results(), "split": self.val["record"]}}
+        return extra

@@ -37,7 +37,7 @@ from contrastkit.index.vectors import (
 )
 from contrastkit.methods.recsys import GraphRecommender
 from contrastkit.methods.registry import get_method
-from contrastkit.runs import CHECKPOINTS, load_run_weights
+from contrastkit.runs import keep_best_weights, load_model_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, ValidationSpec, number, register_task
 from contrastkit.training import (
     Callback,
@@ -45,13 +45,10 @@ from contrastkit.training import (
     Trainer,
     Training,
     TrainSummary,
-    atomic_save,
-    load_checkpoint,
 )
 from contrastkit.training.callbacks import Validation
 from contrastkit.training.loggers import CsvLogger
 
-BEST_CHECKPOINT = "best.pt"
 VALID_LOG = "validation_log.csv"
 
 
@@ -121,11 +118,12 @@ def recsys_validation(model: GraphRecommender, data: InteractionData, ctx: RunCo
         assert log.trainer is not None
         ctx.log(f"epoch {math.ceil(log.trainer.step / steps_per_epoch)}, {line}")
 
+    save = keep_best_weights(model, ctx.run_dir, valid_metric_name(r))
+
     def keep(step: int, value: float) -> None:
         assert log.trainer is not None
         log.best_elapsed = log.trainer.elapsed
-        atomic_save({"model": model.state_dict(), "epoch": math.ceil(step / steps_per_epoch), "metric": value,
-                     "step": step}, ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT)
+        save(step, value)
 
     validation = Validation(
         evaluate, metric=valid_metric_name(r), every=r.eval_every * steps_per_epoch, direction="max", keep=keep,
@@ -170,12 +168,7 @@ class RecsysRun(UserItemVectors, TrainedRun):
     def best_model(self) -> GraphRecommender:
         """The recommender with the best-validation weights (the last checkpoint if none)."""
         model = build_model(self.config, self.interactions(), self.device)
-        best = self.path / CHECKPOINTS / BEST_CHECKPOINT
-        if best.is_file():
-            state = load_checkpoint(best, map_location=self.device)["model"]
-        else:
-            state = load_run_weights(self.path, self.device)
-        model.load_state_dict(state)
+        model.load_state_dict(load_model_weights(self.path, self.device))
         return model.eval()
 
     def vectors(self) -> tuple[Tensor, Tensor]:

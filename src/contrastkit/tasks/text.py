@@ -37,12 +37,11 @@ from contrastkit.evaluate.text import before_and_after, evaluate_text_encoder, t
 from contrastkit.index.vectors import write_embeddings
 from contrastkit.methods.registry import get_method
 from contrastkit.methods.scored_pairs import ScoredPairOptions
-from contrastkit.runs import CHECKPOINTS, load_run_weights
+from contrastkit.runs import BEST, keep_best_weights, load_model_weights
 from contrastkit.tasks.base import RunContext, Task, TrainedRun, ValidationSpec, register_task
-from contrastkit.training import GradientStep, Training, TrainSummary, atomic_save, load_checkpoint
+from contrastkit.training import GradientStep, Training, TrainSummary
 
 META_FILE = "text_run.json"
-BEST_CHECKPOINT = "best.pt"  # the best dev step's weights (eval.dev_every / text.dev_file)
 # keys of the text section only the image_text task reads
 IMAGE_TEXT_KEYS = ("caption_templates", "zero_shot_templates")
 
@@ -74,8 +73,7 @@ class TextRun(TrainedRun):
 
         def build() -> nn.Module:
             model = _build(self.config, saved_text_encoder(self.config.text, self.path))
-            best = self.path / CHECKPOINTS / BEST_CHECKPOINT  # a run with a dev set: its best step
-            model.load_state_dict(load_checkpoint(best)["model"] if best.is_file() else load_run_weights(self.path))
+            model.load_state_dict(load_model_weights(self.path))  # a run with a dev set: its best step's
             return model.to(self.device).eval()
 
         return self.cached("model", build)
@@ -312,12 +310,9 @@ class TextTask(Task):
         def evaluate() -> float:  # encode() runs in eval mode, without gradients, and restores the mode
             return dev.evaluate(lambda texts: model.encoder.encode(texts, batch_size=batch, device=ctx.device), t.recall_k)
 
-        def keep(step: int, value: float) -> None:
-            atomic_save({"model": model.state_dict(), "step": step, "metric": dev.metric, "value": value},
-                        ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT)
-
         return Validation(
-            evaluate, metric=dev.metric, every=cfg.eval.dev_every or None, direction=DEV_DIRECTION, keep=keep,
+            evaluate, metric=dev.metric, every=cfg.eval.dev_every or None, direction=DEV_DIRECTION,
+            keep=keep_best_weights(model, ctx.run_dir, dev.metric),
             describe=dev.describe(), note=None if cfg.train.progress else ctx.log,
         )
 
@@ -388,10 +383,9 @@ class TextTask(Task):
         if not ctx.is_main:
             return {}
         model: Any = self.model
-        best = ctx.run_dir / CHECKPOINTS / BEST_CHECKPOINT
         if self.dev is not None:
             self.dev.finish(summary.steps)
-        if self.dev is not None and best.is_file():
-            model.load_state_dict(load_checkpoint(best, map_location=ctx.device)["model"])
+        if self.dev is not None and (ctx.run_dir / BEST).is_file():  # none where every dev figure was NaN
+            model.load_state_dict(load_model_weights(ctx.run_dir, ctx.device))
         model.encoder.save(ctx.run_dir / ENCODER_DIR)
         return {"validation": self.dev.results()} if self.dev is not None else {}
