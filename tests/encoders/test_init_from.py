@@ -162,6 +162,34 @@ def test_a_run_from_another_runs_folder_starts_at_its_weights_and_resumes_exactl
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+def test_a_run_from_saved_weights_is_evaluated_against_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The evaluation of a run that started from model.init_from adds those weights as a baseline
+    (``init_from``, between the trained encoder and the random init): its probes are exactly those
+    of run A's own trained encoder, A being where it started. With A gone, that row is left out
+    with a note and the rest is evaluated."""
+    from contrastkit.runner import evaluate, load_run
+
+    probe = {"train.max_steps": 3, "eval.few_label_shots": "[5]", "eval.finetune": "false", "eval.plots": "false"}
+    a = new_run_dir(cfg_a := load_config("digits-simclr", tiny_overrides(**probe)), str(tmp_path / "a"), resume=False)
+    train_run(cfg_a, a, progress=False, verbose=False)
+    own = evaluate(load_run(a), verbose=False, report=False)["encoders"]
+    cfg_b = load_config("digits-byol", tiny_overrides(**probe, **{"model.init_from": str(a)}))
+    b = new_run_dir(cfg_b, str(tmp_path / "b"), resume=False)
+    train_run(cfg_b, b, progress=False, verbose=False)
+    encoders = evaluate(load_run(b), verbose=False, report=False)["encoders"]
+    assert list(encoders) == ["ssl", "init_from", "random_init", "raw_pixels"]
+    for probe_name in ("knn", "linear_probe", "few_label"):
+        started, trained_a = ({k: v for k, v in r[probe_name].items() if k != "seconds"}
+                              for r in (encoders["init_from"], own["ssl"]))
+        assert started == trained_a, probe_name
+    assert encoders["random_init"]["knn"] == own["random_init"]["knn"]  # the same network, the same random init
+    shutil.rmtree(a)
+    capsys.readouterr()
+    encoders = evaluate(load_run(b), verbose=True, report=False)["encoders"]
+    assert list(encoders) == ["ssl", "random_init", "raw_pixels"]
+    assert f"the starting weights model.init_from {str(a)!r} are gone: that baseline is left out" in capsys.readouterr().out
+
+
 def test_train_reports_a_bad_init_from_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sets = [x for pair in tiny_overrides(**{"model.init_from": str(tmp_path / "w.pth")}) for x in ("--set", pair)]
     assert main(["train", "--out", str(tmp_path / "run"), "--no-eval", "--quiet", *sets]) == 2

@@ -1,8 +1,9 @@
-"""The whole evaluation of a run: the same probes on the trained encoder and on two baselines.
+"""The whole evaluation of a run: the same probes on the trained encoder and on its baselines.
 
 Every report shows what self-supervised training bought: each probe (kNN, linear, few-label) runs
-on the SSL encoder, on a randomly initialised copy of it, and on raw pixels; fine-tuning compares
-the pretrained encoder with the same network trained from scratch on the same labels.
+on the SSL encoder, on a randomly initialised copy of it, and on raw pixels (and, for a run that
+started from saved weights, ``model.init_from``, on those weights); fine-tuning compares the
+pretrained encoder with the same network trained from scratch on the same labels.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from contrastkit.evaluate.metrics import classification_metrics
 from contrastkit.evaluate.tables import format_table, pct
 
 SSL, RANDOM, PIXELS = "ssl", "random_init", "raw_pixels"
+STARTING = "init_from"  # the weights a run started from (model.init_from), where it did
 
 
 def _log(message: str, verbose: bool) -> None:
@@ -99,6 +101,7 @@ def evaluate_run(
     pixel_budget: int | None = None,
     linear_transform: Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
     validation: tuple[Tensor, Tensor] | None = None,
+    starting_encoder: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Probe the SSL encoder and the baselines (N-way K-shot episodes on the test features of
     ``episode_classes`` too, where cfg.episodes > 0), fine-tune, and draw the pictures.
@@ -108,6 +111,8 @@ def evaluate_run(
     ``linear_transform`` as its augmentation (``sgd``, results' ``linear_sgd``), or both.
     ``validation`` (images, labels): the held-out slice of the training split; the SSL encoder's
     kNN accuracy on it (bank: the training images) goes to results' ``validation``.
+    ``starting_encoder``: the encoder at the weights training started from (a baseline,
+    ``init_from``, probed before the random init where ``cfg.baselines``).
 
     Images are read in blocks of ``cfg.batch_size`` (``release(block)`` after each: a memory-mapped
     store gives the pages back). ``pixel_budget`` (bytes): when the raw-pixel features of the
@@ -152,6 +157,8 @@ def evaluate_run(
         (SSL, lambda: encoder, lambda _: (ssl_train, ssl_test))
     ]
     pixels: tuple[Tensor, Tensor, Tensor | None, Tensor | None] = (train_images, test_images, None, None)
+    if cfg.baselines and starting_encoder is not None:
+        candidates.append((STARTING, lambda: starting_encoder.to(device), features_of))
     if cfg.baselines:
         torch.manual_seed(seed + 12345)
         candidates.append((RANDOM, lambda: make_random_encoder().to(device), features_of))

@@ -110,7 +110,7 @@ def overlay(lines: dict[str, Series], ylabel: str) -> bytes | None:
 # ----------------------------------------------------------------------------- an image run's evaluation
 
 PROBES = (("knn", "kNN"), ("linear_probe", "linear"), ("linear_sgd", "linear SGD"))
-ENCODER_COLOURS = {"ssl": "tab:blue", "random_init": "tab:gray", "raw_pixels": "tab:orange"}
+ENCODER_COLOURS = {"ssl": "tab:blue", "init_from": "tab:green", "random_init": "tab:gray", "raw_pixels": "tab:orange"}
 MAX_ANNOTATED = 20  # classes up to which a confusion matrix's cells carry their counts
 MAX_TICKS = 40  # classes up to which its axes name every class
 

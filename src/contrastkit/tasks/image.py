@@ -41,7 +41,7 @@ from contrastkit.data.image.spec import (
 from contrastkit.data.image.stream import FolderStream, StreamViewLoader
 from contrastkit.data.image.validation import ValidationSplit, default_val_size, pretraining_data, validation_split
 from contrastkit.encoders.image import ModelConfig, build_encoder, full_resolution_stem
-from contrastkit.encoders.weights import start_encoder
+from contrastkit.encoders.weights import load_encoder_weights, start_encoder
 from contrastkit.errors import UserError
 from contrastkit.evaluate.features import extract_features
 from contrastkit.evaluate.linear_probe import LINEAR_PROTOCOLS
@@ -191,6 +191,20 @@ class ImageRun(TrainedRun):
         torch.manual_seed(self.config.train.seed + 4242)
         return build_encoder(self.config.model, inp.channels, inp.size)
 
+    def starting_encoder(self, verbose: bool = True) -> nn.Module | None:
+        """The network at the weights training started from (``model.init_from``; a baseline), or
+        None: a run that started from a random init, or whose starting weights are gone."""
+        source = self.config.model.init_from
+        if source is None:
+            return None
+        if not Path(source).exists():
+            if verbose:
+                print(f"  the starting weights model.init_from {source!r} are gone: that baseline is left out", flush=True)
+            return None
+        encoder = self.random_encoder()
+        load_encoder_weights(encoder, source)
+        return encoder
+
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, *, verbose: bool = True) -> dict[str, Any]:
@@ -221,6 +235,7 @@ class ImageRun(TrainedRun):
             release=mapped.release if store else None, pixel_budget=RAW_PIXEL_BUDGET if store else None,
             linear_transform=self._linear_augmentation(),
             validation=None if val is None or val.labels is None else (val.images, val.labels),
+            starting_encoder=self.starting_encoder(verbose) if ev.baselines else None,
         )
 
     def _linear_augmentation(self) -> nn.Module:
