@@ -14,7 +14,16 @@ import torch
 from torch import Tensor
 
 from contrastkit.errors import UserError
-from contrastkit.losses import InfoNCELoss, NTXentLoss, SigLIPLoss, SupConLoss, info_nce, siglip_loss
+from contrastkit.losses import (
+    AnglELoss,
+    InfoNCELoss,
+    NTXentLoss,
+    SigLIPLoss,
+    SupConLoss,
+    cosent_loss,
+    info_nce,
+    siglip_loss,
+)
 
 N, D, RANKS = 8, 5, 2
 LOCAL = N // RANKS
@@ -22,6 +31,7 @@ LOCAL = N // RANKS
 LABELS = torch.tensor([0, 1, 2, 0, 3, 1, 2, 3])
 KEY_LABELS = torch.tensor([3, 0, 2, 1, 1, 3, 0, 2])
 LOCAL_INDEX = torch.tensor([1, 0, 3, -1])  # a positive among this rank's keys, -1: none
+SCORES = torch.tensor([4.0, 1.0, 3.0, 2.5, 0.5, 5.0, 2.0, 3.5], dtype=torch.float64)  # scored pairs: CoSENT, AnglE
 LOCAL_MASK = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 1], [0, 0, 0, 1], [0, 1, 1, 0]], dtype=torch.bool)
 
 
@@ -82,6 +92,11 @@ CASES: dict[str, Case] = {
     ),
     "siglip_loss": lambda x, y, s, q, r, g: siglip_loss(x, y, s.exp(), -1.0, gather_distributed=g),
     "SigLIPLoss": lambda x, y, s, q, r, g: SigLIPLoss(3.0, -1.0, gather_distributed=g)(x, y, _part(LABELS, r)),
+    # the scored-pair losses rank every pair against every other: each process computes the global batch's loss
+    "cosent_loss": lambda x, y, s, q, r, g: cosent_loss(x, y, _part(SCORES, r), gather_distributed=g),
+    "AnglELoss": lambda x, y, s, q, r, g: AnglELoss(gather_distributed=g)(  # even widths: the angle term's halves
+        x[:, :4], y[:, :4], _part(SCORES, r), _part(SCORES >= 3, r)
+    ),
 }
 
 

@@ -35,7 +35,11 @@
   ibn_weight=0, angle_scale=20)`` reproduces it.
 
 Scores are compared only within a batch; ties add nothing. Computed in float32 (float64 for
-float64 inputs).
+float64 inputs). With ``gather_distributed=True`` under torch.distributed, the batch is every
+process's pairs (gathered in rank order, differentiable w.r.t. this process's rows) and each
+process computes the loss of that global batch: with DistributedDataParallel's average of the
+gradients, exactly the gradient of one process on the concatenated batch (outside a process
+group the option changes nothing).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from torch import Tensor, nn
 
 from contrastkit.errors import UserError
 from contrastkit.losses.info_nce import info_nce
+from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad
 
 
 def _check_pairs(name: str, x: Tensor, y: Tensor, scores: Tensor) -> torch.dtype:
@@ -54,6 +59,13 @@ def _check_pairs(name: str, x: Tensor, y: Tensor, scores: Tensor) -> torch.dtype
     if scores.shape != (x.shape[0],):
         raise UserError(f"{name} needs scores of shape (N,) = ({x.shape[0]},); got {tuple(scores.shape)}")
     return torch.float64 if torch.float64 in (x.dtype, y.dtype) else torch.float32
+
+
+def _global(x: Tensor, y: Tensor, scores: Tensor, gather: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The pairs of every process, in rank order (``gather``; the identity outside a process group)."""
+    if not gather:
+        return x, y, scores
+    return gather_with_grad(x), gather_with_grad(y), gather_no_grad(scores)
 
 
 def _rank_loss(similarity: Tensor, scores: Tensor, scale: float) -> Tensor:
@@ -65,7 +77,7 @@ def _rank_loss(similarity: Tensor, scores: Tensor, scale: float) -> Tensor:
     return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)
 
 
-def cosent_loss(x: Tensor, y: Tensor, scores: Tensor, *, scale: float = 20.0) -> Tensor:
+def cosent_loss(x: Tensor, y: Tensor, scores: Tensor, *, scale: float = 20.0, gather_distributed: bool = False) -> Tensor:
     """CoSENT: pair i = (x_i, y_i) with score s_i; ``log(1 + sum_{s_i > s_j} exp(scale *
     (cos_j - cos_i)))`` over the N pairs of the batch (Su 2022). A scalar.
 
@@ -75,6 +87,7 @@ def cosent_loss(x: Tensor, y: Tensor, scores: Tensor, *, scale: float = 20.0) ->
         loss = cosent_loss(x, y, scores=torch.rand(8) * 5)
     """
     dtype = _check_pairs("cosent_loss", x, y, scores)
+    x, y, scores = _global(x, y, scores, gather_distributed)
     cos = F.cosine_similarity(x.to(dtype), y.to(dtype), dim=1)
     return _rank_loss(cos, scores, scale)
 
@@ -131,6 +144,7 @@ def angle_loss(
     cosine_scale: float = 20.0,
     ibn_scale: float = 20.0,
     angle_scale: float = 1.0,
+    gather_distributed: bool = False,
 ) -> Tensor:
     """AnglE (Li & Li 2023): ``cosine_weight * cosent_loss + ibn_weight * in-batch InfoNCE +
     angle_weight * angle_ranking_loss`` of N scored pairs (x_i, y_i, s_i); see the module's
@@ -146,6 +160,9 @@ def angle_loss(
     dtype = _check_pairs("angle_loss", x, y, scores)
     if positive is not None and positive.shape != scores.shape:
         raise UserError(f"angle_loss needs positive of shape (N,) = ({x.shape[0]},); got {tuple(positive.shape)}")
+    if gather_distributed and positive is not None:
+        positive = gather_no_grad(positive.to(torch.uint8)).bool()  # gloo gathers no bool tensors
+    x, y, scores = _global(x, y, scores, gather_distributed)
     a, b = x.to(dtype), y.to(dtype)
     loss = a.new_zeros(())
     if cosine_weight:
@@ -165,14 +182,15 @@ class CoSENTLoss(nn.Module):
         loss = CoSENTLoss()(torch.randn(8, 32), torch.randn(8, 32), torch.rand(8) * 5)
     """
 
-    def __init__(self, scale: float = 20.0) -> None:
+    def __init__(self, scale: float = 20.0, gather_distributed: bool = False) -> None:
         super().__init__()
         if not scale > 0:
             raise UserError(f"CoSENT scale must be > 0; got {scale!r}")
         self.scale = float(scale)
+        self.gather_distributed = gather_distributed
 
     def forward(self, x: Tensor, y: Tensor, scores: Tensor) -> Tensor:
-        return cosent_loss(x, y, scores, scale=self.scale)
+        return cosent_loss(x, y, scores, scale=self.scale, gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:g}"
@@ -195,8 +213,10 @@ class AnglELoss(nn.Module):
         cosine_scale: float = 20.0,
         ibn_scale: float = 20.0,
         angle_scale: float = 1.0,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
+        self.gather_distributed = gather_distributed
         weights = {"cosine_weight": cosine_weight, "ibn_weight": ibn_weight, "angle_weight": angle_weight}
         for name, value in weights.items():
             if not value >= 0:
@@ -209,7 +229,8 @@ class AnglELoss(nn.Module):
         self.scales = {k: float(v) for k, v in scales.items()}
 
     def forward(self, x: Tensor, y: Tensor, scores: Tensor, positive: Tensor | None = None) -> Tensor:
-        return angle_loss(x, y, scores, positive=positive, **self.weights, **self.scales)
+        return angle_loss(x, y, scores, positive=positive, **self.weights, **self.scales,
+                          gather_distributed=self.gather_distributed)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v:g}" for k, v in {**self.weights, **self.scales}.items())

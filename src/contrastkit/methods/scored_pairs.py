@@ -79,6 +79,7 @@ class CoSENT(_ScoredPairMethod):
     Batch: ``{"views": [ids1 (B, L1), ids2 (B, L2)], "masks": [mask1, mask2], "scores": (B,)}``
     — token ids and attention masks of sentence 1 and sentence 2 of B pairs (as
     :class:`~contrastkit.methods.SimCSE`'s views) and the pairs' similarity scores (float).
+    Under torch.distributed the pairs of every process are ranked together (the global batch).
     """
 
     def __init__(
@@ -89,7 +90,7 @@ class CoSENT(_ScoredPairMethod):
         self.scale = opts.scale
 
     def scored_loss(self, x: Tensor, y: Tensor, scores: Tensor) -> Tensor:
-        return cosent_loss(x, y, scores, scale=self.scale)
+        return cosent_loss(x, y, scores, scale=self.scale, gather_distributed=True)
 
 
 @register_method("angle", options=AnglEOptions, tasks=("text",), paper="Li & Li 2023, arXiv:2309.12871")
@@ -113,5 +114,5 @@ class AnglE(_ScoredPairMethod):
         return angle_loss(
             x, y, scores, positive=scores >= o.positive_score,
             cosine_weight=o.cosine_weight, ibn_weight=o.ibn_weight, angle_weight=o.angle_weight,
-            cosine_scale=o.cosine_scale, ibn_scale=o.ibn_scale, angle_scale=o.angle_scale,
+            cosine_scale=o.cosine_scale, ibn_scale=o.ibn_scale, angle_scale=o.angle_scale, gather_distributed=True,
         )
