@@ -257,7 +257,7 @@ def test_a_second_signal_during_the_save_corrupts_nothing(
 
 STEPS2 = 60
 TWO = [*tiny_overrides(**{"train.max_steps": STEPS2, "train.checkpoint_every": 20, "train.log_every": 1,
-                           "train.dist_timeout_minutes": 0.5, "eval.plots": False})]
+                           "train.dist_timeout_minutes": 0.5, "eval.plots": False, "eval.baselines": False})]
 
 
 @pytest.fixture(scope="module")
