@@ -187,19 +187,20 @@ class Run:
     def mine(
         self, corpus: str | None, out: str | Path, *, pairs: str | None = None, negatives: int = 1,
         margin: float | None = None, range_min: int = 0, range_max: int | None = None, k: int | None = None,
-        batch_size: int = 256,
+        sampling: str = "top", seed: int = 0, batch_size: int = 256,
     ) -> dict[str, Any]:
         """Hard negatives for the run's training pairs (or ``pairs``: ``FILE#ANCHOR,POSITIVE``)
         from ``corpus`` (a text data spec; None: the pairs' positives), by faiss search with the
         run's encoder: ``negatives`` per pair, the anchor's known positives left out, only ranks
         ``range_min`` + 1 to ``range_max`` of the ``k`` nearest, and with ``margin`` none more
-        similar to the anchor than the positive's similarity minus ``margin``. Writes (anchor,
+        similar to the anchor than the positive's similarity minus ``margin``; of those left, the
+        nearest (``sampling="top"``) or a seeded random draw (``"random"``). Writes (anchor,
         positive, negative) rows to ``out`` (.tsv, .csv or .jsonl) — what ``contrastkit mine``
         writes — and returns what the filters did (``rows``, ``pairs_short``, ...)."""
         run: Any = capable(self.trained, MinesNegatives, "mine")
         stats: dict[str, Any] = run.mine(
             corpus, out, pairs=pairs, negatives=negatives, margin=margin, range_min=range_min, range_max=range_max,
-            k=k, batch_size=_positive(batch_size),
+            k=k, sampling=sampling, seed=seed, batch_size=_positive(batch_size),
         )
         return stats
 

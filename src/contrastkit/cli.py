@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--range-max", type=int, default=None, help="consider candidates up to this rank only")
     p.add_argument("--k", type=int, default=None, help="candidates searched per anchor (default: --range-max, else "
                    "--range-min + 10 x --negatives)")
+    p.add_argument("--sampling", default="top", help="of the candidates left: the nearest (top, default) or a random "
+                   "draw (random, seeded by --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sampling random (default 0)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-length", type=int, default=128, help="tokens per text of an encoder given as RUN (a run "
                    "uses its own)")
@@ -353,7 +356,8 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     options = {"pairs": args.pairs, "negatives": args.negatives, "margin": args.margin, "range_min": args.range_min,
-               "range_max": args.range_max, "k": args.k, "batch_size": args.batch_size}
+               "range_max": args.range_max, "k": args.k, "sampling": args.sampling, "seed": args.seed,
+               "batch_size": args.batch_size}
     if (Path(args.run_dir) / CONFIG_FILE).is_file():
         from contrastkit.api import load_run
 

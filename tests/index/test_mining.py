@@ -101,6 +101,26 @@ def test_margin_removes_near_duplicates_of_the_positive() -> None:
         assert float(unit[a] @ unit[n]) <= float(unit[a] @ unit[p]) - 0.05 + 1e-6
 
 
+def test_random_sampling_draws_from_the_filtered_candidates_seeded() -> None:
+    """sampling="random": each pair's negatives are a seeded draw from the candidates that the
+    known-positive, rank-window and margin filters leave (brute force), in rank order; the same
+    seed draws the same, another seed and "top" draw otherwise."""
+    vec, anchors, positives, corpus = _world()
+    args = {"negatives": 2, "margin": 0.02, "range_min": 1, "range_max": 10}
+    left = _reference(vec, anchors, positives, corpus, **{**args, "negatives": 100})  # every candidate left
+    drawn = [mine_hard_negatives(_encode(vec), anchors, positives, corpus, **args, sampling="random", seed=seed)
+             for seed in (0, 0, 1)]
+    assert _rows(drawn[0]) == _rows(drawn[1]) and _rows(drawn[0]) != _rows(drawn[2])
+    for mined in drawn:
+        assert mined.stats["sampling"] == "random"
+        for a, p in dict.fromkeys(zip(anchors, positives, strict=True)):
+            pool = [n for x, y, n in left if (x, y) == (a, p)]
+            got = [n for x, y, n in _rows(mined) if (x, y) == (a, p)]
+            assert len(got) == min(2, len(pool)) and got == [n for n in pool if n in got]  # a subset, in rank order
+    top = mine_hard_negatives(_encode(vec), anchors, positives, corpus, **args)
+    assert _rows(top) == _reference(vec, anchors, positives, corpus, **args) != _rows(drawn[0])
+
+
 def test_fewer_candidates_than_asked_are_counted() -> None:
     vec, anchors, positives, corpus = _world()
     mined = mine_hard_negatives(_encode(vec), anchors, positives, corpus, negatives=2, margin=10.0)
@@ -114,6 +134,7 @@ def test_fewer_candidates_than_asked_are_counted() -> None:
     ({"range_min": 5, "range_max": 6, "negatives": 2}, r"^--range-max 6 leaves no room for 2 negative\(s\) after --range-min 5"),
     ({"range_max": 10, "k": 5}, r"^--k 5 \(candidates searched per anchor\) must be >= --range-max 10$"),
     ({"range_min": -1}, r"^--range-min must be an integer >= 0, got -1$"),
+    ({"sampling": "bottom"}, r"^unknown --sampling 'bottom'.*; allowed: random, top$"),
 ])
 def test_bad_arguments_are_one_line_errors(kwargs: dict[str, object], message: str) -> None:
     vec, anchors, positives, corpus = _world()

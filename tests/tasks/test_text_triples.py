@@ -172,11 +172,13 @@ def test_mine_with_an_encoder_folder_and_mistakes(dev_run: tuple[Path, dict[str,
     run, paths, _ = dev_run
     out = tmp_path / "t.csv"
     pairs = f"{paths['pairs']}#anchor,positive"
-    assert main(["mine", str(run / "text_encoder"), "--pairs", pairs, "--out", str(out), "--k", "5"]) == 0
+    assert main(["mine", str(run / "text_encoder"), "--pairs", pairs, "--out", str(out), "--k", "5", "--sampling",
+                 "random", "--seed", "3"]) == 0
     assert len(read_pairs(str(out), ["anchor", "positive", "negative"])) == 400
     capsys.readouterr()
     for argv, message in [
         (["mine", str(run), "--out", str(out), "--negatives", "0"], "--negatives must be an integer >= 1, got 0"),
+        (["mine", str(run), "--out", str(out), "--sampling", "near"], "unknown --sampling 'near'"),
         (["mine", str(run), "--out", str(tmp_path / "t.txt")], "triples are written as .tsv, .csv, .jsonl"),
         (["mine", str(run / "text_encoder"), "--out", str(out)], "needs --pairs FILE#ANCHOR,POSITIVE"),
         (["mine", str(run), "--pairs", str(paths["pairs"]), "--out", str(out)], "name the anchor and positive columns"),

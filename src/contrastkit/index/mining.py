@@ -5,10 +5,12 @@ of :mod:`contrastkit.index.faiss_index`) are the candidates, most similar first.
 anchor itself and every known positive of the anchor; then the candidates outside the rank
 window (``range_min``: skip that many of the nearest; ``range_max``: none beyond that rank);
 then, with a ``margin``, every candidate whose similarity to the anchor is above the positive's
-similarity minus the margin (a likely unlabelled positive: a false negative). The ``negatives``
-nearest candidates left make that many (anchor, positive, negative) rows — the filters of
+similarity minus the margin (a likely unlabelled positive: a false negative). Of the candidates
+left, the ``negatives`` nearest (``sampling="top"``) or ``negatives`` drawn at random
+(``sampling="random"``, seeded by ``seed`` and the pair's position; kept in rank order) make
+that many (anchor, positive, negative) rows — the filters and sampling strategies of
 sentence-transformers' ``mine_hard_negatives`` (its ``range_min`` / ``range_max`` /
-``absolute_margin``), on our index.
+``absolute_margin`` / ``sampling_strategy``), on our index.
 
 The rows are written as a table (``.tsv``, ``.csv`` or ``.jsonl``) with the columns ``anchor``,
 ``positive``, ``negative``, which ``simcse_supervised`` trains on with
@@ -29,11 +31,12 @@ from torch import Tensor
 
 from contrastkit.data.text.corpus import SICK_COLUMNS, read_pairs
 from contrastkit.data.text.spec import TextConfig, read_spec_texts, split_columns
-from contrastkit.errors import UserError
+from contrastkit.errors import UserError, check_choice
 from contrastkit.index.faiss_index import EmbeddingIndex, require_faiss
 
 TRIPLE_COLUMNS = ("anchor", "positive", "negative")
 TRIPLE_FORMATS = (".tsv", ".csv", ".jsonl")
+SAMPLING = ("top", "random")  # which of the filtered candidates become negatives
 
 
 @dataclass
@@ -56,9 +59,12 @@ def _count(value: Any, name: str, low: int) -> int:
 
 
 def check_mining_args(
-    negatives: int, margin: float | None, range_min: int, range_max: int | None, k: int | None
+    negatives: int, margin: float | None, range_min: int, range_max: int | None, k: int | None,
+    sampling: str = "top", seed: int = 0,
 ) -> tuple[int, int]:
     """(range_max, k) after checking every argument (one-line errors naming the bad one)."""
+    check_choice("--sampling", sampling, SAMPLING)
+    _count(seed, "--seed", 0)
     _count(negatives, "--negatives", 1)
     _count(range_min, "--range-min", 0)
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or not margin >= 0):
@@ -91,11 +97,13 @@ def mine_hard_negatives(
     range_min: int = 0,
     range_max: int | None = None,
     k: int | None = None,
+    sampling: str = "top",
+    seed: int = 0,
 ) -> MinedTriples:
     """Up to ``negatives`` hard negatives from ``corpus`` for each (anchor, positive) pair (see the
     module's text); ``encode(texts) -> (N, D)`` embeds texts. ``k``: candidates searched per
     anchor (default ``range_max``, else ``range_min + 10 × negatives``)."""
-    window, k = check_mining_args(negatives, margin, range_min, range_max, k)
+    window, k = check_mining_args(negatives, margin, range_min, range_max, k, sampling, seed)
     if len(anchors) != len(positives) or not anchors:
         raise UserError(f"mining needs as many anchors as positives, at least one; got {len(anchors)} and {len(positives)}")
     docs = list(dict.fromkeys(t for t in corpus if t.strip()))
@@ -123,17 +131,16 @@ def mine_hard_negatives(
     pos_sims: list[float] = []
     neg_sims: list[float] = []
     by_margin = short = 0
-    for a, p in zip(anchors, positives, strict=True):
+    for row, (a, p) in enumerate(zip(anchors, positives, strict=True)):
         pos = float(emb[where[a]] @ emb[where[p]])
         pos_sims.append(pos)
-        chosen = []
-        for i, s in candidates[a]:
-            if margin is not None and s > pos - margin:
-                by_margin += 1
-                continue
-            chosen.append((i, s))
-            if len(chosen) == negatives:
-                break
+        left = [(i, s) for i, s in candidates[a] if margin is None or s <= pos - margin]
+        by_margin += len(candidates[a]) - len(left)
+        if sampling == "random" and len(left) > negatives:
+            picked = np.random.default_rng([seed, row]).choice(len(left), size=negatives, replace=False)
+            chosen = [left[j] for j in sorted(picked.tolist())]
+        else:
+            chosen = left[:negatives]
         short += len(chosen) < negatives
         for i, s in chosen:
             out.anchors.append(a)
@@ -153,6 +160,8 @@ def mine_hard_negatives(
         "range_min": range_min,
         "range_max": window,
         "margin": margin,
+        "sampling": sampling,
+        "seed": seed,
         "mean_positive_similarity": float(np.mean(pos_sims)),
         "mean_negative_similarity": float(np.mean(neg_sims)) if neg_sims else None,
         "index": index.meta.kind,
@@ -222,6 +231,8 @@ def mine_to_file(
     range_min: int = 0,
     range_max: int | None = None,
     k: int | None = None,
+    sampling: str = "top",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Mine (see :func:`mine_hard_negatives`) and write the rows to ``out``; ``corpus``: a text
     data spec (None: the pairs' positives). Returns the filters' statistics and ``out``."""
@@ -229,15 +240,15 @@ def mine_to_file(
     docs = read_spec_texts(corpus, TextConfig(data_root=data_root), unique=True) if corpus else list(dict.fromkeys(positives))
     triples = mine_hard_negatives(
         encode, anchors, positives, docs, negatives=negatives, margin=margin, range_min=range_min,
-        range_max=range_max, k=k,
+        range_max=range_max, k=k, sampling=sampling, seed=seed,
     )
     return {**triples.stats, "out": str(write_triples(triples, out))}
 
 
 def check_mining(out: str | Path, negatives: int, margin: float | None, range_min: int, range_max: int | None,
-                 k: int | None) -> None:
+                 k: int | None, sampling: str = "top", seed: int = 0) -> None:
     """Every argument checked, and faiss present, before anything is read or encoded."""
-    check_mining_args(negatives, margin, range_min, range_max, k)
+    check_mining_args(negatives, margin, range_min, range_max, k, sampling, seed)
     check_triples_path(out)
     require_faiss()
 
@@ -245,7 +256,7 @@ def check_mining(out: str | Path, negatives: int, margin: float | None, range_mi
 def mine_with_encoder(
     encoder: str, corpus: str | None, out: str | Path, *, pairs: str | None, negatives: int = 1,
     margin: float | None = None, range_min: int = 0, range_max: int | None = None, k: int | None = None,
-    batch_size: int = 256, max_length: int = 128, data_root: str | None = None,
+    sampling: str = "top", seed: int = 0, batch_size: int = 256, max_length: int = 128, data_root: str | None = None,
 ) -> dict[str, Any]:
     """:func:`mine_to_file` with a text encoder that is not a run's: ``minilm``, a transformers /
     sentence-transformers folder or a hub name (its own pooling, else mean), e.g. the encoder a
@@ -258,7 +269,7 @@ def mine_with_encoder(
     if encoder == "tiny":
         raise UserError("the tiny encoder is random until trained: mine with a trained run folder or a pretrained encoder")
     _count(max_length, "--max-length", 2)
-    check_mining(out, negatives, margin, range_min, range_max, k)
+    check_mining(out, negatives, margin, range_min, range_max, k, sampling, seed)
     text_pairs = read_pair_spec(pairs, data_root)
     enc = load_pretrained_text_encoder(minilm_path() if encoder == "minilm" else encoder, max_length=max_length)
     device = resolve_device("auto")
@@ -266,4 +277,5 @@ def mine_with_encoder(
     return mine_to_file(
         lambda texts: enc.encode(texts, batch_size=batch_size, device=device), text_pairs, corpus, out,
         data_root=data_root, negatives=negatives, margin=margin, range_min=range_min, range_max=range_max, k=k,
+        sampling=sampling, seed=seed,
     )

@@ -157,7 +157,7 @@ class TextRun(TrainedRun):
     def mine(
         self, corpus: str | None, out: str | Path, *, pairs: str | None = None, negatives: int = 1,
         margin: float | None = None, range_min: int = 0, range_max: int | None = None, k: int | None = None,
-        batch_size: int = 256,
+        sampling: str = "top", seed: int = 0, batch_size: int = 256,
     ) -> dict[str, Any]:
         """Hard negatives for the run's training pairs (or ``pairs``) from ``corpus`` (a text data
         spec; None: the pairs' positives), found with the run's encoder, written to ``out`` as
@@ -165,11 +165,11 @@ class TextRun(TrainedRun):
         :mod:`contrastkit.index.mining`)."""
         from contrastkit.index.mining import check_mining, mine_to_file
 
-        check_mining(out, negatives, margin, range_min, range_max, k)
+        check_mining(out, negatives, margin, range_min, range_max, k, sampling, seed)
         return mine_to_file(
             lambda texts: self.encode_texts(texts, batch_size=batch_size), self.mining_pairs(pairs), corpus, out,
             data_root=self.config.text.data_root, negatives=negatives, margin=margin, range_min=range_min,
-            range_max=range_max, k=k,
+            range_max=range_max, k=k, sampling=sampling, seed=seed,
         )
 
     # ------------------------------------------------------------------ embeddings and search
