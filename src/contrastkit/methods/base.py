@@ -15,7 +15,6 @@ from contrastkit.encoders.image import ImageEncoder, ModelConfig, build_encoder
 from contrastkit.errors import UserError
 from contrastkit.losses.info_nce import info_nce
 from contrastkit.methods.registry import MethodOptions, all_methods, get_method, resolve_options
-from contrastkit.negatives.distributed import gather_no_grad, gather_with_grad, world
 from contrastkit.negatives.mining import NegativeSampling, negative_sampling_from_config
 from contrastkit.nn import MLPHead
 from contrastkit.nn.heads import HeadOptions
@@ -267,21 +266,10 @@ def contrast_across_ranks(
     z: Tensor, sample_labels: Tensor, views: int, **kernel_kwargs: Any
 ) -> Tensor:
     """Multi-view InfoNCE of this rank's rows ``z`` (views stacked: [v1; v2; ...]) against the
-    rows of every rank (SimCLR / SupCon under DDP). ``sample_labels`` (n,) must be unique across
-    ranks for instance discrimination; each row's own key is left out of positives and denominator."""
-    rank, _ = world()
-    labels = sample_labels.repeat(views)
-    keys = gather_with_grad(z)
-    key_labels = gather_no_grad(labels)
-    rows = torch.arange(z.shape[0], device=z.device)
-    own = rows + rank * z.shape[0]
-    mask = labels[:, None] == key_labels[None, :]
-    mask[rows, own] = False
-    extra = kernel_kwargs.get("negative_keys")
-    columns = mask.shape[1] + (0 if extra is None else extra.shape[0])
-    weights = torch.ones(mask.shape[0], columns, device=z.device, dtype=torch.float32)
-    weights[rows, own] = 0.0
-    return info_nce(z, keys, positive_mask=mask, negative_weights=weights, check_values=False, **kernel_kwargs)
+    rows of every rank (SimCLR / SupCon under DDP): :func:`~contrastkit.losses.info_nce` with
+    ``gather_distributed=True``. ``sample_labels`` (n,) must be unique across ranks for instance
+    discrimination; each row's own key is left out of positives and denominator."""
+    return info_nce(z, labels=sample_labels.repeat(views), gather_distributed=True, check_values=False, **kernel_kwargs)
 
 
 def embedding_stats(z: Tensor, z2: Tensor | None = None) -> dict[str, float]:
