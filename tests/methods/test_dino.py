@@ -12,6 +12,7 @@ from torch import nn
 
 from contrastkit.methods import DINO
 from contrastkit.methods.dino import dino_loss, teacher_temperature
+from contrastkit.training.optim import parameter_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,3 +98,29 @@ def test_last_layer_frozen_for_the_first_steps_and_teacher_moves_by_ema() -> Non
         for b, t, o in zip(before, model.teacher.target.parameters(), online, strict=True):
             torch.testing.assert_close(t, 0.9 * b + 0.1 * o.detach())
         assert torch.equal(model.dino_head.last, start) == (step < 2), step
+
+
+def test_last_layer_with_trained_gains_when_not_normalised() -> None:
+    """norm_last_layer=False: the last layer's rows are gain · v / |v| with a gain per row that
+    starts at 1 (the same outputs as the normalised layer at first), gets gradients and moves
+    (it is 1-D: no weight decay), and is frozen with the layer; the default has no gain."""
+    assert _model().dino_head.gain is None
+    torch.manual_seed(3)
+    model = _model(norm_last_layer=False, freeze_last_layer_steps=1)
+    head = model.dino_head
+    assert head.gain is not None and torch.equal(head.gain, torch.ones(6))
+    b = torch.nn.functional.normalize(torch.randn(5, 3), dim=1)
+    rows = torch.nn.functional.normalize(head.last.detach(), dim=1)
+    torch.testing.assert_close(head.logits(b), b @ rows.T)
+    opt = torch.optim.AdamW(parameter_groups(model, weight_decay=0.1), lr=0.05)  # as contrastkit groups them
+    for step in range(2):
+        out = model.training_step({"views": [torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)]})
+        opt.zero_grad()
+        out.loss.backward()
+        assert head.gain.grad is not None and bool((head.gain.grad != 0).any()) == (step >= 1), step
+        opt.step()
+        model.on_step_end(step, 10)
+        assert torch.equal(head.gain, torch.ones(6)) == (step < 1), step  # frozen for the first step only
+    rows = torch.nn.functional.normalize(head.last.detach(), dim=1)
+    assert not torch.allclose(head.gain, torch.ones(6))
+    torch.testing.assert_close(head.logits(b), (b @ rows.T) * head.gain.detach())  # output k scaled by gain k

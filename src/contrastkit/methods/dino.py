@@ -51,6 +51,10 @@ class DINOOptions(MomentumOptions):
     )
     center_momentum: float = option(0.9, "EMA momentum of the centre subtracted from the teacher's outputs", ge=0, le=1)
     freeze_last_layer_steps: int = option(0, "steps at the start during which the head's last layer is not updated", ge=0)
+    norm_last_layer: bool = option(
+        True, "the head's last layer has rows of length 1 (the paper's default); false: a trained gain per row "
+        "(weight normalisation, gains from 1; the paper's choice for ViT-S/16, more stable with small heads)",
+    )
     head_activation: str = option("gelu", "activation of the DINO head's MLP", choices=("gelu", "relu"))
 
     def check_values(self, prefix: str) -> None:
@@ -84,10 +88,12 @@ def dino_loss(student: list[Tensor], teacher: list[Tensor], center: Tensor, stud
 
 
 class DINOHead(nn.Module):
-    """DINO's projection head: an MLP onto a bottleneck, L2-normalised, then a linear layer
-    whose rows are normalised to length 1 (weight normalisation with the gain fixed at 1)."""
+    """DINO's projection head: an MLP onto a bottleneck, L2-normalised, then a weight-normalised
+    linear layer: rows ``gain · v / |v|``, the gain fixed at 1 (``norm_last_layer``, rows of length
+    1) or a trained parameter per row starting at 1 (``gain``)."""
 
-    def __init__(self, in_dim: int, head: HeadOptions, out_dim: int, activation: str = "gelu") -> None:
+    def __init__(self, in_dim: int, head: HeadOptions, out_dim: int, activation: str = "gelu",
+                 norm_last_layer: bool = True) -> None:
         super().__init__()
         self.mlp = MLPHead(
             in_dim, head.projection_hidden_dim, head.projection_dim, num_layers=head.projection_layers,
@@ -95,13 +101,17 @@ class DINOHead(nn.Module):
         )
         self.last = nn.Parameter(torch.empty(out_dim, head.projection_dim))
         nn.init.trunc_normal_(self.last, std=0.02)
+        self.gain = None if norm_last_layer else nn.Parameter(torch.ones(out_dim))  # 1-D: no weight decay
 
     def bottleneck(self, x: Tensor) -> Tensor:
         return F.normalize(self.mlp(x), dim=1)
 
     def logits(self, b: Tensor, frozen: bool = False) -> Tensor:
-        weight = zero_gradient(self.last) if frozen else self.last
-        return F.linear(b, F.normalize(weight, dim=1))
+        """The last layer's outputs; ``frozen``: no gradient reaches its weights (nor its gains)."""
+        weight = F.normalize(zero_gradient(self.last) if frozen else self.last, dim=1)
+        if self.gain is not None:
+            weight = (zero_gradient(self.gain) if frozen else self.gain)[:, None] * weight
+        return F.linear(b, weight)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logits(self.bottleneck(x))
@@ -117,7 +127,8 @@ class DINO(TwoViewMethod):
     of the teacher's outputs with ``center_momentum``; the teacher temperature rises from
     ``warmup_teacher_temperature`` to ``teacher_temperature`` over the first
     ``warmup_teacher_temperature_fraction`` of training; the last layer is frozen for the first
-    ``freeze_last_layer_steps`` steps.
+    ``freeze_last_layer_steps`` steps; its rows have length 1 unless ``norm_last_layer`` is false
+    (then a trained gain per row).
 
     Batch: ``training_step({"views": [g1, g2, ..., l1, ...], "global_views": G})``: G >= 2
     global views (the training size) and then any local views (smaller crops), augmented views
@@ -133,7 +144,7 @@ class DINO(TwoViewMethod):
 
     def build(self) -> None:
         o = self.opts
-        self.dino_head = DINOHead(self.feature_dim, self.head, o.out_dim, o.head_activation)
+        self.dino_head = DINOHead(self.feature_dim, self.head, o.out_dim, o.head_activation, o.norm_last_layer)
         self.teacher = MomentumEncoder(
             nn.Sequential(self.encoder, self.dino_head), o.momentum, o.momentum_final, o.momentum_schedule
         )
