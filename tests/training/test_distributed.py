@@ -1,5 +1,6 @@
-"""DDP on CPU with gloo and 2 processes: one step of every method on 2 x B samples spread over
-2 ranks equals one process on the concatenated 2B batch (loss and gradients, BatchNorm removed,
+"""DDP on CPU with gloo and 2 processes: one step of every image method, and of the sentence
+methods (triples, scored pairs; with and without GradCache), on 2 x B samples spread over 2
+ranks equals one process on the concatenated 2B batch (loss and gradients, BatchNorm removed,
 since per-process BatchNorm statistics differ by design). Stopping and resuming 2-process runs
 is tested in tests/test_preemption.py."""
 
@@ -15,10 +16,30 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from contrastkit.methods import BYOL, DINO, NNCLR, BarlowTwins, MoCoV2, MoCoV3, SimCLR, SimSiam, SupCon, SwAV, VICReg
+from contrastkit.methods.scored_pairs import AnglE, CoSENT
+from contrastkit.methods.simcse import SimCSE
 
 B = 6  # samples per rank
 METHODS = ["simclr", "simclr_queue", "supcon", "moco_v2", "moco_v2_in_batch", "moco_v3", "byol", "simsiam", "barlow_twins",
-           "vicreg", "swav", "swav_queue", "dino", "nnclr", "simclr_multicrop", "supcon_multicrop", "byol_multicrop"]
+           "vicreg", "swav", "swav_queue", "dino", "nnclr", "simclr_multicrop", "supcon_multicrop", "byol_multicrop",
+           # sentence pairs / triples (in-batch negatives of every rank), scored pairs (the global batch ranked on
+           # every rank), each also through GradCache (its cached gradients meet DDP's hooks in one backward)
+           "simcse_triples", "simcse_triples_gradcache", "cosent", "cosent_gradcache", "angle"]
+TEXT = {"simcse_triples", "simcse_triples_gradcache", "cosent", "cosent_gradcache", "angle"}
+
+
+class _TextEncoder(nn.Module):
+    """Token embeddings, their mean over the attention mask, a linear layer: (B, L) ids → (B, 6)."""
+
+    out_dim = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.out = nn.Embedding(20, 8), nn.Linear(8, 6)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(self.embed.weight.dtype)
+        return self.out((self.embed(ids) * m).sum(1) / m.sum(1))
 
 
 def _free_port() -> int:
@@ -65,6 +86,11 @@ def _model(name: str) -> nn.Module:
         "swav_queue": lambda: SwAV(_encoder(), 16, **head, prototypes=8, queue_length=40),
         "dino": lambda: DINO(_encoder(), 16, **head, out_dim=9),
         "nnclr": lambda: NNCLR(_encoder(), 16, **head, predictor_hidden_dim=6, support_set_size=40),
+        "simcse_triples": lambda: SimCSE(_TextEncoder(), temperature=0.1),
+        "simcse_triples_gradcache": lambda: SimCSE(_TextEncoder(), temperature=0.1, gradcache_chunk=4),
+        "cosent": lambda: CoSENT(_TextEncoder()),
+        "cosent_gradcache": lambda: CoSENT(_TextEncoder(), gradcache_chunk=4),
+        "angle": lambda: AnglE(_TextEncoder()),
     }
     model = _strip_bn(models[name.removesuffix("_multicrop")]()).double()  # float64: compare to 1e-5 without float32 noise
     if hasattr(model, "diagnostics"):
@@ -76,8 +102,17 @@ def _model(name: str) -> nn.Module:
 
 
 def _batch(name: str) -> dict[str, Any]:
-    """Two 6 x 6 views; a ``*_multicrop`` method's batch adds three 3 x 3 local views."""
+    """Two 6 x 6 views; a ``*_multicrop`` method's batch adds three 3 x 3 local views. Text:
+    token ids and masks of (anchor, positive, hard negative) or of scored (sentence 1, 2) pairs."""
     g = torch.Generator().manual_seed(2)
+    if name in TEXT:
+        count = 3 if name.startswith("simcse") else 2
+        ids = [torch.randint(1, 20, (2 * B, 5), generator=g) for _ in range(count)]
+        masks = [torch.ones(2 * B, 5, dtype=torch.long) for _ in range(count)]
+        for mask in masks:
+            mask[::3, 3:] = 0  # padded rows
+        scores = torch.tensor([4.0, 1.0, 3.0, 2.5, 0.5, 5.0, 2.0, 3.5, 4.5, 1.5, 0.0, 3.0], dtype=torch.float64)
+        return {"views": ids, "masks": masks, "scores": scores}
     x1 = torch.randn(2 * B, 1, 6, 6, generator=g, dtype=torch.float64)
     x2 = torch.randn(2 * B, 1, 6, 6, generator=g, dtype=torch.float64)
     local = [torch.randn(2 * B, 1, 3, 3, generator=g, dtype=torch.float64) for _ in range(3 * name.endswith("_multicrop"))]
@@ -101,7 +136,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     results = {}
     for name in METHODS:
         full = _batch(name)
-        local = {"views": [v[rows] for v in full["views"]], "labels": full["labels"][rows], "global_views": 2}
+        local = {key: [v[rows] for v in value] if isinstance(value, list) else value[rows] if torch.is_tensor(value)
+                 else value for key, value in full.items()}
         model = _model(name)
         ddp = DistributedDataParallel(_TrainingStep(model))
         loss = ddp(local).loss
