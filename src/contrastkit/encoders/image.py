@@ -18,11 +18,13 @@ import difflib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import ResNet, resnet18, resnet50
+
+if TYPE_CHECKING:  # imported where a ResNet is built: torchvision (and torch._dynamo, which it imports) cost
+    from torchvision.models import ResNet  # ~2.5 s, e.g. to the launcher of `--nproc`, which only reads the config
 
 from contrastkit.errors import UserError, check_choice, closest, install_hint
 from contrastkit.nn.heads import HeadOptions
@@ -135,6 +137,8 @@ class TorchvisionResNet(ImageEncoder):
     classifier = ("net.fc.",)
 
     def __init__(self, depth: int, in_channels: int, cifar_stem: bool = True) -> None:
+        from torchvision.models import resnet18, resnet50
+
         super().__init__()
         net = resnet18(weights=None) if depth == 18 else resnet50(weights=None)
         if cifar_stem:
